@@ -1,0 +1,148 @@
+//! In-process single-flight: concurrent misses of one key share one load.
+//!
+//! A leader holds a [`Leader`] guard. When it lands a value, every waiter gets a clone.
+//! When the guard is dropped without landing (the leader's future was cancelled, or the
+//! source panicked), the flight is marked abandoned and the waiters wake: one of them leads
+//! a new flight with its own arguments. Nobody waits on a flight that can no longer finish.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+/// How a flight ended, as its waiters see it.
+#[derive(Debug, Clone)]
+pub(crate) enum Landed<V> {
+    /// The source returned a value (or fail-safe supplied a stale one).
+    Value(V),
+    /// The source returned an error; each waiter calls the source itself.
+    Failed,
+    /// The leader went away before landing; a waiter takes over.
+    Abandoned,
+}
+
+#[derive(Debug)]
+enum State<V> {
+    Running,
+    Done(Landed<V>),
+}
+
+/// One load in flight.
+pub(crate) struct Flight<V> {
+    state: Mutex<State<V>>,
+    done: Notify,
+}
+
+impl<V: Clone> Flight<V> {
+    /// Waits for the flight to land. Cancel-safe: dropping the future just stops waiting.
+    pub async fn wait(&self) -> Landed<V> {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let State::Done(landed) = &*self.state.lock().unwrap_or_else(|e| e.into_inner()) {
+                return landed.clone();
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The in-flight loads of one engine, by key.
+pub(crate) struct Flights<V> {
+    map: Mutex<HashMap<String, Arc<Flight<V>>>>,
+}
+
+/// What a caller does about a key: lead its load, or wait on the one in flight.
+pub(crate) enum Role<V: Clone> {
+    Leader(Leader<V>),
+    Waiter(Arc<Flight<V>>),
+}
+
+impl<V: Clone> Flights<V> {
+    pub fn new() -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Flight<V>>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Joins the flight for `key`, or starts one and leads it.
+    pub fn join_or_lead(self: &Arc<Self>, key: &str) -> Role<V> {
+        let mut map = self.lock();
+        if let Some(f) = map.get(key) {
+            return Role::Waiter(f.clone());
+        }
+        Role::Leader(self.start(&mut map, key))
+    }
+
+    /// Leads a new flight for `key` only if none is in flight (one refresh per key).
+    pub fn try_lead(self: &Arc<Self>, key: &str) -> Option<Leader<V>> {
+        let mut map = self.lock();
+        if map.contains_key(key) {
+            return None;
+        }
+        Some(self.start(&mut map, key))
+    }
+
+    fn start(self: &Arc<Self>, map: &mut HashMap<String, Arc<Flight<V>>>, key: &str) -> Leader<V> {
+        let flight = Arc::new(Flight {
+            state: Mutex::new(State::Running),
+            done: Notify::new(),
+        });
+        map.insert(key.to_owned(), flight.clone());
+        Leader {
+            flights: self.clone(),
+            key: key.to_owned(),
+            flight,
+            landed: false,
+        }
+    }
+
+    /// Whether a load of `key` is in flight.
+    #[allow(dead_code)]
+    pub fn in_flight(&self, key: &str) -> bool {
+        self.lock().contains_key(key)
+    }
+}
+
+/// The right and duty to land one flight. Dropping it unlanded abandons the flight.
+pub(crate) struct Leader<V: Clone> {
+    flights: Arc<Flights<V>>,
+    key: String,
+    flight: Arc<Flight<V>>,
+    landed: bool,
+}
+
+impl<V: Clone> Leader<V> {
+    /// Ends the flight with `landed`, waking every waiter.
+    pub fn land(mut self, landed: Landed<V>) {
+        self.finish(landed);
+    }
+
+    fn finish(&mut self, landed: Landed<V>) {
+        self.landed = true;
+        {
+            let mut map = self.flights.lock();
+            if map
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                map.remove(&self.key);
+            }
+        }
+        *self.flight.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Done(landed);
+        self.flight.done.notify_waiters();
+    }
+}
+
+impl<V: Clone> Drop for Leader<V> {
+    fn drop(&mut self) {
+        if !self.landed {
+            self.finish(Landed::Abandoned);
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! How a function's return type maps to what is cached: `T` whole, `Result<T, E>`'s `Ok`,
+//! `Option<T>`'s `Some` (and `None` with `cache_none`).
+//!
+//! The macro picks the kind from the return type's spelling (`…Result<…>` → [`ResultKind`],
+//! `Option<…>` → [`OptionKind`], anything else → [`ValueKind`]); `returns = "…"` overrides it
+//! for type aliases. A wrong guess is a compile error naming the fix, never a silent
+//! caching of errors.
+
+use std::convert::Infallible;
+
+/// A value that can be kept in the in-process tier and handed to concurrent callers.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: cached values must be `Clone + Send + Sync + 'static`",
+    label = "this type is returned to every caller that shares a cached value",
+    note = "derive or implement `Clone`, or cache an `Arc<{Self}>`"
+)]
+pub trait CacheValue: Clone + Send + Sync + 'static {}
+impl<T: Clone + Send + Sync + 'static> CacheValue for T {}
+
+/// Splits a return value into what is cached and what is not.
+#[diagnostic::on_unimplemented(
+    message = "`#[cached]` cannot read `{R}` as the kind of return value it guessed",
+    label = "the macro guessed this return type's kind from its spelling",
+    note = "for a type alias, say what it is: `returns = \"result\"`, `returns = \"option\"` or `returns = \"value\"`"
+)]
+pub trait Kind<R>: 'static {
+    /// What the cache keeps.
+    type Value: CacheValue;
+    /// What is passed through uncached.
+    type Error;
+    /// The cacheable part, or the error.
+    fn split(r: R) -> Result<Self::Value, Self::Error>;
+    /// Rebuilds a return value from a cached value.
+    fn join(v: Self::Value) -> R;
+    /// Rebuilds a return value from an error.
+    fn fail(e: Self::Error) -> R;
+    /// Whether `v` is a negative result (`None`), cached only with `cache_none`.
+    fn is_negative(_v: &Self::Value) -> bool {
+        false
+    }
+}
+
+/// The whole return value is cached.
+#[derive(Debug)]
+pub struct ValueKind;
+/// `Ok` is cached; `Err` never is.
+#[derive(Debug)]
+pub struct ResultKind;
+/// `Some` is cached; `None` only with `cache_none`.
+#[derive(Debug)]
+pub struct OptionKind;
+
+impl<T: CacheValue> Kind<T> for ValueKind {
+    type Value = T;
+    type Error = Infallible;
+    fn split(r: T) -> Result<T, Infallible> {
+        Ok(r)
+    }
+    fn join(v: T) -> T {
+        v
+    }
+    fn fail(e: Infallible) -> T {
+        match e {}
+    }
+}
+
+impl<T: CacheValue, E: 'static> Kind<Result<T, E>> for ResultKind {
+    type Value = T;
+    type Error = E;
+    fn split(r: Result<T, E>) -> Result<T, E> {
+        r
+    }
+    fn join(v: T) -> Result<T, E> {
+        Ok(v)
+    }
+    fn fail(e: E) -> Result<T, E> {
+        Err(e)
+    }
+}
+
+impl<T: CacheValue> Kind<Option<T>> for OptionKind {
+    type Value = Option<T>;
+    type Error = Infallible;
+    fn split(r: Option<T>) -> Result<Option<T>, Infallible> {
+        Ok(r)
+    }
+    fn join(v: Option<T>) -> Option<T> {
+        v
+    }
+    fn fail(e: Infallible) -> Option<T> {
+        match e {}
+    }
+    fn is_negative(v: &Option<T>) -> bool {
+        v.is_none()
+    }
+}
+
+/// A value that a remote tier (Redis) can store: serde both ways.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored in Redis: the `redis` and `tiered` backends need `serde::Serialize + serde::Deserialize`",
+    label = "this backend serializes the cached value",
+    note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to the type, or use `backend = memory`"
+)]
+pub trait RemoteValue: CacheValue + serde::Serialize + serde::de::DeserializeOwned {}
+impl<T: CacheValue + serde::Serialize + serde::de::DeserializeOwned> RemoteValue for T {}

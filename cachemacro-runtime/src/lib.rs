@@ -1,0 +1,144 @@
+//! Cache-aside for `async fn`s, with one attribute.
+//!
+//! ```
+//! use cachemacro_runtime::cached;
+//!
+//! #[derive(Clone, Debug, PartialEq)]
+//! struct User { id: u64, name: String }
+//!
+//! #[cached(ttl = "10m", soft_ttl = "1m", key = "user:<id>")]
+//! async fn get_user(id: u64) -> Result<User, std::io::Error> {
+//!     // the source of truth: a database, a service, a slow computation
+//!     Ok(User { id, name: format!("user {id}") })
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let first = get_user(7).await.unwrap();   // miss: calls the body, caches `Ok`
+//! let again = get_user(7).await.unwrap();   // hit: served from memory
+//! assert_eq!(first, again);
+//! assert_eq!(get_user_stats().loads, 1);
+//!
+//! get_user_invalidate(7).await.unwrap();    // the next call loads again
+//! # }
+//! ```
+//!
+//! The attribute's options, the generated `*_invalidate`, `*_refresh` and `*_stats`
+//! functions and the guarantees are described in the README and in [`cached`].
+//!
+//! # What is where
+//! * [`cached`] — the attribute (re-exported from the `cachemacro` crate).
+//! * [`stats`] — per-function counters, latency quantiles, and the operator's table.
+//! * [`invalidate_tag`] — drop every entry carrying a tag.
+//! * [`Policy`], [`Stampede`], [`Backend`] — what the attribute decided, as data.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod engine;
+mod entry;
+mod error;
+mod flight;
+mod invalidate;
+mod key;
+mod kind;
+mod policy;
+pub mod stats;
+mod store;
+
+#[doc(inline)]
+pub use cachemacro::cached;
+
+pub use error::Error;
+pub use policy::{Backend, Policy, Site, Stampede, DEFAULT_CAPACITY};
+pub use stats::Stats;
+
+/// Invalidates every entry that carries `tag` (see the `tags` option), without scanning
+/// keys: the tag is stamped with a new epoch, and an entry whose load started before that
+/// epoch is a miss from then on.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// cachemacro_runtime::invalidate_tag("org:7").await.unwrap();
+/// # }
+/// ```
+pub async fn invalidate_tag(tag: &str) -> Result<(), Error> {
+    invalidate::tags().invalidate(tag);
+    Ok(())
+}
+
+/// Not public API: the items generated code calls. Anything here may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::engine::{Engine, EngineCell};
+    pub use crate::key::KeyBuilder;
+    pub use crate::kind::{CacheValue, Kind, OptionKind, RemoteValue, ResultKind, ValueKind};
+    pub use crate::policy::{Backend, Policy, Site, Stampede};
+    pub use crate::stats::Stats;
+
+    pub use core::future::Future;
+    pub use core::marker::PhantomData;
+    pub use core::option::Option::{self, None, Some};
+    pub use core::result::Result::{self, Err, Ok};
+    pub use core::time::Duration;
+    pub use std::string::String;
+    pub use std::sync::Arc;
+    pub use std::vec::Vec;
+
+    /// Checks, at the expansion site, that a return type the macro took for a plain value is
+    /// not a `Result` or an `Option` reached through an alias (which would cache `Err` or
+    /// `None` silently). Autoref specialisation: the probe's inherent-looking `check` picks
+    /// the `Result`/`Option` impls when they apply.
+    pub struct KindProbe<T>(PhantomData<T>);
+
+    impl<T> KindProbe<T> {
+        /// A probe for `T`.
+        pub const fn new() -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    /// The probe found a plain value.
+    pub struct PlainValue;
+    /// The probe found a `Result` behind an alias.
+    pub struct AliasOfResult;
+    /// The probe found an `Option` behind an alias.
+    pub struct AliasOfOption;
+
+    /// Implemented only by [`PlainValue`].
+    #[diagnostic::on_unimplemented(
+        message = "this return type is a `Result` or an `Option` behind a type alias; `#[cached]` would cache its `Err`/`None`",
+        label = "the return type",
+        note = "say what it is: `returns = \"result\"` (cache `Ok` only) or `returns = \"option\"` (cache `Some` only)"
+    )]
+    pub trait IsPlainValue {}
+    impl IsPlainValue for PlainValue {}
+
+    /// Fails to compile unless `V` can be stored in a remote tier.
+    pub const fn assert_remote<V: RemoteValue>() {}
+
+    /// Fails to compile (with the message above) unless `_k` is [`PlainValue`].
+    pub fn assert_plain<K: IsPlainValue>(_k: K) {}
+
+    #[allow(missing_docs)]
+    pub trait ProbeResult {
+        fn check(&self) -> AliasOfResult {
+            AliasOfResult
+        }
+    }
+    impl<T, E> ProbeResult for KindProbe<Result<T, E>> {}
+
+    #[allow(missing_docs)]
+    pub trait ProbeOption {
+        fn check(&self) -> AliasOfOption {
+            AliasOfOption
+        }
+    }
+    impl<T> ProbeOption for KindProbe<Option<T>> {}
+
+    #[allow(missing_docs)]
+    pub trait ProbePlain {
+        fn check(&self) -> PlainValue {
+            PlainValue
+        }
+    }
+    impl<T> ProbePlain for &KindProbe<T> {}
+}

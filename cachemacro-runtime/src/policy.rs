@@ -1,0 +1,202 @@
+//! What the macro decided for one cached function: TTLs, stampede mode, jitter, fail-safe,
+//! capacity, backend. A `Policy` is a `const` value in the generated code.
+
+use std::time::Duration;
+
+/// How concurrent misses of one key are handled. Each mode includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stampede {
+    /// Every miss calls the source.
+    None,
+    /// Concurrent misses of one key in one process make one source call.
+    Coalesce,
+    /// Plus a Redis lock, so concurrent misses across processes make one source call.
+    /// With the memory backend it acts within the process, like `Coalesce`.
+    Lock,
+    /// Plus XFetch probabilistic early refresh guarded by a non-blocking lock.
+    Xfetch,
+}
+
+/// Where a function's values live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// In-process only.
+    Memory,
+    /// Redis only.
+    Redis,
+    /// In-process L1 in front of Redis L2.
+    Tiered,
+    /// A backend registered at start-up under this name.
+    Named(&'static str),
+}
+
+/// Where a cached function is defined: its identity (one engine per site) and its default
+/// name in stats (`module::function`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Site {
+    /// `module_path!()` of the function.
+    pub module: &'static str,
+    /// The function's name.
+    pub function: &'static str,
+    /// `file!()`.
+    pub file: &'static str,
+    /// `line!()`.
+    pub line: u32,
+    /// `column!()`.
+    pub column: u32,
+}
+
+impl Site {
+    /// The site of `function` in `module`, at `file:line:column`.
+    pub const fn new(
+        module: &'static str,
+        function: &'static str,
+        file: &'static str,
+        line: u32,
+        column: u32,
+    ) -> Self {
+        Self {
+            module,
+            function,
+            file,
+            line,
+            column,
+        }
+    }
+}
+
+/// The options of one `#[cached]` function, validated by the macro. Built with
+/// [`Policy::new`] and the `with_*` methods, all `const`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Policy {
+    /// Where the function is defined.
+    pub site: Site,
+    /// Name in stats, if not `module::function`.
+    pub name: Option<&'static str>,
+    /// Hard TTL: after it no tier returns the value (fail-safe aside).
+    pub ttl: Duration,
+    /// Soft TTL: after it the value is stale and refreshed in the background.
+    pub soft_ttl: Option<Duration>,
+    /// Stampede mode.
+    pub stampede: Stampede,
+    /// XFetch's β (> 0; larger refreshes earlier).
+    pub beta: f64,
+    /// Bound on in-process entries.
+    pub max_capacity: Option<u64>,
+    /// Fraction by which hard expiries are spread (0 = none, 0.1 = ±10%).
+    pub jitter: f64,
+    /// Whether `Option::None` is cached.
+    pub cache_none: bool,
+    /// TTL of a cached `None` (default: `ttl`).
+    pub none_ttl: Option<Duration>,
+    /// How long past hard expiry a stale value may stand in for a failing source.
+    pub fail_safe: Option<Duration>,
+    /// Where values live.
+    pub backend: Backend,
+}
+
+/// In-process entries per function when `max_capacity` is not given.
+pub const DEFAULT_CAPACITY: u64 = 10_000;
+
+impl Policy {
+    /// The default policy for the function at `site`, with a hard TTL.
+    pub const fn new(site: Site, ttl: Duration) -> Self {
+        Self {
+            site,
+            name: None,
+            ttl,
+            soft_ttl: None,
+            stampede: Stampede::Coalesce,
+            beta: 1.0,
+            max_capacity: None,
+            jitter: 0.0,
+            cache_none: false,
+            none_ttl: None,
+            fail_safe: None,
+            backend: Backend::Memory,
+        }
+    }
+
+    /// Sets the name in stats.
+    pub const fn with_name(mut self, name: &'static str) -> Self {
+        self.name = Some(name);
+        self
+    }
+    /// Sets the soft TTL.
+    pub const fn with_soft_ttl(mut self, d: Duration) -> Self {
+        self.soft_ttl = Some(d);
+        self
+    }
+    /// Sets the stampede mode.
+    pub const fn with_stampede(mut self, s: Stampede) -> Self {
+        self.stampede = s;
+        self
+    }
+    /// Sets XFetch's β.
+    pub const fn with_beta(mut self, beta: f64) -> Self {
+        self.beta = beta;
+        self
+    }
+    /// Bounds the in-process tier.
+    pub const fn with_max_capacity(mut self, n: u64) -> Self {
+        self.max_capacity = Some(n);
+        self
+    }
+    /// Spreads hard expiries by ± `fraction`.
+    pub const fn with_jitter(mut self, fraction: f64) -> Self {
+        self.jitter = fraction;
+        self
+    }
+    /// Caches `None` for `ttl` (or the hard TTL when `None`).
+    pub const fn with_cache_none(mut self, ttl: Option<Duration>) -> Self {
+        self.cache_none = true;
+        self.none_ttl = ttl;
+        self
+    }
+    /// Serves a value up to `window` past its hard expiry when the source fails.
+    pub const fn with_fail_safe(mut self, window: Duration) -> Self {
+        self.fail_safe = Some(window);
+        self
+    }
+    /// Sets the backend.
+    pub const fn with_backend(mut self, b: Backend) -> Self {
+        self.backend = b;
+        self
+    }
+
+    /// The name in stats.
+    pub fn display_name(&self) -> String {
+        match self.name {
+            Some(n) => n.to_owned(),
+            None => format!("{}::{}", self.site.module, self.site.function),
+        }
+    }
+
+    /// The hard TTL of one new entry, jitter applied.
+    pub(crate) fn hard_ttl(&self, negative: bool) -> Duration {
+        let base = if negative {
+            self.none_ttl.unwrap_or(self.ttl)
+        } else {
+            self.ttl
+        };
+        if self.jitter <= 0.0 {
+            return base;
+        }
+        let spread = (fastrand::f64() * 2.0 - 1.0) * self.jitter.min(1.0);
+        base.mul_f64((1.0 + spread).max(0.0))
+    }
+
+    /// The soft TTL of a new entry whose hard TTL is `hard`: never past `hard`.
+    pub(crate) fn soft_ttl_within(&self, hard: Duration) -> Option<Duration> {
+        self.soft_ttl.map(|s| s.min(hard))
+    }
+
+    pub(crate) fn coalesces(&self) -> bool {
+        self.stampede >= Stampede::Coalesce
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.max_capacity.unwrap_or(DEFAULT_CAPACITY).max(1)
+    }
+}

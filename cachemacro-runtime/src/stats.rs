@@ -1,0 +1,464 @@
+//! Per-function counters and latency histograms, the registry behind [`all`], and the
+//! operator's table.
+//!
+//! This module depends on nothing else in the crate. The hot path (a hit) touches only
+//! memory owned by the calling thread's shard: counters are striped over cache-line-padded
+//! shards, one per group of threads, so no atomic is shared by every core on every call.
+//! Reads ([`Stats`] snapshots) sum the shards.
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// One counter of [`Stats`]; the discriminant indexes a shard's counter array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+#[allow(missing_docs)]
+pub enum Counter {
+    Hits,
+    StaleHits,
+    Misses,
+    Loads,
+    LoadErrors,
+    Coalesced,
+    LockWaits,
+    EarlyRefreshes,
+    BackgroundRefreshes,
+    Invalidations,
+    Evictions,
+    BackendErrors,
+}
+
+const COUNTERS: usize = 12;
+
+/// Histogram layout: values in nanoseconds, log2 major buckets with `SUB` linear
+/// sub-buckets each (relative error under 1/SUB), from 1 ns to about 2^MAX_POW ns (≈ 275 s).
+const SUB_BITS: u32 = 3;
+const SUB: usize = 1 << SUB_BITS;
+const MAX_POW: usize = 38;
+const BUCKETS: usize = (MAX_POW + 1) * SUB;
+
+struct Histogram {
+    buckets: Box<[AtomicU64]>,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Self {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    #[inline]
+    fn record(&self, nanos: u64) {
+        self.buckets[bucket_of(nanos)].fetch_add(1, Relaxed);
+    }
+}
+
+#[inline]
+fn bucket_of(nanos: u64) -> usize {
+    if nanos < SUB as u64 {
+        return nanos as usize;
+    }
+    let pow = 63 - nanos.leading_zeros(); // >= SUB_BITS
+    let sub = (nanos >> (pow - SUB_BITS)) as usize & (SUB - 1);
+    let idx = (pow - SUB_BITS + 1) as usize * SUB + sub;
+    idx.min(BUCKETS - 1)
+}
+
+/// The smallest value that lands in bucket `idx`, and the bucket's width.
+fn bucket_bounds(idx: usize) -> (u64, u64) {
+    if idx < SUB {
+        return (idx as u64, 1);
+    }
+    let major = idx / SUB;
+    let sub = (idx % SUB) as u64;
+    let pow = major as u32 + SUB_BITS - 1;
+    let width = 1u64 << (pow - SUB_BITS);
+    ((1u64 << pow) + sub * width, width)
+}
+
+#[repr(align(128))]
+struct Shard {
+    counters: [AtomicU64; COUNTERS],
+    hit_latency: Histogram,
+    load_latency: Histogram,
+}
+
+impl Shard {
+    fn new() -> Self {
+        Self {
+            counters: std::array::from_fn(|_| AtomicU64::new(0)),
+            hit_latency: Histogram::new(),
+            load_latency: Histogram::new(),
+        }
+    }
+}
+
+/// The live, shared counters of one cached function. Cheap to update from any thread.
+pub struct Recorder {
+    name: String,
+    shards: Box<[Shard]>,
+    mask: usize,
+}
+
+thread_local! {
+    static THREAD_SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+#[inline]
+fn thread_slot() -> usize {
+    THREAD_SLOT.with(|slot| {
+        let s = slot.get();
+        if s != usize::MAX {
+            return s;
+        }
+        let s = NEXT_SLOT.fetch_add(1, Relaxed);
+        slot.set(s);
+        s
+    })
+}
+
+impl Recorder {
+    /// A recorder for the function called `name`, with one shard per core (at most 16).
+    pub fn new(name: impl Into<String>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let n = cores.next_power_of_two().clamp(1, 16);
+        Self {
+            name: name.into(),
+            shards: (0..n).map(|_| Shard::new()).collect(),
+            mask: n - 1,
+        }
+    }
+
+    /// The function's name in stats.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[inline]
+    fn shard(&self) -> &Shard {
+        &self.shards[thread_slot() & self.mask]
+    }
+
+    /// Adds one to `counter`.
+    #[inline]
+    pub fn incr(&self, counter: Counter) {
+        self.add(counter, 1);
+    }
+
+    /// Adds `n` to `counter`.
+    #[inline]
+    pub fn add(&self, counter: Counter, n: u64) {
+        self.shard().counters[counter as usize].fetch_add(n, Relaxed);
+    }
+
+    /// Counts a hit (fresh or stale) that took `latency`.
+    #[inline]
+    pub fn hit(&self, stale: bool, latency: Duration) {
+        let shard = self.shard();
+        let c = if stale {
+            Counter::StaleHits
+        } else {
+            Counter::Hits
+        };
+        shard.counters[c as usize].fetch_add(1, Relaxed);
+        shard.hit_latency.record(saturating_nanos(latency));
+    }
+
+    /// Counts a source call that took `latency` and whether it failed.
+    pub fn load(&self, failed: bool, latency: Duration) {
+        let shard = self.shard();
+        shard.counters[Counter::Loads as usize].fetch_add(1, Relaxed);
+        if failed {
+            shard.counters[Counter::LoadErrors as usize].fetch_add(1, Relaxed);
+        }
+        shard.load_latency.record(saturating_nanos(latency));
+    }
+
+    /// A consistent-enough snapshot: each counter is summed over the shards.
+    pub fn snapshot(&self) -> Stats {
+        let mut c = [0u64; COUNTERS];
+        let mut hit = vec![0u64; BUCKETS];
+        let mut load = vec![0u64; BUCKETS];
+        for shard in self.shards.iter() {
+            for (i, v) in shard.counters.iter().enumerate() {
+                c[i] += v.load(Relaxed);
+            }
+            for i in 0..BUCKETS {
+                hit[i] += shard.hit_latency.buckets[i].load(Relaxed);
+                load[i] += shard.load_latency.buckets[i].load(Relaxed);
+            }
+        }
+        Stats {
+            name: self.name.clone(),
+            hits: c[Counter::Hits as usize],
+            stale_hits: c[Counter::StaleHits as usize],
+            misses: c[Counter::Misses as usize],
+            loads: c[Counter::Loads as usize],
+            load_errors: c[Counter::LoadErrors as usize],
+            coalesced: c[Counter::Coalesced as usize],
+            lock_waits: c[Counter::LockWaits as usize],
+            early_refreshes: c[Counter::EarlyRefreshes as usize],
+            background_refreshes: c[Counter::BackgroundRefreshes as usize],
+            invalidations: c[Counter::Invalidations as usize],
+            evictions: c[Counter::Evictions as usize],
+            backend_errors: c[Counter::BackendErrors as usize],
+            hit_hist: LatencyHistogram(hit.into()),
+            load_hist: LatencyHistogram(load.into()),
+        }
+    }
+}
+
+impl fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recorder")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn saturating_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A latency distribution captured in a [`Stats`] snapshot.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct LatencyHistogram(Arc<[u64]>);
+
+impl LatencyHistogram {
+    /// Number of recorded samples.
+    pub fn count(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// The `q`-quantile (`0.0..=1.0`, e.g. `0.99`), to within 1/8 of its value;
+    /// zero when nothing was recorded. `q` outside `0..=1` is clamped.
+    pub fn quantile(&self, q: f64) -> Duration {
+        let total = self.count();
+        if total == 0 {
+            return Duration::ZERO;
+        }
+        let q = if q.is_nan() { 0.5 } else { q.clamp(0.0, 1.0) };
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (i, &n) in self.0.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let (lo, width) = bucket_bounds(i);
+                return Duration::from_nanos(lo + width / 2);
+            }
+        }
+        Duration::ZERO
+    }
+}
+
+impl fmt::Debug for LatencyHistogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LatencyHistogram")
+            .field("count", &self.count())
+            .field("p50", &self.quantile(0.5))
+            .field("p99", &self.quantile(0.99))
+            .finish()
+    }
+}
+
+/// A snapshot of one cached function's counters. Counters are monotonic for the life of
+/// the process.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The function's name: `module_path::fn_name` unless `name = "…"` was given.
+    pub name: String,
+    /// Calls answered from the cache with a fresh value.
+    pub hits: u64,
+    /// Calls answered with a stale value (past `soft_ttl`) while a refresh ran.
+    pub stale_hits: u64,
+    /// Calls that found no usable value.
+    pub misses: u64,
+    /// Source calls (the original function body), including refreshes.
+    pub loads: u64,
+    /// Source calls that returned `Err` (or panicked).
+    pub load_errors: u64,
+    /// Callers that joined a load already in flight instead of calling the source.
+    pub coalesced: u64,
+    /// Callers that waited on another process's lock (`stampede = lock | xfetch`).
+    pub lock_waits: u64,
+    /// XFetch refreshes started before expiry.
+    pub early_refreshes: u64,
+    /// Background refreshes started past `soft_ttl`.
+    pub background_refreshes: u64,
+    /// Keys removed by `*_invalidate`, tags or events.
+    pub invalidations: u64,
+    /// Entries pushed out of the in-process tier by its capacity bound.
+    pub evictions: u64,
+    /// Backend failures (timeouts, connection errors, undecodable values) that the call
+    /// survived by going to the source.
+    pub backend_errors: u64,
+    /// Latency of calls answered from the cache.
+    pub hit_hist: LatencyHistogram,
+    /// Latency of source calls.
+    pub load_hist: LatencyHistogram,
+}
+
+impl Stats {
+    /// `(hits + stale_hits) / (hits + stale_hits + misses)`, or 0 before any call.
+    pub fn hit_ratio(&self) -> f64 {
+        let hits = self.hits + self.stale_hits;
+        let total = hits + self.misses;
+        if total == 0 {
+            0.0
+        } else {
+            hits as f64 / total as f64
+        }
+    }
+
+    /// The `q`-quantile of hit latency, e.g. `hit_latency(0.99)` for P99.
+    pub fn hit_latency(&self, q: f64) -> Duration {
+        self.hit_hist.quantile(q)
+    }
+
+    /// The `q`-quantile of source-call latency.
+    pub fn load_latency(&self, q: f64) -> Duration {
+        self.load_hist.quantile(q)
+    }
+
+    /// The stampede signal: source calls beyond one per miss that coalescing or locks
+    /// absorbed. High `coalesced + lock_waits` with low `loads` means protection works.
+    pub fn stampede_signal(&self) -> u64 {
+        self.coalesced + self.lock_waits
+    }
+}
+
+/// The table an operator reads: one row per function.
+///
+/// ```
+/// let text = cachemacro_runtime::stats::table(&cachemacro_runtime::stats::all());
+/// assert!(text.starts_with("function"));
+/// ```
+pub fn table(rows: &[Stats]) -> String {
+    use fmt::Write;
+    let width = rows
+        .iter()
+        .map(|s| s.name.len())
+        .chain(std::iter::once(8))
+        .max()
+        .unwrap_or(8);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>7} {:>9} {:>7} {:>7} {:>7} {:>6} {:>9} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9}",
+        "function", "hit%", "hits", "stale", "misses", "loads", "errors", "coalesced", "refresh",
+        "evict", "inval", "hit p50", "hit p99", "load p50", "load p99",
+    );
+    for s in rows {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>6.1}% {:>9} {:>7} {:>7} {:>7} {:>6} {:>9} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9}",
+            s.name,
+            s.hit_ratio() * 100.0,
+            s.hits,
+            s.stale_hits,
+            s.misses,
+            s.loads,
+            s.load_errors + s.backend_errors,
+            s.coalesced + s.lock_waits,
+            s.background_refreshes + s.early_refreshes,
+            s.evictions,
+            s.invalidations,
+            human(s.hit_latency(0.5)),
+            human(s.hit_latency(0.99)),
+            human(s.load_latency(0.5)),
+            human(s.load_latency(0.99)),
+        );
+    }
+    out
+}
+
+fn human(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        "-".into()
+    } else if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1}µs", ns as f64 / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.1}ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.2}s", ns as f64 / 1e9)
+    }
+}
+
+fn registry() -> &'static Mutex<Vec<Arc<Recorder>>> {
+    static REGISTRY: OnceLock<Mutex<Vec<Arc<Recorder>>>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// Adds a recorder to the list that [`all`] reports.
+pub fn register(recorder: Arc<Recorder>) {
+    registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(recorder);
+}
+
+/// Stats of every cached function that has been called at least once, in first-use order.
+pub fn all() -> Vec<Stats> {
+    let recorders = registry().lock().unwrap_or_else(|e| e.into_inner()).clone();
+    recorders.iter().map(|r| r.snapshot()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_cover_their_values() {
+        let mut last = 0;
+        for v in (0..5000u64).chain([1 << 20, 123_456_789, 1 << 37]) {
+            let b = bucket_of(v);
+            assert!(b >= last || v >= 5000, "bucket order at {v}");
+            last = b;
+            let (lo, w) = bucket_bounds(b);
+            assert!(lo <= v && v < lo + w, "{v} not in [{lo}, {})", lo + w);
+        }
+    }
+
+    #[test]
+    fn quantiles_are_within_an_eighth() {
+        let r = Recorder::new("q");
+        for i in 1..=1000u64 {
+            r.hit(false, Duration::from_micros(i));
+        }
+        let s = r.snapshot();
+        let p50 = s.hit_latency(0.5).as_micros() as f64;
+        let p99 = s.hit_latency(0.99).as_micros() as f64;
+        assert!((p50 - 500.0).abs() / 500.0 < 0.125, "p50 {p50}");
+        assert!((p99 - 990.0).abs() / 990.0 < 0.125, "p99 {p99}");
+        assert_eq!(s.hits, 1000);
+        assert_eq!(s.hit_ratio(), 1.0);
+    }
+
+    #[test]
+    fn counters_sum_over_threads() {
+        let r = Arc::new(Recorder::new("t"));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        r.incr(Counter::Misses);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(r.snapshot().misses, 8000);
+    }
+}

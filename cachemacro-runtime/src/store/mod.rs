@@ -1,0 +1,4 @@
+//! Stores keep entries; they know nothing of TTL policy, stampedes or stats.
+//! The engine decides; a store gets, puts and removes.
+
+pub(crate) mod memory;

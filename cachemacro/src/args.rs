@@ -1,0 +1,466 @@
+//! The attribute grammar: `name = value` pairs → typed options with spans.
+//!
+//! Parsing is deliberately lenient about *shape* (any `ident = expr` list parses) so that
+//! every mistake can be reported at once, each on its own token; interpretation is strict.
+
+use proc_macro2::Span;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned as _;
+use syn::{Expr, ExprLit, Ident, Lit, LitStr, Token};
+
+use crate::errors::Errors;
+
+/// One `name = value` pair, as written.
+pub struct RawOption {
+    pub name: Ident,
+    pub value: Expr,
+}
+
+impl Parse for RawOption {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        // `crate` is a keyword; accept it (and any other keyword) as an option name.
+        let name = syn::ext::IdentExt::parse_any(input)?;
+        input.parse::<Token![=]>().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                format!("expected `{name} = <value>`: every option takes a value"),
+            )
+        })?;
+        let value = input.parse()?;
+        Ok(Self { name, value })
+    }
+}
+
+/// The whole attribute, as written.
+pub struct RawArgs(pub Punctuated<RawOption, Token![,]>);
+
+impl Parse for RawArgs {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        Ok(Self(Punctuated::parse_terminated(input)?))
+    }
+}
+
+/// A value with the span of the token it came from.
+#[derive(Clone, Debug)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+/// A duration in nanoseconds.
+pub type Nanos = u128;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stampede {
+    None,
+    Coalesce,
+    Lock,
+    Xfetch,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Redis,
+    Tiered,
+    Named(String),
+}
+
+impl Backend {
+    pub fn is_remote(&self) -> bool {
+        !matches!(self, Backend::Memory)
+    }
+    pub fn has_local_tier(&self) -> bool {
+        !matches!(self, Backend::Redis)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Returns {
+    Value,
+    Result,
+    Option,
+}
+
+/// Every option, typed and spanned; absent ones are `None`.
+#[derive(Default)]
+pub struct Options {
+    pub ttl: Option<Spanned<Nanos>>,
+    pub soft_ttl: Option<Spanned<Nanos>>,
+    pub key: Option<LitStr>,
+    pub backend: Option<Spanned<Backend>>,
+    pub stampede: Option<Spanned<Stampede>>,
+    pub beta: Option<Spanned<f64>>,
+    pub name: Option<LitStr>,
+    pub max_capacity: Option<Spanned<u64>>,
+    pub jitter: Option<Spanned<f64>>,
+    pub cache_none: Option<Spanned<bool>>,
+    pub none_ttl: Option<Spanned<Nanos>>,
+    pub fail_safe: Option<Spanned<Nanos>>,
+    pub tags: Option<Spanned<Vec<LitStr>>>,
+    pub krate: Option<Spanned<syn::Path>>,
+    pub returns: Option<Spanned<Returns>>,
+}
+
+pub const OPTION_NAMES: &[&str] = &[
+    "ttl",
+    "soft_ttl",
+    "key",
+    "backend",
+    "stampede",
+    "beta",
+    "name",
+    "max_capacity",
+    "jitter",
+    "cache_none",
+    "none_ttl",
+    "fail_safe",
+    "tags",
+    "crate",
+    "returns",
+];
+
+/// Stores `value` in `slot`, or reports a duplicate on the second option's name.
+fn set<T>(slot: &mut Option<T>, name: &Ident, value: Option<T>, errors: &mut Errors) {
+    if slot.is_some() {
+        errors.push(syn::Error::new(
+            name.span(),
+            format!("duplicate option `{name}`: give each option once"),
+        ));
+    } else if let Some(v) = value {
+        *slot = Some(v);
+    }
+}
+
+impl Options {
+    /// Interprets every option, reporting each mistake on its own token.
+    pub fn from_raw(raw: RawArgs, errors: &mut Errors) -> Self {
+        let mut o = Options::default();
+        for RawOption { name, value } in raw.0 {
+            let n = name.to_string();
+            match n.as_str() {
+                "ttl" => set(&mut o.ttl, &name, duration(&value, errors), errors),
+                "soft_ttl" => set(&mut o.soft_ttl, &name, duration(&value, errors), errors),
+                "none_ttl" => set(&mut o.none_ttl, &name, duration(&value, errors), errors),
+                "fail_safe" => set(&mut o.fail_safe, &name, duration(&value, errors), errors),
+                "key" => set(&mut o.key, &name, string(&value, "key", errors), errors),
+                "name" => set(&mut o.name, &name, string(&value, "name", errors), errors),
+                "backend" => set(&mut o.backend, &name, backend(&value, errors), errors),
+                "stampede" => set(&mut o.stampede, &name, stampede(&value, errors), errors),
+                "returns" => set(&mut o.returns, &name, returns(&value, errors), errors),
+                "beta" => set(&mut o.beta, &name, float(&value, "beta", errors), errors),
+                "jitter" => set(
+                    &mut o.jitter,
+                    &name,
+                    float(&value, "jitter", errors),
+                    errors,
+                ),
+                "max_capacity" => set(&mut o.max_capacity, &name, int(&value, errors), errors),
+                "cache_none" => set(&mut o.cache_none, &name, boolean(&value, errors), errors),
+                "tags" => set(&mut o.tags, &name, tags(&value, errors), errors),
+                "crate" => set(&mut o.krate, &name, krate(&value, errors), errors),
+                _ => {
+                    let hint = crate::errors::did_you_mean(&n, OPTION_NAMES.iter().copied())
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
+                    errors.push(syn::Error::new(
+                        name.span(),
+                        format!(
+                            "unknown option `{n}`{hint} (options: {})",
+                            OPTION_NAMES.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        o
+    }
+}
+
+fn lit(value: &Expr) -> Option<&Lit> {
+    match value {
+        Expr::Lit(ExprLit { lit, .. }) => Some(lit),
+        Expr::Group(g) => lit(&g.expr),
+        _ => None,
+    }
+}
+
+fn ident(value: &Expr) -> Option<&Ident> {
+    match value {
+        Expr::Path(p) if p.qself.is_none() => p.path.get_ident(),
+        _ => None,
+    }
+}
+
+const DURATION_HELP: &str =
+    "write whole seconds (`600`) or a duration string such as \"150ms\", \"10s\", \"5m\", \"1h30m\"";
+
+fn duration(value: &Expr, errors: &mut Errors) -> Option<Spanned<Nanos>> {
+    let span = value.span();
+    let parsed = match lit(value) {
+        Some(Lit::Int(i)) => i
+            .base10_parse::<u64>()
+            .ok()
+            .map(|s| s as u128 * 1_000_000_000),
+        Some(Lit::Str(s)) => parse_duration(&s.value()),
+        _ => None,
+    };
+    match parsed {
+        Some(0) => {
+            errors.push(syn::Error::new(
+                span,
+                "a duration must be greater than zero",
+            ));
+            None
+        }
+        Some(ns) if ns > u64::MAX as u128 => {
+            errors.push(syn::Error::new(span, "duration too long"));
+            None
+        }
+        Some(value) => Some(Spanned { value, span }),
+        None => {
+            errors.push(syn::Error::new(
+                span,
+                format!("malformed duration: {DURATION_HELP}"),
+            ));
+            None
+        }
+    }
+}
+
+/// `"1h30m"`, `"150ms"`, `"10s"`, `"2d"`: one or more `<integer><unit>` groups, units
+/// `ms`, `s`, `m`, `h`, `d`, each at most once and largest first.
+pub fn parse_duration(s: &str) -> Option<Nanos> {
+    const UNITS: [(&str, u128); 5] = [
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+    ];
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let mut rest = s;
+    let mut total: u128 = 0;
+    let mut last_unit = 0usize; // index into UNITS + 1 of the previous unit
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let n: u128 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let letters = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..letters];
+        rest = &rest[letters..];
+        let idx = UNITS.iter().position(|(u, _)| *u == unit)?;
+        if idx + 1 <= last_unit {
+            return None;
+        }
+        last_unit = idx + 1;
+        total = total.checked_add(n.checked_mul(UNITS[idx].1)?)?;
+    }
+    Some(total)
+}
+
+fn string(value: &Expr, what: &str, errors: &mut Errors) -> Option<LitStr> {
+    match lit(value) {
+        Some(Lit::Str(s)) => Some(s.clone()),
+        _ => {
+            errors.push(syn::Error::new(
+                value.span(),
+                format!("`{what}` takes a string literal, e.g. `{what} = \"…\"`"),
+            ));
+            None
+        }
+    }
+}
+
+fn backend(value: &Expr, errors: &mut Errors) -> Option<Spanned<Backend>> {
+    let span = value.span();
+    let b = match (ident(value), lit(value)) {
+        (Some(i), _) if i == "memory" => Some(Backend::Memory),
+        (Some(i), _) if i == "redis" => Some(Backend::Redis),
+        (Some(i), _) if i == "tiered" => Some(Backend::Tiered),
+        (_, Some(Lit::Str(s))) if !s.value().is_empty() => Some(Backend::Named(s.value())),
+        (Some(i), _) => {
+            let hint = crate::errors::did_you_mean(&i.to_string(), ["memory", "redis", "tiered"])
+                .map(|s| format!("did you mean `{s}`? "))
+                .unwrap_or_default();
+            errors.push(syn::Error::new(
+                span,
+                format!("unknown backend `{i}`: {hint}expected `memory`, `redis`, `tiered`, or a string naming a backend registered at start-up"),
+            ));
+            return None;
+        }
+        _ => None,
+    };
+    if b.is_none() {
+        errors.push(syn::Error::new(
+            span,
+            "expected `memory`, `redis`, `tiered`, or a string naming a registered backend",
+        ));
+    }
+    b.map(|value| Spanned { value, span })
+}
+
+fn stampede(value: &Expr, errors: &mut Errors) -> Option<Spanned<Stampede>> {
+    let span = value.span();
+    let modes = ["none", "coalesce", "lock", "xfetch"];
+    let s = ident(value).map(|i| i.to_string());
+    let mode = match s.as_deref() {
+        Some("none") => Stampede::None,
+        Some("coalesce") => Stampede::Coalesce,
+        Some("lock") => Stampede::Lock,
+        Some("xfetch") => Stampede::Xfetch,
+        other => {
+            let hint = other
+                .and_then(|o| crate::errors::did_you_mean(o, modes))
+                .map(|s| format!("did you mean `{s}`? "))
+                .unwrap_or_default();
+            errors.push(syn::Error::new(
+                span,
+                format!("unknown stampede mode: {hint}expected `none`, `coalesce` (the default), `lock` or `xfetch`"),
+            ));
+            return None;
+        }
+    };
+    Some(Spanned { value: mode, span })
+}
+
+fn returns(value: &Expr, errors: &mut Errors) -> Option<Spanned<Returns>> {
+    let span = value.span();
+    let r = match ident(value).map(|i| i.to_string()).as_deref() {
+        Some("value") => Returns::Value,
+        Some("result") => Returns::Result,
+        Some("option") => Returns::Option,
+        _ => {
+            errors.push(syn::Error::new(
+                span,
+                "expected `value` (cache the whole return value), `result` (cache `Ok` only) or `option` (cache `Some` only)",
+            ));
+            return None;
+        }
+    };
+    Some(Spanned { value: r, span })
+}
+
+fn float(value: &Expr, what: &str, errors: &mut Errors) -> Option<Spanned<f64>> {
+    let span = value.span();
+    let v = match lit(value) {
+        Some(Lit::Float(f)) => f.base10_parse::<f64>().ok(),
+        Some(Lit::Int(i)) => i.base10_parse::<f64>().ok(),
+        _ => None,
+    };
+    if v.is_none() {
+        errors.push(syn::Error::new(
+            span,
+            format!("`{what}` takes a number, e.g. `{what} = 0.1`"),
+        ));
+    }
+    v.map(|value| Spanned { value, span })
+}
+
+fn int(value: &Expr, errors: &mut Errors) -> Option<Spanned<u64>> {
+    let span = value.span();
+    match lit(value) {
+        Some(Lit::Int(i)) => match i.base10_parse::<u64>() {
+            Ok(0) => {
+                errors.push(syn::Error::new(span, "`max_capacity` must be at least 1"));
+                None
+            }
+            Ok(value) => Some(Spanned { value, span }),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        _ => {
+            errors.push(syn::Error::new(
+                span,
+                "`max_capacity` takes an integer number of entries, e.g. `max_capacity = 10_000`",
+            ));
+            None
+        }
+    }
+}
+
+fn boolean(value: &Expr, errors: &mut Errors) -> Option<Spanned<bool>> {
+    match lit(value) {
+        Some(Lit::Bool(b)) => Some(Spanned {
+            value: b.value,
+            span: value.span(),
+        }),
+        _ => {
+            errors.push(syn::Error::new(value.span(), "expected `true` or `false`"));
+            None
+        }
+    }
+}
+
+fn tags(value: &Expr, errors: &mut Errors) -> Option<Spanned<Vec<LitStr>>> {
+    let span = value.span();
+    let Expr::Array(arr) = value else {
+        errors.push(syn::Error::new(
+            span,
+            "`tags` takes a list of templates, e.g. `tags = [\"org:<org_id>\"]`",
+        ));
+        return None;
+    };
+    let mut out = Vec::new();
+    for e in &arr.elems {
+        match lit(e) {
+            Some(Lit::Str(s)) => out.push(s.clone()),
+            _ => errors.push(syn::Error::new(
+                e.span(),
+                "each tag is a template string, e.g. \"org:<org_id>\"",
+            )),
+        }
+    }
+    Some(Spanned { value: out, span })
+}
+
+fn krate(value: &Expr, errors: &mut Errors) -> Option<Spanned<syn::Path>> {
+    let span = value.span();
+    match lit(value) {
+        Some(Lit::Str(s)) => match s.parse_with(syn::Path::parse_mod_style) {
+            Ok(p) => Some(Spanned { value: p, span }),
+            Err(_) => {
+                errors.push(syn::Error::new(
+                    span,
+                    "`crate` takes the path of the runtime crate, e.g. `crate = \"my_cache\"`",
+                ));
+                None
+            }
+        },
+        _ => {
+            errors.push(syn::Error::new(
+                span,
+                "`crate` takes a string, e.g. `crate = \"my_cache\"`",
+            ));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("150ms"), Some(150_000_000));
+        assert_eq!(parse_duration("10s"), Some(10_000_000_000));
+        assert_eq!(parse_duration("5m"), Some(300_000_000_000));
+        assert_eq!(parse_duration("1h30m"), Some(5_400_000_000_000));
+        assert_eq!(parse_duration("1d2h"), Some(93_600_000_000_000));
+        for bad in [
+            "", "10", "s", "10x", "30m1h", "1.5s", "-1s", "10s10s", "1 h",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Code generation. Everything generated is a call into `::cachemacro_runtime::__private`;
+//! the user's body is kept as tokens inside `async move { … }`.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::{Ident, LitByteStr, LitStr};
+
+use crate::args::{Backend, Returns, Stampede};
+use crate::key::Part;
+use crate::model::Model;
+
+fn nanos(p: &TokenStream, n: u128) -> TokenStream {
+    let n = n as u64;
+    if n % 1_000_000_000 == 0 {
+        let s = n / 1_000_000_000;
+        quote!(#p::Duration::from_secs(#s))
+    } else if n % 1_000_000 == 0 {
+        let ms = n / 1_000_000;
+        quote!(#p::Duration::from_millis(#ms))
+    } else {
+        quote!(#p::Duration::from_nanos(#n))
+    }
+}
+
+/// `&id`, `&user.id`, `&self.field`, spanned on the template.
+fn place(path: &[String], span: Span) -> TokenStream {
+    let root = if path[0] == "self" {
+        quote_spanned!(span=> self)
+    } else {
+        Ident::new(&path[0], span).into_token_stream()
+    };
+    let fields = path[1..].iter().map(|seg| {
+        if let Ok(i) = seg.parse::<u32>() {
+            let idx = syn::Index { index: i, span };
+            quote_spanned!(span=> .#idx)
+        } else {
+            let f = Ident::new(seg, span);
+            quote_spanned!(span=> .#f)
+        }
+    });
+    quote_spanned!(span=> &#root #(#fields)*)
+}
+
+/// An expression rendering `parts` to a `String`, `prefix` (a `&'static str` expression)
+/// first.
+fn render(
+    p: &TokenStream,
+    parts: &[Part],
+    escape: &[u8],
+    span: Span,
+    prefix: Option<TokenStream>,
+) -> TokenStream {
+    let esc = LitByteStr::new(escape, span);
+    let cap: usize = parts
+        .iter()
+        .map(|p| match p {
+            Part::Lit(s) => s.len(),
+            Part::Place(_) => 8,
+        })
+        .sum::<usize>()
+        + if prefix.is_some() { 48 } else { 0 };
+    let prefix = prefix.map(|e| quote!(__k.lit(#e);));
+    let pushes = parts.iter().map(|part| match part {
+        Part::Lit(s) => {
+            let s = LitStr::new(s, span);
+            quote!(__k.lit(#s);)
+        }
+        Part::Place(path) => {
+            let v = place(path, span);
+            quote_spanned!(span=> __k.arg(#v);)
+        }
+    });
+    quote! {{
+        let mut __k = #p::KeyBuilder::new(#cap, #esc);
+        #prefix
+        #(#pushes)*
+        __k.finish()
+    }}
+}
+
+pub fn expand(m: &Model) -> TokenStream {
+    let rt = &m.krate;
+    let p = quote!(#rt::__private);
+    let func = &m.func;
+    let sig = &func.sig;
+    let ident = &sig.ident;
+    let vis = &func.vis;
+    let ret = &m.ret;
+    let ret_span = ret.span();
+    let kind = match m.returns {
+        Returns::Value => quote!(#p::ValueKind),
+        Returns::Result => quote!(#p::ResultKind),
+        Returns::Option => quote!(#p::OptionKind),
+    };
+    let fn_name = ident.to_string();
+    let id_span = ident.span();
+
+    // ---- the policy, as a const expression --------------------------------------------
+    let ttl = nanos(&p, m.ttl);
+    let site = quote_spanned!(id_span=> #p::Site::new(
+        ::core::module_path!(), #fn_name, ::core::file!(), ::core::line!(), ::core::column!()
+    ));
+    let mut with = Vec::new();
+    if let Some(n) = &m.name {
+        with.push(quote!(.with_name(#n)));
+    }
+    if let Some(s) = m.soft_ttl {
+        let d = nanos(&p, s);
+        with.push(quote!(.with_soft_ttl(#d)));
+    }
+    if m.stampede != Stampede::Coalesce {
+        let mode = match m.stampede {
+            Stampede::None => quote!(None),
+            Stampede::Coalesce => quote!(Coalesce),
+            Stampede::Lock => quote!(Lock),
+            Stampede::Xfetch => quote!(Xfetch),
+        };
+        with.push(quote!(.with_stampede(#p::Stampede::#mode)));
+    }
+    if let Some(b) = m.beta {
+        with.push(quote!(.with_beta(#b)));
+    }
+    if let Some(c) = m.max_capacity {
+        with.push(quote!(.with_max_capacity(#c)));
+    }
+    if let Some(j) = m.jitter {
+        with.push(quote!(.with_jitter(#j)));
+    }
+    if m.cache_none {
+        let ttl = match m.none_ttl {
+            Some(n) => {
+                let d = nanos(&p, n);
+                quote!(#p::Some(#d))
+            }
+            None => quote!(#p::None),
+        };
+        with.push(quote!(.with_cache_none(#ttl)));
+    }
+    if let Some(f) = m.fail_safe {
+        let d = nanos(&p, f);
+        with.push(quote!(.with_fail_safe(#d)));
+    }
+    match &m.backend {
+        Backend::Memory => {}
+        Backend::Redis => with.push(quote!(.with_backend(#p::Backend::Redis))),
+        Backend::Tiered => with.push(quote!(.with_backend(#p::Backend::Tiered))),
+        Backend::Named(n) => with.push(quote!(.with_backend(#p::Backend::Named(#n)))),
+    }
+    let cell = quote! {
+        static __CACHEMACRO: #p::EngineCell<#ret, #kind> =
+            #p::EngineCell::new(#p::Policy::new(#site, #ttl) #(#with)*);
+    };
+
+    // ---- key and tags -----------------------------------------------------------------
+    let key = match &m.key {
+        Some(t) => render(&p, &t.parts, &t.escape_set(), t.span, None),
+        None => {
+            let prefix = quote!(::core::concat!(::core::module_path!(), "::", #fn_name));
+            render(&p, &m.key_parts(), b"%:", id_span, Some(prefix))
+        }
+    };
+    let tags = if m.tags.is_empty() {
+        quote!(#p::Vec::new())
+    } else {
+        let each = m
+            .tags
+            .iter()
+            .map(|t| render(&p, &t.parts, &t.escape_set(), t.span, None));
+        quote!(#p::Vec::from([#(#each),*]))
+    };
+
+    // ---- compile-time checks, in the main function only --------------------------------
+    let mut checks = Vec::new();
+    if m.returns == Returns::Value && m.returns_guessed {
+        checks.push(quote_spanned! {ret_span=>
+            {
+                #[allow(unused_imports)]
+                use #p::{ProbeOption as _, ProbePlain as _, ProbeResult as _};
+                #p::assert_plain((&#p::KindProbe::<#ret>::new()).check());
+            }
+        });
+    }
+    for (i, (span, msg)) in m.warnings.iter().enumerate() {
+        // Stable proc macros cannot emit warnings; using a deprecated item can.
+        let item = format_ident!("cachemacro_warning_{}", i, span = *span);
+        checks.push(quote_spanned! {*span=>
+            {
+                #[deprecated(note = #msg)]
+                #[allow(non_camel_case_types)]
+                struct #item;
+                let _ = #item;
+            }
+        });
+    }
+    if m.backend.is_remote() {
+        let span = m.backend_span;
+        checks.push(quote_spanned! {span=>
+            #p::assert_remote::<<#kind as #p::Kind<#ret>>::Value>();
+        });
+    }
+
+    // ---- the body, with tracing's "fake return edge" for inference and spans -----------
+    let block = &func.block;
+    let body = quote! {
+        async move {
+            #[allow(
+                unreachable_code,
+                clippy::diverging_sub_expression,
+                clippy::empty_loop,
+                clippy::let_unit_value,
+                clippy::needless_return
+            )]
+            if false {
+                let __cachemacro_fake_return: #ret = loop {};
+                return __cachemacro_fake_return;
+            }
+            #block
+        }
+    };
+
+    let get = if m.detached {
+        quote!(get_detached)
+    } else {
+        quote!(get)
+    };
+    let attrs = &func.attrs;
+    let cfgs: Vec<_> = attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
+    let main = quote! {
+        #(#attrs)*
+        #vis #sig {
+            #cell
+            #(#checks)*
+            let __cachemacro_key = #key;
+            let __cachemacro_tags = #tags;
+            __CACHEMACRO
+                .get()
+                .#get(__cachemacro_key, __cachemacro_tags, move || #body)
+                .await
+        }
+    };
+
+    // ---- siblings: same parameters (and receiver) as the cached function ----------------
+    let inputs = &sig.inputs;
+    let generics = &sig.generics;
+    let where_clause = &sig.generics.where_clause;
+    let invalidate = format_ident!("{}_invalidate", ident);
+    let refresh = format_ident!("{}_refresh", ident);
+    let stats = format_ident!("{}_stats", ident);
+    let doc_inv = format!(
+        "Removes the cached value of [`{fn_name}`] for these arguments from every tier; a load in flight for it will not write it back."
+    );
+    let doc_ref = format!(
+        "Calls the source of [`{fn_name}`] now and stores its result (a write-through put)."
+    );
+    let doc_stats = format!("Counters and latency of [`{fn_name}`]'s cache.");
+    let allow = quote!(#[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]);
+    quote! {
+        #main
+
+        #(#cfgs)*
+        #[doc = #doc_inv]
+        #allow
+        #vis async fn #invalidate #generics (#inputs) -> #p::Result<(), #rt::Error> #where_clause {
+            #cell
+            let __cachemacro_key = #key;
+            __CACHEMACRO.get().invalidate(__cachemacro_key).await
+        }
+
+        #(#cfgs)*
+        #[doc = #doc_ref]
+        #allow
+        #vis async fn #refresh #generics (#inputs) -> #ret #where_clause {
+            #cell
+            let __cachemacro_key = #key;
+            let __cachemacro_tags = #tags;
+            __CACHEMACRO
+                .get()
+                .refresh(__cachemacro_key, __cachemacro_tags, #body)
+                .await
+        }
+
+        #(#cfgs)*
+        #[doc = #doc_stats]
+        #vis fn #stats() -> #rt::Stats {
+            #cell
+            __CACHEMACRO.get().stats()
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! The validation step: options + function → one checked model of what to generate.
+//! Cross-option rules live here (tokio-macros' `Configuration::build`).
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::ToTokens;
+use syn::spanned::Spanned as _;
+use syn::{FnArg, ItemFn, LitStr, Pat, ReturnType, Type};
+
+use crate::args::{Backend, Nanos, Options, Returns, Spanned, Stampede};
+use crate::errors::{did_you_mean, Errors};
+use crate::key::{Part, Template};
+
+/// One parameter of the cached function.
+pub struct Param {
+    /// The binding name, when the pattern is a plain identifier.
+    pub name: Option<syn::Ident>,
+    /// Whether `#[key_ignore]` was given.
+    pub ignored: bool,
+}
+
+/// Everything expansion needs, checked.
+pub struct Model {
+    /// The user's function, `#[key_ignore]` removed.
+    pub func: ItemFn,
+    pub krate: syn::Path,
+    pub ttl: Nanos,
+    pub soft_ttl: Option<Nanos>,
+    pub none_ttl: Option<Nanos>,
+    pub fail_safe: Option<Nanos>,
+    pub stampede: Stampede,
+    pub beta: Option<f64>,
+    pub jitter: Option<f64>,
+    pub max_capacity: Option<u64>,
+    pub cache_none: bool,
+    pub backend: Backend,
+    pub backend_span: Span,
+    pub name: Option<LitStr>,
+    /// `None`: the default key (function path plus every key argument).
+    pub key: Option<Template>,
+    pub tags: Vec<Template>,
+    pub params: Vec<Param>,
+    pub returns: Returns,
+    /// Whether `returns` was guessed from the type's spelling (not given).
+    pub returns_guessed: bool,
+    pub ret: Type,
+    /// Whether the source future can be spawned (no borrowed arguments).
+    pub detached: bool,
+    /// Options that are valid but have no effect here: reported as warnings.
+    pub warnings: Vec<(Span, &'static str)>,
+}
+
+/// Strips `#[key_ignore]` from the function's parameters; returns what they were.
+pub fn strip_key_ignore(func: &mut ItemFn, errors: &mut Errors) -> Vec<Param> {
+    let mut params = Vec::new();
+    for arg in func.sig.inputs.iter_mut() {
+        let FnArg::Typed(pt) = arg else { continue };
+        let before = pt.attrs.len();
+        pt.attrs.retain(|a| !a.path().is_ident("key_ignore"));
+        let ignored = pt.attrs.len() != before;
+        let name = match &*pt.pat {
+            Pat::Ident(p) if p.subpat.is_none() => Some(p.ident.clone()),
+            _ => None,
+        };
+        if name.is_none() && !ignored {
+            errors.push(syn::Error::new(
+                pt.pat.span(),
+                "a parameter bound by a pattern cannot be part of the cache key: bind it to a name, or mark it `#[key_ignore]` if it does not change the answer",
+            ));
+        }
+        params.push(Param { name, ignored });
+    }
+    params
+}
+
+fn has_borrow(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|t| match t {
+        TokenTree::Punct(p) => p.as_char() == '&' || p.as_char() == '\'',
+        TokenTree::Ident(i) => i == "impl" || i == "dyn",
+        TokenTree::Group(g) => has_borrow(g.stream()),
+        TokenTree::Literal(_) => false,
+    })
+}
+
+fn guess_returns(ret: &Type) -> Option<Returns> {
+    let Type::Path(p) = ret else {
+        return Some(Returns::Value);
+    };
+    if p.qself.is_some() {
+        return Some(Returns::Value);
+    }
+    let last = p.path.segments.last()?;
+    let generic = matches!(last.arguments, syn::PathArguments::AngleBracketed(_));
+    let name = last.ident.to_string();
+    Some(if generic && name.ends_with("Result") {
+        Returns::Result
+    } else if generic && name == "Option" {
+        Returns::Option
+    } else {
+        Returns::Value
+    })
+}
+
+impl Model {
+    pub fn build(
+        opts: Options,
+        mut func: ItemFn,
+        attr_span: Span,
+        errors: &mut Errors,
+    ) -> Option<Self> {
+        let sig = &func.sig;
+        if sig.asyncness.is_none() {
+            errors.push(syn::Error::new(
+                sig.fn_token.span,
+                "`#[cached]` needs an `async fn`: write `async fn` (the cache may call Redis, and a miss waits on other callers' loads)",
+            ));
+        }
+        if let Some(g) = sig
+            .generics
+            .params
+            .iter()
+            .find(|g| !matches!(g, syn::GenericParam::Lifetime(_)))
+        {
+            errors.push(syn::Error::new(
+                g.span(),
+                "a `#[cached]` function cannot be generic over types or consts: one static cache serves every call; cache a non-generic wrapper instead",
+            ));
+        }
+        if let Some(v) = &sig.variadic {
+            errors.push(syn::Error::new(
+                v.span(),
+                "`#[cached]` cannot cache a variadic function",
+            ));
+        }
+        let ret = match &sig.output {
+            ReturnType::Type(_, t) => (**t).clone(),
+            ReturnType::Default => {
+                errors.push(syn::Error::new(
+                    sig.ident.span(),
+                    "a `#[cached]` function must return the value to cache",
+                ));
+                syn::parse_quote!(())
+            }
+        };
+        let has_receiver = sig.receiver().is_some();
+        let detached = !has_receiver
+            && sig.inputs.iter().all(|a| match a {
+                FnArg::Typed(pt) => !has_borrow(pt.ty.to_token_stream()),
+                FnArg::Receiver(_) => false,
+            });
+
+        let params = strip_key_ignore(&mut func, errors);
+        let names: Vec<String> = params
+            .iter()
+            .filter_map(|p| p.name.as_ref().map(|n| n.to_string()))
+            .collect();
+
+        let Some(ttl) = opts.ttl.as_ref().map(|t| t.value) else {
+            errors.push(syn::Error::new(
+                attr_span,
+                "missing `ttl`: every cached value needs a hard expiry as a safety net; add e.g. `ttl = \"10m\"` (or `ttl = 600` seconds)",
+            ));
+            return None;
+        };
+        if let Some(soft) = &opts.soft_ttl {
+            if soft.value >= ttl {
+                errors.push(syn::Error::new(
+                    soft.span,
+                    "`soft_ttl` must be shorter than `ttl`: values turn stale at `soft_ttl` and vanish at `ttl`",
+                ));
+            }
+        }
+
+        let returns_guessed = opts.returns.is_none();
+        let returns = match &opts.returns {
+            Some(r) => r.value,
+            None => guess_returns(&ret).unwrap_or(Returns::Value),
+        };
+        let cache_none = opts.cache_none.as_ref().is_some_and(|c| c.value);
+        if let Some(c) = &opts.cache_none {
+            if returns != Returns::Option {
+                errors.push(syn::Error::new(
+                    c.span,
+                    "`cache_none` applies to functions returning `Option<T>`",
+                ));
+            }
+        }
+        if let Some(n) = &opts.none_ttl {
+            if !cache_none {
+                errors.push(syn::Error::new(
+                    n.span,
+                    "`none_ttl` has no effect unless `cache_none = true`",
+                ));
+            }
+        }
+        let stampede = opts
+            .stampede
+            .as_ref()
+            .map_or(Stampede::Coalesce, |s| s.value);
+        let mut warnings = Vec::new();
+        if let Some(b) = &opts.beta {
+            if stampede != Stampede::Xfetch {
+                warnings.push((
+                    b.span,
+                    "`beta` tunes XFetch early refresh and has no effect without `stampede = xfetch`",
+                ));
+            }
+            if !(b.value > 0.0 && b.value.is_finite()) {
+                errors.push(syn::Error::new(
+                    b.span,
+                    "`beta` must be a positive number (1.0 is the usual choice)",
+                ));
+            }
+        }
+        if let Some(j) = &opts.jitter {
+            if !(0.0..1.0).contains(&j.value) {
+                errors.push(syn::Error::new(
+                    j.span,
+                    "`jitter` is a fraction of `ttl` in [0, 1), e.g. `jitter = 0.1` for ±10%",
+                ));
+            }
+        }
+        let (backend, backend_span) = opts
+            .backend
+            .map_or((Backend::Memory, attr_span), |Spanned { value, span }| {
+                (value, span)
+            });
+        if let Some(m) = &opts.max_capacity {
+            if !backend.has_local_tier() {
+                errors.push(syn::Error::new(
+                    m.span,
+                    "`max_capacity` bounds the in-process tier, which `backend = redis` does not have; use `backend = tiered`, or bound Redis with `maxmemory`",
+                ));
+            }
+        }
+
+        let check = |t: &Template, what: &str, errors: &mut Errors| {
+            for root in t.roots() {
+                if root == "self" {
+                    if !has_receiver {
+                        errors.push(syn::Error::new(
+                            t.span,
+                            format!(
+                                "`<self…>` in the {what}, but the function has no `self` parameter"
+                            ),
+                        ));
+                    }
+                    continue;
+                }
+                if !names.iter().any(|n| n == root) {
+                    let hint = did_you_mean(root, names.iter().map(String::as_str))
+                        .map(|s| format!("did you mean `<{s}>`? "))
+                        .unwrap_or_default();
+                    errors.push(syn::Error::new(
+                        t.span,
+                        format!(
+                            "`<{root}>` in the {what} names no parameter of `{}`: {hint}(parameters: {})",
+                            func.sig.ident,
+                            if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+                        ),
+                    ));
+                }
+            }
+        };
+        let key = opts.key.as_ref().and_then(|k| match Template::parse(k) {
+            Ok(t) => {
+                check(&t, "key", errors);
+                Some(t)
+            }
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        });
+        if let Some(k) = &key {
+            let used: Vec<&str> = k.roots().collect();
+            for (arg, p) in func
+                .sig
+                .inputs
+                .iter()
+                .filter_map(|a| match a {
+                    FnArg::Typed(pt) => Some(pt),
+                    FnArg::Receiver(_) => None,
+                })
+                .zip(&params)
+            {
+                let Some(name) = &p.name else { continue };
+                let in_key = used.iter().any(|u| name == u);
+                if !in_key && !p.ignored {
+                    errors.push(syn::Error::new(
+                        arg.pat.span(),
+                        format!(
+                            "parameter `{name}` is not part of the cache key: add `<{name}>` to `key`, or mark it `#[key_ignore]` if it does not change the answer"
+                        ),
+                    ));
+                } else if in_key && p.ignored {
+                    errors.push(syn::Error::new(
+                        arg.pat.span(),
+                        format!("parameter `{name}` is marked `#[key_ignore]` but the key uses `<{name}>`: remove one of them"),
+                    ));
+                }
+            }
+        } else if opts.key.is_some() {
+            // the template did not parse; already reported
+        }
+        let mut tags = Vec::new();
+        if let Some(t) = &opts.tags {
+            for lit in &t.value {
+                match Template::parse(lit) {
+                    Ok(t) => {
+                        check(&t, "tag", errors);
+                        tags.push(t);
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+
+        if !errors.is_empty() {
+            return None;
+        }
+        let krate = opts
+            .krate
+            .map(|k| k.value)
+            .unwrap_or_else(|| syn::parse_quote!(::cachemacro_runtime));
+        Some(Self {
+            func,
+            krate,
+            ttl,
+            soft_ttl: opts.soft_ttl.map(|s| s.value),
+            none_ttl: opts.none_ttl.map(|s| s.value),
+            fail_safe: opts.fail_safe.map(|s| s.value),
+            stampede,
+            beta: opts.beta.map(|b| b.value),
+            jitter: opts.jitter.map(|j| j.value),
+            max_capacity: opts.max_capacity.map(|m| m.value),
+            cache_none,
+            backend,
+            backend_span,
+            name: opts.name,
+            key,
+            tags,
+            params,
+            returns,
+            returns_guessed,
+            ret,
+            detached,
+            warnings,
+        })
+    }
+
+    /// The key template's parts, or the default: every key parameter, `:`-separated.
+    pub fn key_parts(&self) -> Vec<Part> {
+        if let Some(k) = &self.key {
+            return k.parts.clone();
+        }
+        let mut parts = Vec::new();
+        for p in &self.params {
+            if let (Some(name), false) = (&p.name, p.ignored) {
+                parts.push(Part::Lit(":".into()));
+                parts.push(Part::Place(vec![name.to_string()]));
+            }
+        }
+        parts
+    }
+}

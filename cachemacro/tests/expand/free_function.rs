@@ -1,0 +1,156 @@
+async fn get_user(id: u64) -> Result<User, DbError> {
+    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+        Result<User, DbError>,
+        ::cachemacro_runtime::__private::ResultKind,
+    > = ::cachemacro_runtime::__private::EngineCell::new(
+        ::cachemacro_runtime::__private::Policy::new(
+                ::cachemacro_runtime::__private::Site::new(
+                    ::core::module_path!(),
+                    "get_user",
+                    ::core::file!(),
+                    ::core::line!(),
+                    ::core::column!(),
+                ),
+                ::cachemacro_runtime::__private::Duration::from_secs(600u64),
+            )
+            .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
+            .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
+            .with_backend(::cachemacro_runtime::__private::Backend::Redis),
+    );
+    ::cachemacro_runtime::__private::assert_remote::<
+        <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+            Result<User, DbError>,
+        >>::Value,
+    >();
+    let __cachemacro_key = {
+        let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(13usize, b"%:");
+        __k.lit("user:");
+        __k.arg(&id);
+        __k.finish()
+    };
+    let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
+    __CACHEMACRO
+        .get()
+        .get_detached(
+            __cachemacro_key,
+            __cachemacro_tags,
+            move || async move {
+                #[allow(
+                    unreachable_code,
+                    clippy::diverging_sub_expression,
+                    clippy::empty_loop,
+                    clippy::let_unit_value,
+                    clippy::needless_return
+                )]
+                if false {
+                    let __cachemacro_fake_return: Result<User, DbError> = loop {};
+                    return __cachemacro_fake_return;
+                }
+                { db.fetch_user(id).await }
+            },
+        )
+        .await
+}
+///Removes the cached value of [`get_user`] for these arguments from every tier; a load in flight for it will not write it back.
+#[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]
+async fn get_user_invalidate(
+    id: u64,
+) -> ::cachemacro_runtime::__private::Result<(), ::cachemacro_runtime::Error> {
+    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+        Result<User, DbError>,
+        ::cachemacro_runtime::__private::ResultKind,
+    > = ::cachemacro_runtime::__private::EngineCell::new(
+        ::cachemacro_runtime::__private::Policy::new(
+                ::cachemacro_runtime::__private::Site::new(
+                    ::core::module_path!(),
+                    "get_user",
+                    ::core::file!(),
+                    ::core::line!(),
+                    ::core::column!(),
+                ),
+                ::cachemacro_runtime::__private::Duration::from_secs(600u64),
+            )
+            .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
+            .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
+            .with_backend(::cachemacro_runtime::__private::Backend::Redis),
+    );
+    let __cachemacro_key = {
+        let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(13usize, b"%:");
+        __k.lit("user:");
+        __k.arg(&id);
+        __k.finish()
+    };
+    __CACHEMACRO.get().invalidate(__cachemacro_key).await
+}
+///Calls the source of [`get_user`] now and stores its result (a write-through put).
+#[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]
+async fn get_user_refresh(id: u64) -> Result<User, DbError> {
+    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+        Result<User, DbError>,
+        ::cachemacro_runtime::__private::ResultKind,
+    > = ::cachemacro_runtime::__private::EngineCell::new(
+        ::cachemacro_runtime::__private::Policy::new(
+                ::cachemacro_runtime::__private::Site::new(
+                    ::core::module_path!(),
+                    "get_user",
+                    ::core::file!(),
+                    ::core::line!(),
+                    ::core::column!(),
+                ),
+                ::cachemacro_runtime::__private::Duration::from_secs(600u64),
+            )
+            .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
+            .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
+            .with_backend(::cachemacro_runtime::__private::Backend::Redis),
+    );
+    let __cachemacro_key = {
+        let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(13usize, b"%:");
+        __k.lit("user:");
+        __k.arg(&id);
+        __k.finish()
+    };
+    let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
+    __CACHEMACRO
+        .get()
+        .refresh(
+            __cachemacro_key,
+            __cachemacro_tags,
+            async move {
+                #[allow(
+                    unreachable_code,
+                    clippy::diverging_sub_expression,
+                    clippy::empty_loop,
+                    clippy::let_unit_value,
+                    clippy::needless_return
+                )]
+                if false {
+                    let __cachemacro_fake_return: Result<User, DbError> = loop {};
+                    return __cachemacro_fake_return;
+                }
+                { db.fetch_user(id).await }
+            },
+        )
+        .await
+}
+///Counters and latency of [`get_user`]'s cache.
+fn get_user_stats() -> ::cachemacro_runtime::Stats {
+    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+        Result<User, DbError>,
+        ::cachemacro_runtime::__private::ResultKind,
+    > = ::cachemacro_runtime::__private::EngineCell::new(
+        ::cachemacro_runtime::__private::Policy::new(
+                ::cachemacro_runtime::__private::Site::new(
+                    ::core::module_path!(),
+                    "get_user",
+                    ::core::file!(),
+                    ::core::line!(),
+                    ::core::column!(),
+                ),
+                ::cachemacro_runtime::__private::Duration::from_secs(600u64),
+            )
+            .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
+            .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
+            .with_backend(::cachemacro_runtime::__private::Backend::Redis),
+    );
+    __CACHEMACRO.get().stats()
+}

@@ -1,0 +1,144 @@
+pub async fn find(&self, id: u64, trace: &str) -> Option<Row> {
+    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+        Option<Row>,
+        ::cachemacro_runtime::__private::OptionKind,
+    > = ::cachemacro_runtime::__private::EngineCell::new(
+        ::cachemacro_runtime::__private::Policy::new(
+            ::cachemacro_runtime::__private::Site::new(
+                ::core::module_path!(),
+                "find",
+                ::core::file!(),
+                ::core::line!(),
+                ::core::column!(),
+            ),
+            ::cachemacro_runtime::__private::Duration::from_secs(300u64),
+        ),
+    );
+    let __cachemacro_key = {
+        let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(57usize, b"%:");
+        __k.lit(::core::concat!(::core::module_path!(), "::", "find"));
+        __k.lit(":");
+        __k.arg(&id);
+        __k.finish()
+    };
+    let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
+    __CACHEMACRO
+        .get()
+        .get(
+            __cachemacro_key,
+            __cachemacro_tags,
+            move || async move {
+                #[allow(
+                    unreachable_code,
+                    clippy::diverging_sub_expression,
+                    clippy::empty_loop,
+                    clippy::let_unit_value,
+                    clippy::needless_return
+                )]
+                if false {
+                    let __cachemacro_fake_return: Option<Row> = loop {};
+                    return __cachemacro_fake_return;
+                }
+                { self.db.find(id).await }
+            },
+        )
+        .await
+}
+///Removes the cached value of [`find`] for these arguments from every tier; a load in flight for it will not write it back.
+#[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]
+pub async fn find_invalidate(
+    &self,
+    id: u64,
+    trace: &str,
+) -> ::cachemacro_runtime::__private::Result<(), ::cachemacro_runtime::Error> {
+    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+        Option<Row>,
+        ::cachemacro_runtime::__private::OptionKind,
+    > = ::cachemacro_runtime::__private::EngineCell::new(
+        ::cachemacro_runtime::__private::Policy::new(
+            ::cachemacro_runtime::__private::Site::new(
+                ::core::module_path!(),
+                "find",
+                ::core::file!(),
+                ::core::line!(),
+                ::core::column!(),
+            ),
+            ::cachemacro_runtime::__private::Duration::from_secs(300u64),
+        ),
+    );
+    let __cachemacro_key = {
+        let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(57usize, b"%:");
+        __k.lit(::core::concat!(::core::module_path!(), "::", "find"));
+        __k.lit(":");
+        __k.arg(&id);
+        __k.finish()
+    };
+    __CACHEMACRO.get().invalidate(__cachemacro_key).await
+}
+///Calls the source of [`find`] now and stores its result (a write-through put).
+#[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]
+pub async fn find_refresh(&self, id: u64, trace: &str) -> Option<Row> {
+    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+        Option<Row>,
+        ::cachemacro_runtime::__private::OptionKind,
+    > = ::cachemacro_runtime::__private::EngineCell::new(
+        ::cachemacro_runtime::__private::Policy::new(
+            ::cachemacro_runtime::__private::Site::new(
+                ::core::module_path!(),
+                "find",
+                ::core::file!(),
+                ::core::line!(),
+                ::core::column!(),
+            ),
+            ::cachemacro_runtime::__private::Duration::from_secs(300u64),
+        ),
+    );
+    let __cachemacro_key = {
+        let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(57usize, b"%:");
+        __k.lit(::core::concat!(::core::module_path!(), "::", "find"));
+        __k.lit(":");
+        __k.arg(&id);
+        __k.finish()
+    };
+    let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
+    __CACHEMACRO
+        .get()
+        .refresh(
+            __cachemacro_key,
+            __cachemacro_tags,
+            async move {
+                #[allow(
+                    unreachable_code,
+                    clippy::diverging_sub_expression,
+                    clippy::empty_loop,
+                    clippy::let_unit_value,
+                    clippy::needless_return
+                )]
+                if false {
+                    let __cachemacro_fake_return: Option<Row> = loop {};
+                    return __cachemacro_fake_return;
+                }
+                { self.db.find(id).await }
+            },
+        )
+        .await
+}
+///Counters and latency of [`find`]'s cache.
+pub fn find_stats() -> ::cachemacro_runtime::Stats {
+    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+        Option<Row>,
+        ::cachemacro_runtime::__private::OptionKind,
+    > = ::cachemacro_runtime::__private::EngineCell::new(
+        ::cachemacro_runtime::__private::Policy::new(
+            ::cachemacro_runtime::__private::Site::new(
+                ::core::module_path!(),
+                "find",
+                ::core::file!(),
+                ::core::line!(),
+                ::core::column!(),
+            ),
+            ::cachemacro_runtime::__private::Duration::from_secs(300u64),
+        ),
+    );
+    __CACHEMACRO.get().stats()
+}
