@@ -103,7 +103,7 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                         };
                     }
                 }
-                self.stats.hit(false, now.elapsed());
+                self.stats.hit(false, || now.elapsed());
                 Lookup::Hit(entry.value.clone())
             }
             Freshness::Stale => {
@@ -115,7 +115,7 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                         early: false,
                     };
                 }
-                self.stats.hit(true, now.elapsed());
+                self.stats.hit(true, || now.elapsed());
                 Lookup::Hit(entry.value.clone())
             }
             Freshness::Expired => {
@@ -210,7 +210,7 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                     this.load(Some(leader), key, tags, source(), Some(entry))
                         .await;
                 });
-                self.stats.hit(!early, now.elapsed());
+                self.stats.hit(!early, || now.elapsed());
                 K::join(value)
             }
             Lookup::Miss { fallback } => {

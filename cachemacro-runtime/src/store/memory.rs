@@ -12,39 +12,37 @@ use quick_cache::{Lifecycle, UnitWeighter};
 
 use crate::entry::Entry;
 
-/// Called with the number of entries pushed out by the capacity bound.
+/// Called once per entry pushed out by the capacity bound.
 type OnEvict = Arc<dyn Fn() + Send + Sync>;
 
-#[derive(Clone)]
-struct EvictionHook(OnEvict);
+/// Collects the keys an insert pushed out. quick_cache reports a same-key replacement
+/// through the same hook as an eviction; the store tells them apart by key.
+#[derive(Clone, Copy)]
+struct Collect;
 
-impl<K, V> Lifecycle<K, V> for EvictionHook {
-    type RequestState = ();
+impl<V> Lifecycle<String, V> for Collect {
+    type RequestState = Vec<String>;
 
-    fn on_evict(&self, _: &mut (), _: K, _: V) {
-        (self.0)();
+    fn on_evict(&self, evicted: &mut Vec<String>, key: String, _: V) {
+        evicted.push(key);
     }
 }
 
 type Inner<V> =
-    Cache<String, Arc<Entry<V>>, UnitWeighter, quick_cache::DefaultHashBuilder, EvictionHook>;
+    Cache<String, Arc<Entry<V>>, UnitWeighter, quick_cache::DefaultHashBuilder, Collect>;
 
 /// A bounded map from key to entry.
 pub(crate) struct MemoryStore<V> {
     cache: Inner<V>,
+    on_evict: OnEvict,
 }
 
 impl<V: Send + Sync + 'static> MemoryStore<V> {
     pub fn new(capacity: u64, on_evict: OnEvict) -> Self {
         let items = usize::try_from(capacity).unwrap_or(usize::MAX).min(1 << 24);
         Self {
-            cache: Cache::with(
-                items,
-                capacity,
-                UnitWeighter,
-                Default::default(),
-                EvictionHook(on_evict),
-            ),
+            cache: Cache::with(items, capacity, UnitWeighter, Default::default(), Collect),
+            on_evict,
         }
     }
 
@@ -54,7 +52,12 @@ impl<V: Send + Sync + 'static> MemoryStore<V> {
     }
 
     pub fn insert(&self, key: String, entry: Arc<Entry<V>>) {
-        self.cache.insert(key, entry);
+        let mut evicted = Vec::new();
+        self.cache
+            .insert_with_lifecycle(key.clone(), entry, &mut evicted);
+        for _ in evicted.iter().filter(|k| **k != key) {
+            (self.on_evict)();
+        }
     }
 
     pub fn remove(&self, key: &str) {
@@ -73,5 +76,45 @@ impl<V: Send + Sync + 'static> MemoryStore<V> {
     #[allow(dead_code)]
     pub fn len(&self) -> usize {
         self.cache.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    fn entry(v: u32) -> Arc<Entry<u32>> {
+        let now = tokio::time::Instant::now();
+        Arc::new(Entry {
+            value: v,
+            soft: None,
+            hard: now,
+            delta: Default::default(),
+            tags: None,
+        })
+    }
+
+    #[test]
+    fn replacing_is_not_evicting() {
+        let evicted = Arc::new(AtomicU64::new(0));
+        let e = evicted.clone();
+        let store = MemoryStore::new(
+            10_000,
+            Arc::new(move || {
+                e.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        store.insert("a".into(), entry(1));
+        store.insert("a".into(), entry(2));
+        store.insert("b".into(), entry(1));
+        store.remove("a");
+        store.insert("a".into(), entry(3));
+        assert_eq!(evicted.load(Ordering::SeqCst), 0);
+        for i in 0..20_000 {
+            store.insert(i.to_string(), entry(i));
+        }
+        assert!(store.len() <= 10_000);
+        assert!(evicted.load(Ordering::SeqCst) >= 10_000);
     }
 }
