@@ -45,9 +45,10 @@ async fn timed(label: &str, id: u64) -> User {
     let t = Instant::now();
     let user = get_user(id).await.expect("the demo database never fails");
     println!(
-        "{label:<34} {:>9.3} ms   {} (version {})",
+        "{label:<34} {:>9.3} ms   {} #{} (version {})",
         t.elapsed().as_secs_f64() * 1e3,
         user.name,
+        user.id,
         user.version
     );
     user

@@ -93,11 +93,6 @@ impl<V> Entry<V> {
         }
     }
 
-    /// Time left before the hard deadline.
-    pub fn remaining(&self, now: Instant) -> Duration {
-        self.hard.saturating_duration_since(now)
-    }
-
     /// Whether a fail-safe window of `window` past the hard deadline still covers `now`.
     pub fn within_fail_safe(&self, now: Instant, window: Duration) -> bool {
         now < self.hard + window && self.tags.as_ref().is_none_or(|t| t.valid())

@@ -2,7 +2,7 @@
 //! `Option<T>`'s `Some` (and `None` with `cache_none`).
 //!
 //! The macro picks the kind from the return type's spelling (`…Result<…>` → [`ResultKind`],
-//! `Option<…>` → [`OptionKind`], anything else → [`ValueKind`]); `returns = "…"` overrides it
+//! `Option<…>` → [`OptionKind`], anything else → [`ValueKind`]); `returns = …` overrides it
 //! for type aliases. A wrong guess is a compile error naming the fix, never a silent
 //! caching of errors.
 
@@ -21,7 +21,7 @@ impl<T: Clone + Send + Sync + 'static> CacheValue for T {}
 #[diagnostic::on_unimplemented(
     message = "`#[cached]` cannot read `{R}` as the kind of return value it guessed",
     label = "the macro guessed this return type's kind from its spelling",
-    note = "for a type alias, say what it is: `returns = \"result\"`, `returns = \"option\"` or `returns = \"value\"`"
+    note = "for a type alias, say what it is: `returns = result`, `returns = option` or `returns = value`"
 )]
 pub trait Kind<R>: 'static {
     /// What the cache keeps.

@@ -89,6 +89,7 @@ pub mod __private {
     /// the `Result`/`Option` impls when they apply.
     pub struct KindProbe<T>(PhantomData<T>);
 
+    #[allow(clippy::new_without_default)]
     impl<T> KindProbe<T> {
         /// A probe for `T`.
         pub const fn new() -> Self {
@@ -107,7 +108,7 @@ pub mod __private {
     #[diagnostic::on_unimplemented(
         message = "this return type is a `Result` or an `Option` behind a type alias; `#[cached]` would cache its `Err`/`None`",
         label = "the return type",
-        note = "say what it is: `returns = \"result\"` (cache `Ok` only) or `returns = \"option\"` (cache `Some` only)"
+        note = "say what it is: `returns = result` (cache `Ok` only) or `returns = option` (cache `Some` only)"
     )]
     pub trait IsPlainValue {}
     impl IsPlainValue for PlainValue {}

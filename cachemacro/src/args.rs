@@ -86,6 +86,9 @@ pub enum Returns {
 /// Every option, typed and spanned; absent ones are `None`.
 #[derive(Default)]
 pub struct Options {
+    /// Names of every option written, valid or not (so a malformed `ttl` is not also
+    /// reported as missing).
+    pub written: Vec<String>,
     pub ttl: Option<Spanned<Nanos>>,
     pub soft_ttl: Option<Spanned<Nanos>>,
     pub key: Option<LitStr>,
@@ -139,6 +142,7 @@ impl Options {
         let mut o = Options::default();
         for RawOption { name, value } in raw.0 {
             let n = name.to_string();
+            o.written.push(n.clone());
             match n.as_str() {
                 "ttl" => set(&mut o.ttl, &name, duration(&value, errors), errors),
                 "soft_ttl" => set(&mut o.soft_ttl, &name, duration(&value, errors), errors),
@@ -257,7 +261,7 @@ pub fn parse_duration(s: &str) -> Option<Nanos> {
         let unit = &rest[..letters];
         rest = &rest[letters..];
         let idx = UNITS.iter().position(|(u, _)| *u == unit)?;
-        if idx + 1 <= last_unit {
+        if idx < last_unit {
             return None;
         }
         last_unit = idx + 1;

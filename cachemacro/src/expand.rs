@@ -10,6 +10,22 @@ use crate::args::{Backend, Returns, Stampede};
 use crate::key::Part;
 use crate::model::Model;
 
+/// `tokens` with every span set to `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut t| {
+            if let proc_macro2::TokenTree::Group(g) = &t {
+                let mut ng = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                ng.set_span(span);
+                t = ng.into();
+            }
+            t.set_span(span);
+            t
+        })
+        .collect()
+}
+
 fn nanos(p: &TokenStream, n: u128) -> TokenStream {
     let n = n as u64;
     if n % 1_000_000_000 == 0 {
@@ -147,9 +163,12 @@ pub fn expand(m: &Model) -> TokenStream {
         Backend::Tiered => with.push(quote!(.with_backend(#p::Backend::Tiered))),
         Backend::Named(n) => with.push(quote!(.with_backend(#p::Backend::Named(#n)))),
     }
-    let cell = quote! {
-        static __CACHEMACRO: #p::EngineCell<#ret, #kind> =
-            #p::EngineCell::new(#p::Policy::new(#site, #ttl) #(#with)*);
+    // Spanned on the return type, so an unusable value type is reported there.
+    let pr = respan(p.clone(), ret_span);
+    let kind_r = respan(kind.clone(), ret_span);
+    let cell = quote_spanned! {ret_span=>
+        static __CACHEMACRO: #pr::EngineCell<#ret, #kind_r> =
+            #pr::EngineCell::new(#p::Policy::new(#site, #ttl) #(#with)*);
     };
 
     // ---- key and tags -----------------------------------------------------------------
@@ -226,6 +245,9 @@ pub fn expand(m: &Model) -> TokenStream {
     };
     let attrs = &func.attrs;
     let cfgs: Vec<_> = attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
+    // Every use of the engine is spanned on the return type: if the type cannot be cached,
+    // that is where the (deduplicated) error points.
+    let engine = quote_spanned!(ret_span=> __CACHEMACRO.get());
     let main = quote! {
         #(#attrs)*
         #vis #sig {
@@ -233,8 +255,7 @@ pub fn expand(m: &Model) -> TokenStream {
             #(#checks)*
             let __cachemacro_key = #key;
             let __cachemacro_tags = #tags;
-            __CACHEMACRO
-                .get()
+            #engine
                 .#get(__cachemacro_key, __cachemacro_tags, move || #body)
                 .await
         }
@@ -264,7 +285,7 @@ pub fn expand(m: &Model) -> TokenStream {
         #vis async fn #invalidate #generics (#inputs) -> #p::Result<(), #rt::Error> #where_clause {
             #cell
             let __cachemacro_key = #key;
-            __CACHEMACRO.get().invalidate(__cachemacro_key).await
+            #engine.invalidate(__cachemacro_key).await
         }
 
         #(#cfgs)*
@@ -274,8 +295,7 @@ pub fn expand(m: &Model) -> TokenStream {
             #cell
             let __cachemacro_key = #key;
             let __cachemacro_tags = #tags;
-            __CACHEMACRO
-                .get()
+            #engine
                 .refresh(__cachemacro_key, __cachemacro_tags, #body)
                 .await
         }
@@ -284,7 +304,7 @@ pub fn expand(m: &Model) -> TokenStream {
         #[doc = #doc_stats]
         #vis fn #stats() -> #rt::Stats {
             #cell
-            __CACHEMACRO.get().stats()
+            #engine.stats()
         }
     }
 }

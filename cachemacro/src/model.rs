@@ -155,6 +155,9 @@ impl Model {
             .collect();
 
         let Some(ttl) = opts.ttl.as_ref().map(|t| t.value) else {
+            if opts.written.iter().any(|w| w == "ttl") {
+                return None; // given but malformed: already reported
+            }
             errors.push(syn::Error::new(
                 attr_span,
                 "missing `ttl`: every cached value needs a hard expiry as a safety net; add e.g. `ttl = \"10m\"` (or `ttl = 600` seconds)",
