@@ -57,7 +57,11 @@ fn shadowed_names_and_a_renamed_crate_still_expand() {
         assert_eq!(renamed(2).await, ::core::option::Option::Some(2));
         assert!(aliased(0).await.is_err());
         assert!(aliased(0).await.is_err());
-        assert_eq!(aliased_stats().load_errors, 2, "returns = result: Err not cached");
+        assert_eq!(
+            aliased_stats().load_errors,
+            2,
+            "returns = result: Err not cached"
+        );
         shadowed_invalidate(1).await.unwrap();
         renamed_refresh(2).await;
         assert_eq!(renamed_stats().loads, 2);

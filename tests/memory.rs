@@ -75,7 +75,11 @@ async fn jitter_spreads_expiries_of_keys_set_together() {
         (20..=80).contains(&early),
         "{early} of 200 jittered keys expired by 75 s"
     );
-    assert_eq!(STEADY.load(SeqCst), 200, "without jitter none expire before 100 s");
+    assert_eq!(
+        STEADY.load(SeqCst),
+        200,
+        "without jitter none expire before 100 s"
+    );
 }
 
 // ---- soft TTL: stale-while-revalidate ------------------------------------------------------
@@ -107,7 +111,11 @@ async fn past_soft_ttl_callers_get_the_stale_value_at_once_and_one_refresh_runs(
 
     SWR_GATE.open(1);
     until("the refresh landed", || swr_stats().loads == 2).await;
-    assert_eq!(swr(1).await, (1, 2), "the refreshed value replaces the stale one");
+    assert_eq!(
+        swr(1).await,
+        (1, 2),
+        "the refreshed value replaces the stale one"
+    );
     assert_eq!(SWR_GATE.entered(), 2);
 }
 
@@ -128,7 +136,10 @@ async fn with_borrowed_arguments_one_caller_refreshes_and_the_rest_get_stale() {
     assert_eq!(swr_borrowed("a").await, "a-1");
     advance(Duration::from_secs(11)).await;
     let refresher = tokio::spawn(swr_borrowed("a"));
-    until("the refresher reached the source", || SWR_REF_GATE.entered() == 2).await;
+    until("the refresher reached the source", || {
+        SWR_REF_GATE.entered() == 2
+    })
+    .await;
     for _ in 0..20 {
         assert_eq!(swr_borrowed("a").await, "a-1");
     }
@@ -158,7 +169,10 @@ async fn unprotected(id: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_misses_of_one_key_make_one_source_call() {
     let callers: Vec<_> = (0..1000).map(|_| tokio::spawn(cold(7))).collect();
-    until_real("999 callers joined the leader", || cold_stats().coalesced == 999).await;
+    until_real("999 callers joined the leader", || {
+        cold_stats().coalesced == 999
+    })
+    .await;
     COLD_GATE.open(1000);
     for c in callers {
         assert_eq!(no_hang("a coalesced caller", c).await.unwrap(), 8);
@@ -171,7 +185,10 @@ async fn a_thousand_concurrent_misses_of_one_key_make_one_source_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_control_without_coalescing_every_miss_calls_the_source() {
     let callers: Vec<_> = (0..100).map(|_| tokio::spawn(unprotected(7))).collect();
-    until_real("every caller reached the source", || UNPROTECTED_GATE.entered() == 100).await;
+    until_real("every caller reached the source", || {
+        UNPROTECTED_GATE.entered() == 100
+    })
+    .await;
     UNPROTECTED_GATE.open(100);
     for c in callers {
         assert_eq!(no_hang("an unprotected caller", c).await.unwrap(), 8);
@@ -192,7 +209,10 @@ async fn cancellable(id: u64) -> u64 {
 #[tokio::test]
 async fn a_cancelled_leader_does_not_cancel_the_load_others_wait_on() {
     let leader = tokio::spawn(cancellable(3));
-    until("the leader reached the source", || CANCEL_GATE.entered() == 1).await;
+    until("the leader reached the source", || {
+        CANCEL_GATE.entered() == 1
+    })
+    .await;
     let waiters: Vec<_> = (0..10).map(|_| tokio::spawn(cancellable(3))).collect();
     until("the waiters joined", || cancellable_stats().coalesced == 10).await;
     leader.abort();
@@ -201,7 +221,11 @@ async fn a_cancelled_leader_does_not_cancel_the_load_others_wait_on() {
     for w in waiters {
         assert_eq!(no_hang("a waiter", w).await.unwrap(), 3);
     }
-    assert_eq!(CANCEL_GATE.entered(), 1, "the load went on without its caller");
+    assert_eq!(
+        CANCEL_GATE.entered(),
+        1,
+        "the load went on without its caller"
+    );
 }
 
 static CANCEL_REF_GATE: Gate = Gate::new();
@@ -215,11 +239,17 @@ async fn cancellable_borrowed(name: &str) -> String {
 #[tokio::test]
 async fn with_borrowed_arguments_a_waiter_takes_over_from_a_cancelled_leader() {
     let leader = tokio::spawn(cancellable_borrowed("x"));
-    until("the leader reached the source", || CANCEL_REF_GATE.entered() == 1).await;
+    until("the leader reached the source", || {
+        CANCEL_REF_GATE.entered() == 1
+    })
+    .await;
     let waiters: Vec<_> = (0..10)
         .map(|_| tokio::spawn(cancellable_borrowed("x")))
         .collect();
-    until("the waiters joined", || cancellable_borrowed_stats().coalesced == 10).await;
+    until("the waiters joined", || {
+        cancellable_borrowed_stats().coalesced == 10
+    })
+    .await;
     leader.abort();
     let _ = leader.await;
     until("a waiter took over", || CANCEL_REF_GATE.entered() == 2).await;
@@ -227,7 +257,11 @@ async fn with_borrowed_arguments_a_waiter_takes_over_from_a_cancelled_leader() {
     for w in waiters {
         assert_eq!(no_hang("a waiter", w).await.unwrap(), "X");
     }
-    assert_eq!(CANCEL_REF_GATE.entered(), 2, "one waiter loaded, the others joined it");
+    assert_eq!(
+        CANCEL_REF_GATE.entered(),
+        2,
+        "one waiter loaded, the others joined it"
+    );
 }
 
 static PANIC_GATE: Gate = Gate::new();
@@ -245,15 +279,25 @@ async fn panics_once(id: u64) -> u64 {
 #[tokio::test]
 async fn a_panicking_source_does_not_leave_waiters_hanging() {
     let leader = tokio::spawn(panics_once(5));
-    until("the leader reached the source", || PANIC_GATE.entered() == 1).await;
+    until("the leader reached the source", || {
+        PANIC_GATE.entered() == 1
+    })
+    .await;
     let waiters: Vec<_> = (0..5).map(|_| tokio::spawn(panics_once(5))).collect();
     until("the waiters joined", || panics_once_stats().coalesced == 5).await;
     PANIC_GATE.open(2);
-    assert!(leader.await.unwrap_err().is_panic(), "the leader sees the panic");
+    assert!(
+        leader.await.unwrap_err().is_panic(),
+        "the leader sees the panic"
+    );
     for w in waiters {
         assert_eq!(no_hang("a waiter", w).await.unwrap(), 5);
     }
-    assert_eq!(PANIC_GATE.entered(), 2, "one waiter retried; the rest joined it");
+    assert_eq!(
+        PANIC_GATE.entered(),
+        2,
+        "one waiter retried; the rest joined it"
+    );
 }
 
 // ---- invalidation --------------------------------------------------------------------------
@@ -302,7 +346,11 @@ async fn invalidate_and_refresh_replace_one_key() {
     invalidated_invalidate(1).await.unwrap();
     assert_eq!(invalidated(1).await, 3, "invalidated key reloads");
     assert_eq!(invalidated(2).await, 2, "other keys untouched");
-    assert_eq!(invalidated_refresh(2).await, 4, "refresh calls the source now");
+    assert_eq!(
+        invalidated_refresh(2).await,
+        4,
+        "refresh calls the source now"
+    );
     assert_eq!(invalidated(2).await, 4, "and stores the result");
     assert_eq!(INV_CALLS.load(SeqCst), 4);
 }
@@ -414,10 +462,22 @@ async fn fail_safe_serves_an_expired_value_while_the_source_fails() {
     assert_eq!(fail_safe(1).await, Ok(1));
     SAFE_OK.store(false, SeqCst);
     advance(Duration::from_secs(11)).await;
-    assert_eq!(fail_safe(1).await, Ok(1), "expired, source fails: stale value");
-    assert_eq!(fail_safe(2).await, Err("source down".into()), "nothing to fall back on");
+    assert_eq!(
+        fail_safe(1).await,
+        Ok(1),
+        "expired, source fails: stale value"
+    );
+    assert_eq!(
+        fail_safe(2).await,
+        Err("source down".into()),
+        "nothing to fall back on"
+    );
     advance(Duration::from_secs(60)).await;
-    assert_eq!(fail_safe(1).await, Err("source down".into()), "past the window: the error");
+    assert_eq!(
+        fail_safe(1).await,
+        Err("source down".into()),
+        "past the window: the error"
+    );
     SAFE_OK.store(true, SeqCst);
     assert_eq!(fail_safe(1).await, Ok(1));
     assert_eq!(fail_safe_stats().load_errors, 3);
@@ -456,7 +516,11 @@ async fn the_in_process_tier_is_bounded_and_counts_evictions() {
     for id in 0..10 {
         bounded(id).await;
     }
-    assert_eq!(bounded_stats().loads, loads, "hot keys survived the one-time scan");
+    assert_eq!(
+        bounded_stats().loads,
+        loads,
+        "hot keys survived the one-time scan"
+    );
 }
 
 // ---- tags ----------------------------------------------------------------------------------
@@ -519,7 +583,11 @@ async fn two_parts(x: String, y: &str) -> String {
 async fn argument_values_cannot_forge_key_separators() {
     assert_eq!(two_parts("1:2".into(), "3").await, "1:2|3");
     assert_eq!(two_parts("1".into(), "2:3").await, "1|2:3");
-    assert_eq!(KEY_CALLS.load(SeqCst), 2, "distinct argument lists, distinct keys");
+    assert_eq!(
+        KEY_CALLS.load(SeqCst),
+        2,
+        "distinct argument lists, distinct keys"
+    );
     assert_eq!(two_parts("1".into(), "2:3").await, "1|2:3");
     assert_eq!(KEY_CALLS.load(SeqCst), 2);
 }
@@ -576,7 +644,9 @@ async fn methods_key_on_named_fields_of_self() {
     assert_eq!(a.find_refresh(1).await, "acme/1");
     assert_eq!(a.calls.load(SeqCst), 3);
     assert_eq!(Repo::find_stats().loads, 4);
-    assert!(stats::all().iter().any(|s| s.name.ends_with("memory::find")));
+    assert!(stats::all()
+        .iter()
+        .any(|s| s.name.ends_with("memory::find")));
     let table = stats::table(&stats::all());
     assert!(table.lines().next().unwrap().contains("hit p99"));
     assert!(table.contains("memory::find"));
@@ -616,7 +686,11 @@ async fn xfetch_refreshes_a_hot_key_before_it_expires() {
     xfetched(1).await;
     not_xfetched(1).await;
     assert_eq!(xfetched_stats().misses, 1);
-    assert_eq!(not_xfetched_stats().misses, 2, "control: the plain TTL expired");
+    assert_eq!(
+        not_xfetched_stats().misses,
+        2,
+        "control: the plain TTL expired"
+    );
 }
 
 // ---- several runtimes ----------------------------------------------------------------------

@@ -45,7 +45,11 @@ fn method_with_default_key() {
 fn a_renamed_crate_is_the_only_path_to_the_runtime() {
     let out = crate::entry(
         quote!(ttl = 5, crate = "my_cache"),
-        quote!(async fn f(n: u64) -> u64 { n }),
+        quote!(
+            async fn f(n: u64) -> u64 {
+                n
+            }
+        ),
     )
     .to_string();
     assert!(out.contains("my_cache :: __private"));
