@@ -2,13 +2,14 @@
 //!
 //! A call renders its key, then: L1 fresh → return (maybe starting an XFetch early
 //! refresh); L1 stale → return the stale value and start one refresh for the key; miss →
-//! join the key's flight or lead it; the leader snapshots the key's generation, calls the
-//! source, measures δ, and stores unless an invalidation moved the generation meanwhile.
+//! join the key's flight or lead it. The leader reads L2 (Redis) if there is one; on an L2
+//! miss it snapshots the key's generations (local and in Redis), calls the source, measures
+//! δ, and stores (L2, then L1) unless an invalidation moved a generation meanwhile.
 //!
 //! Two flavours of the same path exist, chosen by the macro from the signature:
-//! * *detached* (every argument owned): loads and refreshes run as tasks on the caller's
-//!   runtime, so a cancelled caller does not cancel a load others wait on, and stale reads
-//!   return at once while the refresh runs in the background;
+//! * *detached* (every argument owned): source calls run as tasks on the caller's runtime,
+//!   so a cancelled caller does not cancel a load others wait on, and stale reads return at
+//!   once while the refresh runs in the background;
 //! * *inline* (some argument borrowed, e.g. `&self`): the source future cannot outlive the
 //!   call, so the caller that wins a refresh runs it itself and everyone else gets the stale
 //!   value; if a leader is cancelled, one waiter takes over with its own arguments.
@@ -21,23 +22,52 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::codec::ValueCodec;
 use crate::entry::{Entry, Freshness, TagStamp};
 use crate::error::Error;
 use crate::flight::{Flights, Landed, Leader, Role};
 use crate::invalidate::{tags as tag_clock, Generations};
 use crate::kind::Kind;
-use crate::policy::{Policy, Site, Stampede};
+use crate::policy::{Backend, Policy, Site, Stampede};
 use crate::stats::{self, Counter, Recorder, Stats};
 use crate::store::memory::MemoryStore;
+
+#[cfg(feature = "redis")]
+mod remote;
+#[cfg(feature = "redis")]
+use remote::Remote;
+
+/// Stand-in for the Redis tier when the `redis` feature is off: never present.
+#[cfg(not(feature = "redis"))]
+enum Remote<V> {
+    #[allow(dead_code)]
+    Never(std::convert::Infallible, PhantomData<V>),
+}
+
+#[cfg(not(feature = "redis"))]
+impl<V> Remote<V> {
+    fn local_tier(&self) -> bool {
+        match *self {
+            Remote::Never(never, _) => match never {},
+        }
+    }
+}
 
 /// The engine of one cached function returning `R`, whose cached part `K` describes.
 pub struct Engine<R, K: Kind<R>> {
     policy: Policy,
     stats: Arc<Recorder>,
-    l1: MemoryStore<K::Value>,
+    /// The in-process tier (`memory`, `tiered`); `None` for `redis`.
+    l1: Option<MemoryStore<K::Value>>,
+    /// The Redis tier (`redis`, `tiered`, named backends).
+    remote: Option<Remote<K::Value>>,
+    /// Why a remote backend the policy asks for is unusable (an unregistered name): every
+    /// call then goes to the source and counts a backend error.
+    broken: Option<String>,
     flights: Arc<Flights<K::Value>>,
     gens: Generations,
     _r: PhantomData<fn() -> R>,
@@ -57,21 +87,87 @@ enum Lookup<V: Clone> {
     Miss { fallback: Option<Arc<Entry<V>>> },
 }
 
+/// What a load needs to know about the tiers before the source runs.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct LoadCtx<V> {
+    /// The key's Redis generation when the load started (`None`: unknown, do not write L2).
+    pub l2_generation: Option<u64>,
+    /// Redis versions of the call's tags when the load started.
+    pub tag_versions: Vec<u64>,
+    /// A value that may stand in for a failing source.
+    pub fallback: Option<Arc<Entry<V>>>,
+}
+
+impl<V> LoadCtx<V> {
+    fn local(fallback: Option<Arc<Entry<V>>>) -> Self {
+        Self {
+            l2_generation: None,
+            tag_versions: Vec::new(),
+            fallback,
+        }
+    }
+}
+
+/// What the leader found in L2.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) enum Fetched<V> {
+    /// A usable value; `refresh` is `Some(early)` when it is stale (`false`) or XFetch-due
+    /// (`true`); `ctx` is what a refresh needs.
+    Hit {
+        value: V,
+        refresh: Option<bool>,
+        ctx: LoadCtx<V>,
+    },
+    /// Nothing usable: load with this context.
+    Miss(LoadCtx<V>),
+}
+
 impl<R: 'static, K: Kind<R>> Engine<R, K> {
-    fn new(policy: Policy) -> Self {
+    fn new(policy: Policy, codec: Option<ValueCodec<K::Value>>) -> Self {
         let stats = Arc::new(Recorder::new(policy.display_name()));
         let on_evict = {
             let stats = stats.clone();
             Arc::new(move || stats.incr(Counter::Evictions))
         };
+        let l1_store = || MemoryStore::new(policy.capacity(), on_evict.clone());
+        let (l1, remote, broken) = match policy.backend {
+            Backend::Memory => (Some(l1_store()), None, None),
+            _ => match Self::connect(&policy, codec) {
+                Ok(remote) => {
+                    let local = remote.local_tier();
+                    (local.then(l1_store), Some(remote), None)
+                }
+                Err(why) => {
+                    tracing::error!(function = %stats.name(), "cachemacro: {why}; calls go to the source");
+                    (None, None, Some(why))
+                }
+            },
+        };
         Self {
-            l1: MemoryStore::new(policy.capacity(), on_evict),
+            l1,
+            remote,
+            broken,
             stats,
             policy,
             flights: Arc::new(Flights::new()),
             gens: Generations::new(),
             _r: PhantomData,
         }
+    }
+
+    #[cfg(feature = "redis")]
+    fn connect(
+        policy: &Policy,
+        codec: Option<ValueCodec<K::Value>>,
+    ) -> Result<Remote<K::Value>, String> {
+        let codec =
+            codec.ok_or("a remote backend needs the value's codec (a bug in the expansion)")?;
+        Remote::new(policy, codec)
+    }
+
+    #[cfg(not(feature = "redis"))]
+    fn connect(_: &Policy, _: Option<ValueCodec<K::Value>>) -> Result<Remote<K::Value>, String> {
+        Err("this backend needs the `redis` feature of cachemacro-runtime".into())
     }
 
     /// The policy this engine was built with.
@@ -84,9 +180,20 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         self.stats.snapshot()
     }
 
+    /// The in-process tier, if it may be read now (tiered: only while subscribed).
+    #[inline]
+    fn local(&self) -> Option<&MemoryStore<K::Value>> {
+        let l1 = self.l1.as_ref()?;
+        match &self.remote {
+            #[cfg(feature = "redis")]
+            Some(r) if !r.backend.backplane.healthy() => None,
+            _ => Some(l1),
+        }
+    }
+
     #[inline]
     fn lookup(&self, key: &str, now: Instant) -> Lookup<K::Value> {
-        let Some(entry) = self.l1.get(key) else {
+        let Some(entry) = self.local().and_then(|l1| l1.get(key)) else {
             return Lookup::Miss { fallback: None };
         };
         match entry.freshness(now) {
@@ -123,14 +230,35 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                     .policy
                     .fail_safe
                     .is_some_and(|w| entry.within_fail_safe(now, w));
-                if keep {
-                    Lookup::Miss {
-                        fallback: Some(entry),
+                if !keep {
+                    if let Some(l1) = &self.l1 {
+                        l1.remove_entry(key, &entry);
                     }
-                } else {
-                    self.l1.remove_entry(key, &entry);
-                    Lookup::Miss { fallback: None }
                 }
+                Lookup::Miss {
+                    fallback: keep.then_some(entry),
+                }
+            }
+        }
+    }
+
+    /// Reads L2 as the key's leader (or returns a miss context when there is no L2).
+    async fn fetch(
+        self: &Arc<Self>,
+        key: &str,
+        tags: &[String],
+        fallback: Option<Arc<Entry<K::Value>>>,
+    ) -> Fetched<K::Value> {
+        if let Some(why) = &self.broken {
+            let _ = why;
+            self.stats.incr(Counter::BackendErrors);
+        }
+        match &self.remote {
+            #[cfg(feature = "redis")]
+            Some(remote) => remote.fetch(self, key, tags, fallback).await,
+            _ => {
+                let _ = (key, tags);
+                Fetched::Miss(LoadCtx::local(fallback))
             }
         }
     }
@@ -146,40 +274,63 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
             Lookup::Hit(v) => K::join(v),
             Lookup::Refresh { leader, entry, .. } => {
                 // The source cannot outlive this call: the winner refreshes in its own task.
-                self.load(Some(leader), key, tags, source(), Some(entry))
-                    .await
+                let ctx = self.refresh_ctx(&key, &tags, Some(entry)).await;
+                self.load(Some(leader), key, tags, source(), ctx).await
             }
             Lookup::Miss { fallback } => {
-                self.stats.incr(Counter::Misses);
                 let mut source = Some(source);
                 let mut joined = false;
                 loop {
-                    let role = self.role(&key, &mut joined);
-                    match role {
-                        None => {
-                            let source = source.take().expect("source is used once");
-                            return self.load(None, key, tags, source(), fallback).await;
-                        }
-                        Some(Role::Leader(leader)) => {
-                            let source = source.take().expect("source is used once");
-                            return self.load(Some(leader), key, tags, source(), fallback).await;
-                        }
+                    match self.role(&key, &mut joined) {
                         Some(Role::Waiter(flight)) => match flight.wait().await {
-                            Landed::Value(v) => return K::join(v),
+                            Landed::Value(v, cached) => {
+                                self.count_joined(cached);
+                                return K::join(v);
+                            }
                             Landed::Failed => {
+                                self.stats.incr(Counter::Misses);
                                 let source = source.take().expect("source is used once");
-                                return self.load(None, key, tags, source(), fallback).await;
+                                let ctx = LoadCtx::local(fallback);
+                                return self.load(None, key, tags, source(), ctx).await;
                             }
                             Landed::Abandoned => continue,
                         },
+                        role => {
+                            let leader = match role {
+                                Some(Role::Leader(l)) => Some(l),
+                                _ => None,
+                            };
+                            let source = source.take().expect("source is used once");
+                            return match self.fetch(&key, &tags, fallback).await {
+                                Fetched::Hit {
+                                    value,
+                                    refresh,
+                                    ctx,
+                                } => {
+                                    if let Some(early) = refresh {
+                                        // Stale in L2: this caller refreshes (it holds the flight).
+                                        self.count_refresh(early);
+                                        return self.load(leader, key, tags, source(), ctx).await;
+                                    }
+                                    if let Some(l) = leader {
+                                        l.land(Landed::Value(value.clone(), true));
+                                    }
+                                    K::join(value)
+                                }
+                                Fetched::Miss(ctx) => {
+                                    self.stats.incr(Counter::Misses);
+                                    self.load(leader, key, tags, source(), ctx).await
+                                }
+                            };
+                        }
                     }
                 }
             }
         }
     }
 
-    /// Cache-aside for a source that owns its arguments: loads and refreshes run as tasks
-    /// on the caller's runtime (inline when there is none).
+    /// Cache-aside for a source that owns its arguments: source calls run as tasks on the
+    /// caller's runtime (inline when there is none).
     pub async fn get_detached<F, Fut>(
         self: &Arc<Self>,
         key: String,
@@ -200,39 +351,60 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                 early,
             } => {
                 let value = entry.value.clone();
-                let Ok(rt) = tokio::runtime::Handle::try_current() else {
-                    return self
-                        .load(Some(leader), key, tags, source(), Some(entry))
-                        .await;
-                };
-                let this = self.clone();
-                rt.spawn(async move {
-                    this.load(Some(leader), key, tags, source(), Some(entry))
-                        .await;
-                });
+                self.refresh_in_background(leader, key, tags, source, Some(entry));
                 self.stats.hit(!early, || now.elapsed());
                 K::join(value)
             }
             Lookup::Miss { fallback } => {
-                self.stats.incr(Counter::Misses);
                 let mut source = Some(source);
                 let mut joined = false;
                 loop {
                     match self.role(&key, &mut joined) {
-                        None => {
+                        Some(Role::Waiter(flight)) => match flight.wait().await {
+                            Landed::Value(v, cached) => {
+                                self.count_joined(cached);
+                                return K::join(v);
+                            }
+                            Landed::Failed => {
+                                self.stats.incr(Counter::Misses);
+                                let source = source.take().expect("source is used once");
+                                let ctx = LoadCtx::local(fallback);
+                                return self.load(None, key, tags, source(), ctx).await;
+                            }
+                            Landed::Abandoned => continue,
+                        },
+                        role => {
+                            let leader = match role {
+                                Some(Role::Leader(l)) => Some(l),
+                                _ => None,
+                            };
                             let source = source.take().expect("source is used once");
-                            return self.load(None, key, tags, source(), fallback).await;
-                        }
-                        Some(Role::Leader(leader)) => {
-                            let source = source.take().expect("source is used once");
+                            let ctx = match self.fetch(&key, &tags, fallback).await {
+                                Fetched::Hit {
+                                    value,
+                                    refresh,
+                                    ctx,
+                                } => {
+                                    if let Some(l) = leader {
+                                        l.land(Landed::Value(value.clone(), true));
+                                    }
+                                    if let Some(early) = refresh {
+                                        if let Some(l) = self.flights.try_lead(&key) {
+                                            self.count_refresh(early);
+                                            self.refresh_with(l, key, tags, source, ctx);
+                                        }
+                                    }
+                                    return K::join(value);
+                                }
+                                Fetched::Miss(ctx) => ctx,
+                            };
+                            self.stats.incr(Counter::Misses);
                             let Ok(rt) = tokio::runtime::Handle::try_current() else {
-                                return self
-                                    .load(Some(leader), key, tags, source(), fallback)
-                                    .await;
+                                return self.load(leader, key, tags, source(), ctx).await;
                             };
                             let this = self.clone();
                             let task = rt.spawn(async move {
-                                this.load(Some(leader), key, tags, source(), fallback).await
+                                this.load(leader, key, tags, source(), ctx).await
                             });
                             return match task.await {
                                 Ok(r) => r,
@@ -241,17 +413,100 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                                 Err(_) => std::future::pending().await,
                             };
                         }
-                        Some(Role::Waiter(flight)) => match flight.wait().await {
-                            Landed::Value(v) => return K::join(v),
-                            Landed::Failed => {
-                                let source = source.take().expect("source is used once");
-                                return self.load(None, key, tags, source(), fallback).await;
-                            }
-                            Landed::Abandoned => continue,
-                        },
                     }
                 }
             }
+        }
+    }
+
+    fn count_refresh(&self, early: bool) {
+        self.stats.incr(if early {
+            Counter::EarlyRefreshes
+        } else {
+            Counter::BackgroundRefreshes
+        });
+    }
+
+    /// Starts a refresh of `key` whose context is known, as a task on the caller's runtime.
+    fn refresh_with<F, Fut>(
+        self: &Arc<Self>,
+        leader: Leader<K::Value>,
+        key: String,
+        tags: Vec<String>,
+        source: F,
+        ctx: LoadCtx<K::Value>,
+    ) where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: Send,
+    {
+        let this = self.clone();
+        let job = async move {
+            this.load(Some(leader), key, tags, source(), ctx).await;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(job);
+            }
+            Err(_) => crate::io::spawn(job),
+        }
+    }
+
+    /// Starts a refresh of `key` as a task on the caller's runtime (inline if none).
+    fn refresh_in_background<F, Fut>(
+        self: &Arc<Self>,
+        leader: Leader<K::Value>,
+        key: String,
+        tags: Vec<String>,
+        source: F,
+        stale: Option<Arc<Entry<K::Value>>>,
+    ) where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: Send,
+    {
+        let this = self.clone();
+        let job = async move {
+            let ctx = this.refresh_ctx(&key, &tags, stale).await;
+            this.load(Some(leader), key, tags, source(), ctx).await;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(job);
+            }
+            // No runtime (a foreign executor): refresh on the cache's own.
+            Err(_) => crate::io::spawn(job),
+        }
+    }
+
+    /// The context of a refresh: L2 generation and tag versions (one round trip).
+    async fn refresh_ctx(
+        self: &Arc<Self>,
+        key: &str,
+        tags: &[String],
+        stale: Option<Arc<Entry<K::Value>>>,
+    ) -> LoadCtx<K::Value> {
+        match &self.remote {
+            #[cfg(feature = "redis")]
+            Some(remote) => remote.load_ctx(self, key, tags, stale).await,
+            _ => {
+                let _ = (key, tags);
+                LoadCtx::local(stale)
+            }
+        }
+    }
+
+    /// Counts a caller that got its value from another caller's flight.
+    fn count_joined(&self, cached: bool) {
+        if self.remote.is_some() || self.broken.is_some() {
+            // With L2, only the flight's outcome tells a hit from a miss.
+            self.stats.incr(if cached {
+                Counter::Hits
+            } else {
+                Counter::Misses
+            });
+        } else {
+            self.stats.incr(Counter::Misses);
         }
     }
 
@@ -269,14 +524,14 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
     }
 
     /// Calls the source and stores its result unless `key` was invalidated meanwhile.
-    /// `fallback` stands in for an `Err` (a stale value, or fail-safe).
+    /// `ctx.fallback` stands in for an `Err` (a stale value, or fail-safe).
     async fn load<Fut>(
         &self,
         leader: Option<Leader<K::Value>>,
         key: String,
         tags: Vec<String>,
         source: Fut,
-        fallback: Option<Arc<Entry<K::Value>>>,
+        ctx: LoadCtx<K::Value>,
     ) -> R
     where
         Fut: Future<Output = R>,
@@ -285,102 +540,174 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         let stamp = tag_clock().epoch();
         let started = Instant::now();
         // With fail-safe and a value to fall back on, a panicking source is a failure too.
-        let result = if fallback.is_some() && self.policy.fail_safe.is_some() {
+        let result = if ctx.fallback.is_some() && self.policy.fail_safe.is_some() {
             CatchUnwind(Box::pin(source)).await
         } else {
             Ok(source.await)
         };
         let delta = started.elapsed();
-        let error = match result.map(K::split) {
-            Ok(Ok(value)) => {
-                self.stats.load(false, delta);
-                self.store(key, tags, &value, delta, generation, stamp);
-                if let Some(leader) = leader {
-                    leader.land(Landed::Value(value.clone()));
-                }
-                return K::join(value);
-            }
-            Ok(Err(error)) => Ok(error),
-            Err(panic) => Err(panic),
+        let value = match result.map(K::split) {
+            Ok(Ok(value)) => value,
+            Ok(Err(error)) => return self.failed(leader, ctx, Ok(error), delta),
+            Err(panic) => return self.failed(leader, ctx, Err(panic), delta),
         };
+        self.stats.load(false, delta);
+        self.store(&key, tags, &value, delta, generation, stamp, &ctx)
+            .await;
+        if let Some(leader) = leader {
+            leader.land(Landed::Value(value.clone(), false));
+        }
+        K::join(value)
+    }
+
+    /// A failed load: the fallback if there is one, else the error (or the panic, resumed).
+    fn failed(
+        &self,
+        leader: Option<Leader<K::Value>>,
+        ctx: LoadCtx<K::Value>,
+        failure: Result<K::Error, Box<dyn Any + Send>>,
+        delta: Duration,
+    ) -> R {
         self.stats.load(true, delta);
-        if let Some(entry) = fallback {
-            if error.is_err() {
+        if let Some(entry) = ctx.fallback {
+            if failure.is_err() {
                 tracing::error!(
                     function = %self.stats.name(),
-                    "cached function's source panicked; serving the fail-safe value"
+                    "cachemacro: the source panicked; serving the fail-safe value"
                 );
             }
             if let Some(leader) = leader {
-                leader.land(Landed::Value(entry.value.clone()));
+                leader.land(Landed::Value(entry.value.clone(), true));
             }
             return K::join(entry.value.clone());
         }
         if let Some(leader) = leader {
             leader.land(Landed::Failed);
         }
-        match error {
+        match failure {
             Ok(error) => K::fail(error),
             Err(panic) => std::panic::resume_unwind(panic),
         }
     }
 
-    fn store(
+    /// The hard and soft TTL of a new value.
+    fn ttls(&self, negative: bool) -> (Duration, Option<Duration>) {
+        let hard = self.policy.hard_ttl(negative);
+        let soft = self.policy.soft_ttl_within(hard).filter(|_| !negative);
+        (hard, soft)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store(
         &self,
-        key: String,
+        key: &str,
         tags: Vec<String>,
         value: &K::Value,
-        delta: std::time::Duration,
+        delta: Duration,
         generation: u64,
         stamp: u64,
+        ctx: &LoadCtx<K::Value>,
     ) {
         let negative = K::is_negative(value);
         if negative && !self.policy.cache_none {
             return;
         }
+        let (hard, soft) = self.ttls(negative);
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.remote {
+            let written = remote
+                .store(self, key, &tags, value, delta, hard, soft, ctx)
+                .await;
+            if written == Some(false) {
+                return; // invalidated elsewhere during the load: L1 must not keep it either
+            }
+        }
+        let _ = ctx;
         let now = Instant::now();
-        let hard = self.policy.hard_ttl(negative);
         let entry = Arc::new(Entry {
             value: value.clone(),
-            soft: self
-                .policy
-                .soft_ttl_within(hard)
-                .filter(|_| !negative)
-                .map(|s| now + s),
+            soft: soft.map(|s| now + s),
             hard: now + hard,
             delta,
             tags: TagStamp::new(tags, stamp),
         });
-        self.l1.insert(key.clone(), entry.clone());
+        self.put_local(key, entry, generation);
+    }
+
+    /// Writes `entry` to L1 unless `key`'s local generation moved past `generation`.
+    pub(crate) fn put_local(&self, key: &str, entry: Arc<Entry<K::Value>>, generation: u64) {
+        let Some(l1) = self.local() else { return };
+        l1.insert(key.to_owned(), entry.clone());
         // An invalidation that landed during the load wins: it bumped the generation before
         // removing the key, so either it removed what we just wrote, or we see the bump here.
-        if self.gens.of(&key) != generation {
-            self.l1.remove_entry(&key, &entry);
+        if self.gens.of(key) != generation {
+            l1.remove_entry(key, &entry);
         }
     }
 
     /// Calls the source now and stores its result (write-through put). Loads already in
-    /// flight for the key will not overwrite it.
+    /// flight for the key, in this process or another, will not overwrite it.
     pub async fn refresh<Fut>(self: &Arc<Self>, key: String, tags: Vec<String>, source: Fut) -> R
     where
         Fut: Future<Output = R>,
     {
         self.gens.bump(&key);
-        self.load(None, key, tags, source, None).await
+        let ctx = match &self.remote {
+            #[cfg(feature = "redis")]
+            Some(remote) => remote.refresh_ctx(self, &key, &tags).await,
+            _ => LoadCtx::local(None),
+        };
+        let r = self.load(None, key.clone(), tags, source, ctx).await;
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.remote {
+            // Other processes drop their L1 copy and read the new value from L2.
+            if let Err(e) = remote.announce(&key).await {
+                self.stats.incr(Counter::BackendErrors);
+                tracing::debug!(error = %e, "cachemacro: could not publish a refresh");
+            }
+        }
+        r
     }
 
-    /// Removes `key` from every tier; a load in flight for it will not write it back.
+    /// Removes `key` from every tier (and, tiered, from every process's L1); a load in
+    /// flight for it, here or elsewhere, will not write it back.
     pub async fn invalidate(&self, key: String) -> Result<(), Error> {
         self.gens.bump(&key);
-        self.l1.remove(&key);
+        if let Some(l1) = &self.l1 {
+            l1.remove(&key);
+        }
         self.stats.incr(Counter::Invalidations);
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.remote {
+            return remote.invalidate(&key).await.inspect_err(|_| {
+                self.stats.incr(Counter::BackendErrors);
+            });
+        }
+        if let Some(why) = &self.broken {
+            return Err(Error::Config(why.clone()));
+        }
         Ok(())
     }
 
     /// Drops every entry of this function from the in-process tier.
     pub fn clear_local(&self) {
         self.gens.bump_all();
-        self.l1.clear();
+        if let Some(l1) = &self.l1 {
+            l1.clear();
+        }
+    }
+}
+
+impl<R: 'static, K: Kind<R>> crate::invalidate::LocalTier for Engine<R, K> {
+    fn drop_key(&self, key: &str) {
+        self.gens.bump(key);
+        if let Some(l1) = &self.l1 {
+            l1.remove(key);
+        }
+    }
+
+    fn flush(&self) {
+        self.clear_local();
     }
 }
 
@@ -402,17 +729,28 @@ impl<F: Future> Future for CatchUnwind<F> {
 
 /// The `static` through which generated code reaches its function's engine. Every item the
 /// macro generates for one function holds one of these with the same policy; all resolve to
-/// the one engine registered under the policy's id.
+/// the one engine registered under the policy's site.
 pub struct EngineCell<R: 'static, K: Kind<R>> {
     policy: Policy,
+    codec: Option<ValueCodec<K::Value>>,
     engine: OnceLock<Arc<Engine<R, K>>>,
 }
 
 impl<R: 'static, K: Kind<R>> EngineCell<R, K> {
-    /// A cell for `policy`'s function; the engine is created on first use.
+    /// A cell for an in-process function; the engine is created on first use.
     pub const fn new(policy: Policy) -> Self {
         Self {
             policy,
+            codec: None,
+            engine: OnceLock::new(),
+        }
+    }
+
+    /// A cell for a function with a remote tier, which stores values with `codec`.
+    pub const fn remote(policy: Policy, codec: ValueCodec<K::Value>) -> Self {
+        Self {
+            policy,
+            codec: Some(codec),
             engine: OnceLock::new(),
         }
     }
@@ -420,7 +758,8 @@ impl<R: 'static, K: Kind<R>> EngineCell<R, K> {
     /// The function's engine.
     #[inline]
     pub fn get(&self) -> &Arc<Engine<R, K>> {
-        self.engine.get_or_init(|| registered(self.policy))
+        self.engine
+            .get_or_init(|| registered(self.policy, self.codec))
     }
 }
 
@@ -431,15 +770,26 @@ fn registry() -> &'static Registry {
     ENGINES.get_or_init(Default::default)
 }
 
-fn registered<R: 'static, K: Kind<R>>(policy: Policy) -> Arc<Engine<R, K>> {
+fn registered<R: 'static, K: Kind<R>>(
+    policy: Policy,
+    codec: Option<ValueCodec<K::Value>>,
+) -> Arc<Engine<R, K>> {
     let mut engines = registry().lock().unwrap_or_else(|e| e.into_inner());
     if let Some(engine) = engines.get(&policy.site) {
         if let Ok(engine) = engine.clone().downcast::<Engine<R, K>>() {
             return engine;
         }
     }
-    let engine = Arc::new(Engine::<R, K>::new(policy));
+    let engine = Arc::new(Engine::<R, K>::new(policy, codec));
     stats::register(engine.stats.clone());
+    #[cfg(feature = "redis")]
+    if let Some(remote) = &engine.remote {
+        if remote.local_tier() {
+            let weak = Arc::downgrade(&engine);
+            let weak: std::sync::Weak<dyn crate::invalidate::LocalTier> = weak;
+            crate::invalidate::register_tier(&remote.backend, weak);
+        }
+    }
     engines.insert(policy.site, engine.clone());
     engine
 }

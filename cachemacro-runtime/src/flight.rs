@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 /// How a flight ended, as its waiters see it.
 #[derive(Debug, Clone)]
 pub(crate) enum Landed<V> {
-    /// The source returned a value (or fail-safe supplied a stale one).
-    Value(V),
+    /// A value, and whether it came from a cache tier (`true`) or the source.
+    Value(V, bool),
     /// The source returned an error; each waiter calls the source itself.
     Failed,
     /// The leader went away before landing; a waiter takes over.

@@ -2,6 +2,8 @@
 //! let an invalidation win over a load in flight, and the tag clock that makes
 //! `invalidate_tag` O(1) for writers and one atomic load for readers.
 
+#![cfg_attr(not(feature = "redis"), allow(dead_code))]
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -81,4 +83,168 @@ pub(crate) fn tags() -> &'static TagClock {
         epoch: AtomicU64::new(0),
         invalidated: RwLock::new(HashMap::new()),
     })
+}
+
+/// What the backplane needs from a tiered engine: drop one key, or everything, from L1.
+pub(crate) trait LocalTier: Send + Sync {
+    fn drop_key(&self, key: &str);
+    fn flush(&self);
+}
+
+/// A random id of this process, so it ignores its own invalidation messages.
+pub(crate) fn origin() -> &'static str {
+    static ORIGIN: OnceLock<String> = OnceLock::new();
+    ORIGIN.get_or_init(|| format!("{:016x}", fastrand::u64(..) ^ u64::from(std::process::id())))
+}
+
+/// The L1 tiers of one Redis backend and the health of their subscription.
+///
+/// Invalidations are published on `{prefix}cachemacro:invalidate` as `k|origin|key` or
+/// `t|origin|tag` (never a value, never on the fill path). A process that is not subscribed
+/// — before its first subscription, or after losing it — does not read its L1 at all; when
+/// it subscribes again it flushes L1 first, so it never serves what it may have missed an
+/// invalidation for.
+#[derive(Default)]
+pub(crate) struct Backplane {
+    healthy: std::sync::atomic::AtomicBool,
+    tiers: std::sync::Mutex<Vec<std::sync::Weak<dyn LocalTier>>>,
+    started: OnceLock<()>,
+}
+
+impl Backplane {
+    /// Whether L1 may be read now.
+    #[inline]
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn tiers(&self) -> Vec<std::sync::Arc<dyn LocalTier>> {
+        let mut tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
+        tiers.retain(|t| t.strong_count() > 0);
+        tiers.iter().filter_map(|t| t.upgrade()).collect()
+    }
+}
+
+pub(crate) fn message(kind: char, body: &str) -> String {
+    format!("{kind}|{}|{body}", origin())
+}
+
+#[cfg(feature = "redis")]
+pub(crate) use listener::register_tier;
+
+#[cfg(feature = "redis")]
+mod listener {
+    use std::sync::atomic::Ordering::Release;
+    use std::sync::{Arc, Weak};
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+
+    use super::{origin, tags, LocalTier};
+    use crate::store::redis::RedisBackend;
+
+    /// Adds a tiered engine to its backend's backplane, starting the listener if needed.
+    pub(crate) fn register_tier(backend: &Arc<RedisBackend>, tier: Weak<dyn LocalTier>) {
+        let bp = &backend.backplane;
+        bp.tiers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tier);
+        bp.started.get_or_init(|| {
+            let b = backend.clone();
+            crate::io::spawn(async move { listen(b).await });
+        });
+    }
+
+    fn handle(backend: &RedisBackend, payload: &str) {
+        let mut parts = payload.splitn(3, '|');
+        let (Some(kind), Some(from), Some(body)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        if from == origin() {
+            return;
+        }
+        match kind {
+            "k" => {
+                for t in backend.backplane.tiers() {
+                    t.drop_key(body);
+                }
+            }
+            "t" => tags().invalidate(body),
+            _ => {}
+        }
+    }
+
+    async fn subscribe(
+        backend: &RedisBackend,
+        url: &str,
+    ) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
+        let client = redis::Client::open(url)?;
+        let timeout = backend.cfg.connect_timeout;
+        let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
+            .await
+            .map_err(|_| {
+                redis::RedisError::from((redis::ErrorKind::Io, "subscribe timed out"))
+            })??;
+        tokio::time::timeout(timeout, pubsub.subscribe(backend.channel()))
+            .await
+            .map_err(|_| {
+                redis::RedisError::from((redis::ErrorKind::Io, "subscribe timed out"))
+            })??;
+        Ok(pubsub.split())
+    }
+
+    async fn listen(backend: Arc<RedisBackend>) {
+        let heartbeat = backend.cfg.heartbeat;
+        let mut failures: u32 = 0;
+        let mut next_url = 0;
+        loop {
+            let url = backend.urls[next_url % backend.urls.len()].clone();
+            next_url += 1;
+            match subscribe(&backend, &url).await {
+                Ok((mut sink, mut stream)) => {
+                    // Anything may have been invalidated while we were not listening.
+                    for t in backend.backplane.tiers() {
+                        t.flush();
+                    }
+                    backend.backplane.healthy.store(true, Release);
+                    if failures > 0 {
+                        tracing::warn!(backend = %backend.name, "cachemacro: backplane subscribed again; L1 flushed and back in use");
+                    }
+                    failures = 0;
+                    loop {
+                        tokio::select! {
+                            msg = stream.next() => match msg {
+                                Some(msg) => {
+                                    if let Ok(payload) = msg.get_payload::<String>() {
+                                        handle(&backend, &payload);
+                                    }
+                                }
+                                None => break,
+                            },
+                            _ = tokio::time::sleep(heartbeat) => {
+                                let ping = tokio::time::timeout(heartbeat, sink.ping::<String>()).await;
+                                if !matches!(ping, Ok(Ok(_))) {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    backend.backplane.healthy.store(false, Release);
+                    tracing::warn!(backend = %backend.name, "cachemacro: backplane subscription lost; L1 bypassed until it is back");
+                }
+                Err(e) => {
+                    backend.backplane.healthy.store(false, Release);
+                    if failures == 0 {
+                        tracing::warn!(backend = %backend.name, error = %e, "cachemacro: cannot subscribe to the backplane; L1 bypassed until it can");
+                    }
+                }
+            }
+            failures = failures.saturating_add(1);
+            let backoff =
+                Duration::from_millis(25u64 << failures.min(6)).min(Duration::from_secs(2));
+            tokio::time::sleep(backoff).await;
+        }
+    }
 }

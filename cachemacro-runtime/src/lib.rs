@@ -33,11 +33,14 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod codec;
+mod config;
 mod engine;
 mod entry;
 mod error;
 mod flight;
 mod invalidate;
+mod io;
 mod key;
 mod kind;
 mod policy;
@@ -47,6 +50,8 @@ mod store;
 #[doc(inline)]
 pub use cachemacro::cached;
 
+pub use codec::FORMAT_VERSION;
+pub use config::{configure, BackendConfig, Codec, Config, DEFAULT_REDIS_URL};
 pub use error::Error;
 pub use policy::{Backend, Policy, Site, Stampede, DEFAULT_CAPACITY};
 pub use stats::Stats;
@@ -60,14 +65,27 @@ pub use stats::Stats;
 /// cachemacro_runtime::invalidate_tag("org:7").await.unwrap();
 /// # }
 /// ```
+///
+/// With Redis in use (or configured), the tag's version in Redis moves on too, so every
+/// process's L2 reads miss, and a message on the backplane makes every process drop its L1
+/// entries carrying the tag. If Redis cannot be reached the local invalidation still
+/// happens and the error is returned.
 pub async fn invalidate_tag(tag: &str) -> Result<(), Error> {
     invalidate::tags().invalidate(tag);
+    #[cfg(feature = "redis")]
+    for backend in store::redis::active_backends() {
+        backend.bump_tag(tag).await?;
+        backend.publish(invalidate::message('t', tag)).await?;
+    }
     Ok(())
 }
 
 /// Not public API: the items generated code calls. Anything here may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    #[cfg(feature = "redis")]
+    pub use crate::codec::codec_of;
+    pub use crate::codec::ValueCodec;
     pub use crate::engine::{Engine, EngineCell};
     pub use crate::key::KeyBuilder;
     pub use crate::kind::{CacheValue, Kind, OptionKind, RemoteValue, ResultKind, ValueKind};
@@ -113,8 +131,19 @@ pub mod __private {
     pub trait IsPlainValue {}
     impl IsPlainValue for PlainValue {}
 
-    /// Fails to compile unless `V` can be stored in a remote tier.
-    pub const fn assert_remote<V: RemoteValue>() {}
+    /// Without the `redis` feature, a remote backend is a compile error that says so.
+    #[cfg(not(feature = "redis"))]
+    pub const fn codec_of<V: RedisFeatureEnabled>() -> ValueCodec<V> {
+        unreachable!()
+    }
+
+    /// Implemented only with the `redis` feature.
+    #[cfg(not(feature = "redis"))]
+    #[diagnostic::on_unimplemented(
+        message = "`backend = redis`, `tiered` and named backends need the `redis` feature of cachemacro-runtime",
+        note = "enable it: cachemacro-runtime = {{ version = \"…\", features = [\"redis\"] }} (it is on by default)"
+    )]
+    pub trait RedisFeatureEnabled {}
 
     /// Fails to compile (with the message above) unless `_k` is [`PlainValue`].
     pub fn assert_plain<K: IsPlainValue>(_k: K) {}

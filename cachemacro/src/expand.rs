@@ -166,9 +166,18 @@ pub fn expand(m: &Model) -> TokenStream {
     // Spanned on the return type, so an unusable value type is reported there.
     let pr = respan(p.clone(), ret_span);
     let kind_r = respan(kind.clone(), ret_span);
+    let policy = quote!(#p::Policy::new(#site, #ttl) #(#with)*);
+    let init = if m.backend.is_remote() {
+        // The codec is built where the value type is known; its bounds (serde) are checked
+        // here, spanned on the `backend` option.
+        let span = m.backend_span;
+        let codec = quote_spanned!(span=> #p::codec_of::<<#kind as #p::Kind<#ret>>::Value>());
+        quote_spanned!(ret_span=> #pr::EngineCell::remote(#policy, #codec))
+    } else {
+        quote_spanned!(ret_span=> #pr::EngineCell::new(#policy))
+    };
     let cell = quote_spanned! {ret_span=>
-        static __CACHEMACRO: #pr::EngineCell<#ret, #kind_r> =
-            #pr::EngineCell::new(#p::Policy::new(#site, #ttl) #(#with)*);
+        static __CACHEMACRO: #pr::EngineCell<#ret, #kind_r> = #init;
     };
 
     // ---- key and tags -----------------------------------------------------------------
@@ -210,12 +219,6 @@ pub fn expand(m: &Model) -> TokenStream {
                 struct #item;
                 let _ = #item;
             }
-        });
-    }
-    if m.backend.is_remote() {
-        let span = m.backend_span;
-        checks.push(quote_spanned! {span=>
-            #p::assert_remote::<<#kind as #p::Kind<#ret>>::Value>();
         });
     }
 

@@ -2,3 +2,5 @@
 //! The engine decides; a store gets, puts and removes.
 
 pub(crate) mod memory;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;

@@ -1,0 +1,240 @@
+//! The engine's Redis tier: reads as the key's leader, stores as the loader, invalidates
+//! and announces. Bytes and round trips are `store::redis`'s; the envelope is `codec`'s.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use super::{Engine, Fetched, LoadCtx};
+use crate::codec::{self, Meta, Reject, ValueCodec};
+use crate::config::Codec;
+use crate::entry::{Entry, Freshness, TagStamp};
+use crate::error::Error;
+use crate::invalidate::{message, tags as tag_clock};
+use crate::kind::{CacheValue, Kind};
+use crate::policy::{Backend, Policy, Stampede};
+use crate::stats::Counter;
+use crate::store::redis::{backend_for, RedisBackend, Written};
+
+pub(crate) struct Remote<V> {
+    pub backend: Arc<RedisBackend>,
+    codec: ValueCodec<V>,
+    which: Codec,
+    fingerprint: u64,
+    local_tier: bool,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl<V: CacheValue> Remote<V> {
+    pub fn new(policy: &Policy, codec: ValueCodec<V>) -> Result<Self, String> {
+        let backend = backend_for(&policy.backend)?;
+        let local_tier = match policy.backend {
+            Backend::Tiered => true,
+            Backend::Named(_) => backend.local_tier,
+            _ => false,
+        };
+        let which = backend.cfg.codec;
+        Ok(Self {
+            fingerprint: codec::fingerprint((codec.type_name)(), which),
+            backend,
+            codec,
+            which,
+            local_tier,
+        })
+    }
+
+    pub fn local_tier(&self) -> bool {
+        self.local_tier
+    }
+
+    /// Reads the key from Redis as its leader: a hit fills L1 with the remaining TTL.
+    pub async fn fetch<R: 'static, K: Kind<R, Value = V>>(
+        &self,
+        engine: &Arc<Engine<R, K>>,
+        key: &str,
+        tags: &[String],
+        fallback: Option<Arc<Entry<V>>>,
+    ) -> Fetched<V> {
+        let started = Instant::now();
+        let local_generation = engine.gens.of(key);
+        let stamp = tag_clock().epoch();
+        let read = match self.backend.read(key, tags).await {
+            Ok(read) => read,
+            Err(e) => {
+                engine.stats.incr(Counter::BackendErrors);
+                tracing::debug!(function = %engine.stats.name(), error = %e, "cachemacro: Redis read failed; calling the source");
+                return Fetched::Miss(LoadCtx::local(fallback));
+            }
+        };
+        let ctx = |fallback| LoadCtx {
+            l2_generation: Some(read.generation),
+            tag_versions: read.tag_versions.clone(),
+            fallback,
+        };
+        let Some(bytes) = &read.value else {
+            return Fetched::Miss(ctx(fallback));
+        };
+        let (meta, value) = match codec::decode(self.codec, self.which, self.fingerprint, bytes) {
+            Ok(decoded) => decoded,
+            Err(Reject::Garbage(why)) => {
+                engine.stats.incr(Counter::BackendErrors);
+                tracing::warn!(function = %engine.stats.name(), key, %why, "cachemacro: undecodable value in Redis; treated as a miss and overwritten");
+                return Fetched::Miss(ctx(fallback));
+            }
+            Err(Reject::Foreign) => return Fetched::Miss(ctx(fallback)),
+        };
+        if meta.tag_versions != read.tag_versions {
+            return Fetched::Miss(ctx(fallback)); // a tag was invalidated after it was stored
+        }
+        let now_ms = unix_ms();
+        let now = Instant::now();
+        let local = |at_ms: u64| now + Duration::from_millis(at_ms.saturating_sub(now_ms));
+        let entry = Arc::new(Entry {
+            value,
+            soft: meta.soft_ms.map(local),
+            hard: local(meta.hard_ms),
+            delta: Duration::from_micros(meta.delta_us),
+            tags: TagStamp::new(tags.to_vec(), stamp),
+        });
+        let policy = &engine.policy;
+        if now_ms >= meta.hard_ms {
+            // Past the hard TTL; kept in Redis only for fail-safe.
+            let usable = policy
+                .fail_safe
+                .is_some_and(|w| now_ms < meta.hard_ms.saturating_add(ms(w)));
+            return Fetched::Miss(ctx(if usable { Some(entry) } else { fallback }));
+        }
+        engine.put_local(key, entry.clone(), local_generation);
+        let (stale, refresh) = match entry.freshness(now) {
+            Freshness::Stale => (true, Some(false)),
+            Freshness::Fresh
+                if policy.stampede == Stampede::Xfetch && entry.xfetch_due(now, policy.beta) =>
+            {
+                (false, Some(true))
+            }
+            Freshness::Expired => return Fetched::Miss(ctx(fallback)),
+            Freshness::Fresh => (false, None),
+        };
+        engine.stats.hit(stale, || started.elapsed());
+        Fetched::Hit {
+            value: entry.value.clone(),
+            refresh,
+            ctx: ctx(Some(entry)),
+        }
+    }
+
+    /// Generation and tag versions for a refresh of a value still being served.
+    pub async fn load_ctx<R: 'static, K: Kind<R, Value = V>>(
+        &self,
+        engine: &Arc<Engine<R, K>>,
+        key: &str,
+        tags: &[String],
+        stale: Option<Arc<Entry<V>>>,
+    ) -> LoadCtx<V> {
+        match self.backend.read_meta(key, tags).await {
+            Ok(read) => LoadCtx {
+                l2_generation: Some(read.generation),
+                tag_versions: read.tag_versions,
+                fallback: stale,
+            },
+            Err(_) => {
+                engine.stats.incr(Counter::BackendErrors);
+                LoadCtx::local(stale)
+            }
+        }
+    }
+
+    /// For `*_refresh`: moves the key's generation on, so loads in flight anywhere do not
+    /// overwrite what the refresh is about to write.
+    pub async fn refresh_ctx<R: 'static, K: Kind<R, Value = V>>(
+        &self,
+        engine: &Arc<Engine<R, K>>,
+        key: &str,
+        tags: &[String],
+    ) -> LoadCtx<V> {
+        let generation = self.backend.bump(key, false).await;
+        let versions = self.backend.tag_versions(tags).await;
+        match (generation, versions) {
+            (Ok(g), Ok(v)) => LoadCtx {
+                l2_generation: Some(g),
+                tag_versions: v,
+                fallback: None,
+            },
+            _ => {
+                engine.stats.incr(Counter::BackendErrors);
+                LoadCtx::local(None)
+            }
+        }
+    }
+
+    /// Writes a loaded value to Redis. `Some(false)`: an invalidation won; `None`: not
+    /// attempted or failed (the value may still go to L1).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn store<R: 'static, K: Kind<R, Value = V>>(
+        &self,
+        engine: &Engine<R, K>,
+        key: &str,
+        tags: &[String],
+        value: &V,
+        delta: Duration,
+        hard: Duration,
+        soft: Option<Duration>,
+        ctx: &LoadCtx<V>,
+    ) -> Option<bool> {
+        let generation = ctx.l2_generation?;
+        let now_ms = unix_ms();
+        let meta = Meta {
+            created_ms: now_ms,
+            soft_ms: soft.map(|s| now_ms.saturating_add(ms(s))),
+            hard_ms: now_ms.saturating_add(ms(hard)),
+            delta_us: u64::try_from(delta.as_micros()).unwrap_or(u64::MAX),
+            generation,
+            tag_versions: ctx.tag_versions.clone(),
+        };
+        let bytes = match codec::encode(self.codec, self.which, self.fingerprint, &meta, value) {
+            Ok(b) => b,
+            Err(why) => {
+                engine.stats.incr(Counter::BackendErrors);
+                tracing::warn!(function = %engine.stats.name(), %why, "cachemacro: value does not encode; not written to Redis");
+                return None;
+            }
+        };
+        let mut ttl = hard + engine.policy.fail_safe.unwrap_or(Duration::ZERO);
+        if !tags.is_empty() {
+            // A value must not outlive the memory of an invalidation of its tags.
+            ttl = ttl.min(self.backend.cfg.tag_retention);
+        }
+        match self.backend.write_if(key, bytes, ttl, generation).await {
+            Ok(Written::Yes | Written::TooLarge) => Some(true),
+            Ok(Written::GenerationMoved) => Some(false),
+            Err(e) => {
+                engine.stats.incr(Counter::BackendErrors);
+                tracing::debug!(function = %engine.stats.name(), error = %e, "cachemacro: Redis write failed");
+                None
+            }
+        }
+    }
+
+    /// Deletes the key in Redis, moves its generation on, and tells other processes to
+    /// drop their L1 copy.
+    pub async fn invalidate(&self, key: &str) -> Result<(), Error> {
+        self.backend.bump(key, true).await?;
+        self.announce(key).await
+    }
+
+    /// Tells other processes to drop their L1 copy of `key`.
+    pub async fn announce(&self, key: &str) -> Result<(), Error> {
+        self.backend.publish(message('k', key)).await?;
+        Ok(())
+    }
+}
