@@ -118,6 +118,15 @@ impl Backplane {
         self.healthy.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Whether any tiered function uses this backplane.
+    pub fn has_tiers(&self) -> bool {
+        !self
+            .tiers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     fn tiers(&self) -> Vec<std::sync::Arc<dyn LocalTier>> {
         let mut tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
         tiers.retain(|t| t.strong_count() > 0);

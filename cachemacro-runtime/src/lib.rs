@@ -80,6 +80,39 @@ pub async fn invalidate_tag(tag: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The state of one Redis backend in this process, for readiness probes and dashboards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackendHealth {
+    /// `default`, or the name it was registered under.
+    pub backend: String,
+    /// `false` while the circuit breaker is open (Redis failed recently; calls go to the
+    /// source without trying it).
+    pub reachable: bool,
+    /// For backends with tiered functions: whether the invalidation backplane is subscribed
+    /// (while it is not, L1 is bypassed). `None` when no tiered function uses the backend.
+    pub subscribed: Option<bool>,
+}
+
+/// The Redis backends this process has used so far, and their state.
+pub fn health() -> Vec<BackendHealth> {
+    #[cfg(feature = "redis")]
+    {
+        let mut all: Vec<_> = store::redis::active_backends()
+            .iter()
+            .map(|b| BackendHealth {
+                backend: b.name.clone(),
+                reachable: b.breaker.allow_without_probe(),
+                subscribed: b.backplane.has_tiers().then(|| b.backplane.healthy()),
+            })
+            .collect();
+        all.sort_by(|a, b| a.backend.cmp(&b.backend));
+        all
+    }
+    #[cfg(not(feature = "redis"))]
+    Vec::new()
+}
+
 /// Not public API: the items generated code calls. Anything here may change in any release.
 #[doc(hidden)]
 pub mod __private {

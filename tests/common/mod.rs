@@ -70,3 +70,4 @@ pub async fn no_hang<T>(what: &str, fut: impl Future<Output = T>) -> T {
         Err(_) => panic!("{what} hung"),
     }
 }
+pub mod redis;

@@ -138,6 +138,11 @@ impl Breaker {
         false
     }
 
+    /// Whether calls currently try Redis (closed circuit).
+    pub fn allow_without_probe(&self) -> bool {
+        !self.open.load(Relaxed)
+    }
+
     #[cfg(test)]
     pub fn is_open(&self) -> bool {
         self.open.load(Relaxed)

@@ -1,0 +1,226 @@
+//! A child process for the multi-process tests: cached functions on the Redis backends,
+//! driven by one command per line on stdin, one answer per line on stdout.
+//!
+//! Environment: `CACHEMACRO_REDIS_URL`, `CACHEMACRO_PREFIX` (as for any user).
+//! Commands: `get F ID`, `burst F ID N`, `inv F ID`, `refresh F ID`, `tag TAG`,
+//! `version N` (what the source returns next), `delay MS` (how long the source takes),
+//! `stats F`, `health`, `quit`. F is one of the functions below.
+
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::Duration;
+
+use cachemacro_runtime::{cached, Config};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Item {
+    id: u64,
+    version: u64,
+    by: u32,
+}
+
+static VERSION: AtomicU64 = AtomicU64::new(1);
+static DELAY_MS: AtomicU64 = AtomicU64::new(0);
+
+async fn source(id: u64) -> Item {
+    let delay = DELAY_MS.load(SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    Item {
+        id,
+        version: VERSION.load(SeqCst),
+        by: std::process::id(),
+    }
+}
+
+#[cached(ttl = 60, key = "t:<id>", backend = tiered)]
+async fn tiered(id: u64) -> Item {
+    source(id).await
+}
+
+#[cached(ttl = 60, key = "r:<id>", backend = redis)]
+async fn remote(id: u64) -> Item {
+    source(id).await
+}
+
+#[cached(ttl = 60, key = "tag:<id>", backend = tiered, tags = ["org:<id>"])]
+async fn tagged(id: u64) -> Item {
+    source(id).await
+}
+
+#[cached(ttl = 60, key = "l:<id>", backend = redis, stampede = lock)]
+async fn locked(id: u64) -> Item {
+    source(id).await
+}
+
+#[cached(ttl = 60, key = "tl:<id>", backend = tiered, stampede = lock)]
+async fn tiered_locked(id: u64) -> Item {
+    source(id).await
+}
+
+#[cached(ttl = 60, key = "nl:<id>", backend = redis, stampede = coalesce)]
+async fn unlocked(id: u64) -> Item {
+    source(id).await
+}
+
+#[cached(ttl = "2s", key = "x:<id>", backend = tiered, stampede = xfetch)]
+async fn xfetched(id: u64) -> Item {
+    source(id).await
+}
+
+#[cached(ttl = "2s", key = "xr:<id>", backend = redis, stampede = xfetch)]
+async fn xfetched_remote(id: u64) -> Item {
+    source(id).await
+}
+
+#[cached(ttl = "2s", key = "xn:<id>", backend = tiered, stampede = coalesce)]
+async fn plain_ttl(id: u64) -> Item {
+    source(id).await
+}
+
+#[cached(ttl = "30s", soft_ttl = "1s", key = "s:<id>", backend = tiered, stampede = lock)]
+async fn soft(id: u64) -> Item {
+    source(id).await
+}
+
+type BoxFut<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+struct Fns {
+    get: fn(u64) -> BoxFut<Item>,
+    inv: fn(u64) -> BoxFut<Result<(), String>>,
+    refresh: fn(u64) -> BoxFut<Item>,
+    stats: fn() -> cachemacro_runtime::Stats,
+}
+
+macro_rules! generated {
+    ($($name:ident => $inv:ident, $refresh:ident, $stats:ident);* $(;)?) => {
+        fn lookup(f: &str) -> Option<Fns> {
+            match f {
+                $(stringify!($name) => Some(Fns {
+                    get: |id| Box::pin(async move { $name(id).await }),
+                    inv: |id| Box::pin(async move { $inv(id).await.map_err(|e| e.to_string()) }),
+                    refresh: |id| Box::pin(async move { $refresh(id).await }),
+                    stats: $stats,
+                }),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+generated! {
+    tiered => tiered_invalidate, tiered_refresh, tiered_stats;
+    remote => remote_invalidate, remote_refresh, remote_stats;
+    tagged => tagged_invalidate, tagged_refresh, tagged_stats;
+    locked => locked_invalidate, locked_refresh, locked_stats;
+    tiered_locked => tiered_locked_invalidate, tiered_locked_refresh, tiered_locked_stats;
+    unlocked => unlocked_invalidate, unlocked_refresh, unlocked_stats;
+    xfetched => xfetched_invalidate, xfetched_refresh, xfetched_stats;
+    xfetched_remote => xfetched_remote_invalidate, xfetched_remote_refresh, xfetched_remote_stats;
+    plain_ttl => plain_ttl_invalidate, plain_ttl_refresh, plain_ttl_stats;
+    soft => soft_invalidate, soft_refresh, soft_stats;
+}
+
+fn show(item: &Item) -> String {
+    format!("{}:{}:{}", item.id, item.version, item.by)
+}
+
+async fn run(line: &str) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let f = |i: usize| words.get(i).and_then(|w| lookup(w));
+    let n = |i: usize| {
+        words
+            .get(i)
+            .and_then(|w| w.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    match words.first().copied() {
+        Some("get") => match f(1) {
+            Some(fns) => show(&(fns.get)(n(2)).await),
+            None => "err unknown function".into(),
+        },
+        Some("burst") => match f(1) {
+            Some(fns) => {
+                let tasks: Vec<_> = (0..n(3)).map(|_| tokio::spawn((fns.get)(n(2)))).collect();
+                let mut versions = std::collections::BTreeSet::new();
+                for t in tasks {
+                    versions.insert(t.await.map(|i| i.version).unwrap_or(0));
+                }
+                format!("ok {versions:?}")
+            }
+            None => "err unknown function".into(),
+        },
+        Some("inv") => match f(1) {
+            Some(fns) => match (fns.inv)(n(2)).await {
+                Ok(()) => "ok".into(),
+                Err(e) => format!("err {e}"),
+            },
+            None => "err unknown function".into(),
+        },
+        Some("refresh") => match f(1) {
+            Some(fns) => show(&(fns.refresh)(n(2)).await),
+            None => "err unknown function".into(),
+        },
+        Some("tag") => {
+            match cachemacro_runtime::invalidate_tag(words.get(1).copied().unwrap_or("")).await {
+                Ok(()) => "ok".into(),
+                Err(e) => format!("err {e}"),
+            }
+        }
+        Some("version") => {
+            VERSION.store(n(1), SeqCst);
+            "ok".into()
+        }
+        Some("delay") => {
+            DELAY_MS.store(n(1), SeqCst);
+            "ok".into()
+        }
+        Some("stats") => match f(1) {
+            Some(fns) => {
+                let s = (fns.stats)();
+                format!(
+                    "hits={} stale={} misses={} loads={} coalesced={} lock_waits={} early={} background={} backend_errors={} invalidations={}",
+                    s.hits, s.stale_hits, s.misses, s.loads, s.coalesced, s.lock_waits,
+                    s.early_refreshes, s.background_refreshes, s.backend_errors, s.invalidations
+                )
+            }
+            None => "err unknown function".into(),
+        },
+        Some("health") => cachemacro_runtime::health()
+            .iter()
+            .map(|h| {
+                format!(
+                    "{}:reachable={}:subscribed={:?}",
+                    h.backend, h.reachable, h.subscribed
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => "err unknown command".into(),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    cachemacro_runtime::configure(
+        Config::from_env()
+            .heartbeat(Duration::from_millis(200))
+            .op_timeout(Duration::from_millis(500))
+            .lock_wait(Duration::from_secs(10)),
+    )
+    .expect("configure");
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    writeln!(out, "ready").unwrap();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        if line.trim() == "quit" {
+            break;
+        }
+        let answer = run(&line).await;
+        writeln!(out, "{answer}").unwrap();
+        out.flush().unwrap();
+    }
+}
