@@ -233,7 +233,7 @@ mod listener {
                                 None => break,
                             },
                             _ = tokio::time::sleep(heartbeat) => {
-                                let ping = tokio::time::timeout(heartbeat, sink.ping::<String>()).await;
+                                let ping = tokio::time::timeout(heartbeat, sink.ping::<redis::Value>()).await;
                                 if !matches!(ping, Ok(Ok(_))) {
                                     break;
                                 }

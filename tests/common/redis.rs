@@ -66,15 +66,23 @@ impl Server {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        // Through a shell that kills the server when our end of its stdin closes, so a
+        // server held in a `static` (never dropped) still dies with the test process.
+        let child = Command::new("sh")
+            .args([
+                "-c",
+                r#"redis-server "$@" & r=$!; read _; kill -9 $r; wait $r"#,
+                "sh",
+            ])
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", self.dir.to_str().unwrap()])
             .args(&self.extra)
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server on PATH (scripts/test installs it)");
+            .expect("sh and redis-server on PATH (scripts/test installs redis-server)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !ping(self.port) {
@@ -94,7 +102,7 @@ impl Server {
     /// Kills the server (SIGKILL): an outage.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
+            drop(c.stdin.take()); // the wrapper kills the server with SIGKILL
             let _ = c.wait();
         }
         let deadline = Instant::now() + Duration::from_secs(5);
