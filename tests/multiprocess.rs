@@ -4,115 +4,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::child::{eventually, Proc};
 use common::redis::{get_raw, set_raw, Server};
-
-/// One `cm-child` process.
-struct Proc {
-    child: Child,
-    stdin: ChildStdin,
-    out: BufReader<ChildStdout>,
-}
-
-impl Proc {
-    pub fn start(server: &Server, prefix: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cm-child"))
-            .env("CACHEMACRO_REDIS_URL", server.url())
-            .env("CACHEMACRO_PREFIX", prefix)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cm-child is built with the tests");
-        let stdin = child.stdin.take().unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let mut p = Self { child, stdin, out };
-        assert_eq!(p.read(), "ready");
-        p
-    }
-
-    fn read(&mut self) -> String {
-        let mut line = String::new();
-        self.out.read_line(&mut line).expect("child answers");
-        line.trim().to_owned()
-    }
-
-    /// Sends a command without waiting for its answer.
-    pub fn send(&mut self, cmd: &str) {
-        writeln!(self.stdin, "{cmd}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    /// Sends a command and returns its answer.
-    pub fn cmd(&mut self, cmd: &str) -> String {
-        self.send(cmd);
-        self.read()
-    }
-
-    /// The answer to a command sent with [`Proc::send`].
-    pub fn answer(&mut self) -> String {
-        self.read()
-    }
-
-    /// The version field of a `get` answer (`id:version:pid`).
-    pub fn version(&mut self, f: &str, id: u64) -> u64 {
-        let a = self.cmd(&format!("get {f} {id}"));
-        a.split(':')
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("bad answer {a}"))
-    }
-
-    pub fn stat(&mut self, f: &str, name: &str) -> u64 {
-        let a = self.cmd(&format!("stats {f}"));
-        a.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {a}"))
-    }
-
-    /// Waits until this process's backplane is subscribed.
-    pub fn wait_subscribed(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.cmd("health").contains("subscribed=Some(true)") {
-            assert!(Instant::now() < deadline, "backplane never subscribed");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `f` until it returns true, for at most 10 s.
-pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn a_value_loaded_by_one_process_is_a_hit_in_another() {
     let server = Server::start();
-    let mut a = Proc::start(&server, "mp1:");
-    let mut b = Proc::start(&server, "mp1:");
+    let mut a = Proc::start(&server.url(), "mp1:");
+    let mut b = Proc::start(&server.url(), "mp1:");
     let from_a = a.cmd("get remote 1");
     assert_eq!(b.cmd("get remote 1"), from_a, "B got A's value");
     assert_eq!(b.stat("remote", "loads"), 0);
@@ -122,8 +23,8 @@ fn a_value_loaded_by_one_process_is_a_hit_in_another() {
 #[test]
 fn an_invalidation_or_refresh_in_one_process_reaches_every_other_l1() {
     let server = Server::start();
-    let mut a = Proc::start(&server, "mp2:");
-    let mut b = Proc::start(&server, "mp2:");
+    let mut a = Proc::start(&server.url(), "mp2:");
+    let mut b = Proc::start(&server.url(), "mp2:");
     a.cmd("get tiered 0");
     b.cmd("get tiered 0");
     a.wait_subscribed();
@@ -156,8 +57,8 @@ fn an_invalidation_or_refresh_in_one_process_reaches_every_other_l1() {
 #[test]
 fn a_tag_invalidated_in_one_process_is_invalidated_in_all() {
     let server = Server::start();
-    let mut a = Proc::start(&server, "mp3:");
-    let mut b = Proc::start(&server, "mp3:");
+    let mut a = Proc::start(&server.url(), "mp3:");
+    let mut b = Proc::start(&server.url(), "mp3:");
     a.cmd("get tagged 0");
     b.cmd("get tagged 0");
     a.wait_subscribed();
@@ -175,8 +76,8 @@ fn a_tag_invalidated_in_one_process_is_invalidated_in_all() {
 #[test]
 fn a_process_that_loses_its_subscription_stops_trusting_its_l1() {
     let server = Server::start();
-    let mut a = Proc::start(&server, "mp4:");
-    let mut b = Proc::start(&server, "mp4:");
+    let mut a = Proc::start(&server.url(), "mp4:");
+    let mut b = Proc::start(&server.url(), "mp4:");
     a.cmd("get tiered 0");
     a.wait_subscribed();
     assert_eq!(a.version("tiered", 7), 1, "A caches version 1 in L1");

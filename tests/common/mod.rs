@@ -70,4 +70,5 @@ pub async fn no_hang<T>(what: &str, fut: impl Future<Output = T>) -> T {
         Err(_) => panic!("{what} hung"),
     }
 }
+pub mod child;
 pub mod redis;

@@ -1,0 +1,129 @@
+//! Redis Cluster: a comma-separated URL list selects cluster mode. Values spread over the
+//! three masters' slots; a value and its generation share a slot (hash tags), so the
+//! conditional write works; tags (other slots) and invalidation work; two processes stay
+//! coherent over pub/sub on the cluster bus.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use cachemacro_runtime::{cached, configure, Config};
+use common::child::{eventually, Proc};
+use common::redis::Cluster;
+use common::until_real;
+
+fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let c = Cluster::start();
+        configure(
+            Config::default()
+                .redis_url(c.url())
+                .prefix("cl:")
+                .op_timeout(Duration::from_secs(1))
+                .heartbeat(Duration::from_millis(100)),
+        )
+        .unwrap();
+        c
+    })
+}
+
+static CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[cached(ttl = 60, key = "item:<group>:<id>", backend = redis, tags = ["group:<group>"])]
+async fn item(id: u64, group: u64) -> u64 {
+    CALLS.fetch_add(1, SeqCst);
+    id * 10 + group
+}
+
+#[cached(ttl = 60, key = "t:<id>", backend = tiered)]
+async fn tiered(id: u64) -> u64 {
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_spread_over_the_masters_and_hit() {
+    let c = cluster();
+    for id in 0..60 {
+        assert_eq!(item(id, id % 3).await, id * 10 + id % 3);
+    }
+    let loads = item_stats().loads;
+    assert_eq!(item_stats().backend_errors, 0, "{:?}", item_stats());
+    for id in 0..60 {
+        item(id, id % 3).await;
+    }
+    assert_eq!(item_stats().loads, loads, "all hits");
+    for n in &c.nodes {
+        let keys: u64 = n.cli(&["dbsize"]).parse().unwrap();
+        assert!(keys > 0, "node :{} holds some of the keys", n.port);
+    }
+    assert_eq!(
+        c.cli(&["exists", "cl:item:1:7"]),
+        "1",
+        "the documented key, found with -c"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_and_invalidation_work_across_slots() {
+    let c = cluster();
+    for id in 100..130 {
+        item(id, 1).await;
+    }
+    let before = CALLS.load(SeqCst);
+    cachemacro_runtime::invalidate_tag("group:1").await.unwrap();
+    for id in 100..130 {
+        item(id, 1).await;
+    }
+    assert!(
+        CALLS.load(SeqCst) >= before + 30,
+        "every value of the tag reloaded"
+    );
+    item_invalidate(100, 1).await.unwrap();
+    assert_eq!(c.cli(&["exists", "cl:item:1:100"]), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiered_works_on_a_cluster() {
+    cluster();
+    tiered(0).await;
+    until_real("subscribed", || {
+        cachemacro_runtime::health()
+            .iter()
+            .any(|h| h.subscribed == Some(true))
+    })
+    .await;
+    tiered(1).await;
+    let loads = tiered_stats().loads;
+    tiered(1).await;
+    assert_eq!(tiered_stats().loads, loads);
+    tiered_invalidate(1).await.unwrap();
+    tiered(1).await;
+    assert_eq!(tiered_stats().loads, loads + 1);
+}
+
+#[test]
+fn two_processes_stay_coherent_over_a_cluster() {
+    let c = cluster();
+    let mut a = Proc::start(&c.url(), "clmp:");
+    let mut b = Proc::start(&c.url(), "clmp:");
+    a.cmd("get tiered 0");
+    b.cmd("get tiered 0");
+    a.wait_subscribed();
+    b.wait_subscribed();
+    for id in 1..=5 {
+        assert_eq!(a.version("tiered", id), 1);
+        assert_eq!(b.version("tiered", id), 1);
+    }
+    assert_eq!(b.stat("tiered", "loads"), 0, "B read every value A loaded");
+    a.cmd("version 2");
+    b.cmd("version 2");
+    for id in 1..=5 {
+        assert_eq!(a.cmd(&format!("inv tiered {id}")), "ok");
+    }
+    for id in 1..=5 {
+        eventually("B dropped its L1 copy", || b.version("tiered", id) == 2);
+    }
+}

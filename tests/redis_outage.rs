@@ -1,0 +1,185 @@
+//! Redis down, slow, or restarting never fails a call: the call goes to the source, the
+//! failure is counted, an unresponsive server costs at most the operation timeout, the
+//! circuit breaker stops paying even that, and the cache is used again once Redis is back.
+//! The tests here stop and start this binary's own server, so they run one at a time.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use cachemacro_runtime::{cached, configure, health, Config};
+use common::redis::Server;
+use common::until_real;
+
+const OP_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The server, locked: one outage at a time.
+fn server() -> MutexGuard<'static, Server> {
+    static SERVER: OnceLock<Mutex<Server>> = OnceLock::new();
+    let m = SERVER.get_or_init(|| {
+        let s = Server::start();
+        configure(
+            Config::default()
+                .redis_url(s.url())
+                .prefix("out:")
+                .op_timeout(OP_TIMEOUT)
+                .connect_timeout(Duration::from_millis(300))
+                .breaker(3, Duration::from_millis(300))
+                .heartbeat(Duration::from_millis(100)),
+        )
+        .unwrap();
+        Mutex::new(s)
+    });
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn reachable() -> bool {
+    health().iter().all(|h| h.reachable)
+}
+
+static CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[cached(ttl = 60, key = "o:<id>", backend = redis)]
+async fn remote(id: u64) -> u64 {
+    CALLS.fetch_add(1, SeqCst);
+    id
+}
+
+#[cached(ttl = 60, key = "ot:<id>", backend = tiered)]
+async fn tiered(id: u64) -> u64 {
+    CALLS.fetch_add(1, SeqCst);
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_killed_calls_succeed_from_the_source_and_the_breaker_opens() {
+    let mut s = server();
+    until_real("Redis reachable", reachable).await;
+    assert_eq!(remote(1).await, 1);
+    let errors = remote_stats().backend_errors;
+    s.kill();
+    for i in 0..20 {
+        assert_eq!(remote(1000 + i).await, 1000 + i, "the call succeeds");
+    }
+    assert!(
+        remote_stats().backend_errors > errors,
+        "failures are counted"
+    );
+    assert!(!reachable(), "the breaker opened");
+    s.restart();
+    until_real("the breaker closed after a probe", || {
+        futures_block(remote(1));
+        reachable()
+    })
+    .await;
+}
+
+/// A blocking call from a synchronous closure (the cache works from any executor).
+fn futures_block<F: std::future::Future + Send>(f: F) -> F::Output
+where
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f)
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresponsive_redis_costs_at_most_the_operation_timeout() {
+    let s = server();
+    until_real("Redis reachable", reachable).await;
+    remote(2).await;
+    // The server stops answering for 3 s; the connection stays open.
+    s.cli(&["client", "pause", "3000", "all"]);
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..10 {
+        let t = Instant::now();
+        assert_eq!(remote(2000 + i).await, 2000 + i);
+        slowest = slowest.max(t.elapsed());
+    }
+    // Generous margins: each call may wait one timeout (read), never the 3 s pause.
+    assert!(
+        slowest < Duration::from_millis(1500),
+        "a call took {slowest:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2900),
+        "10 calls took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !reachable(),
+        "after 3 timeouts the breaker stops paying them"
+    );
+    s.cli(&["client", "unpause"]);
+    until_real("Redis reachable again", || {
+        futures_block(remote(2));
+        reachable()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_values_are_cached_in_redis_again() {
+    let mut s = server();
+    until_real("Redis reachable", reachable).await;
+    s.restart(); // empty server, same port; the client reconnects by itself
+    until_real("values stored again", || {
+        futures_block(remote(3));
+        s.cli(&["exists", "out:o:3"]) == "1"
+    })
+    .await;
+    let loads = remote_stats().loads;
+    assert_eq!(remote(3).await, 3);
+    assert_eq!(remote_stats().loads, loads, "a hit from Redis");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiered_process_cut_off_from_redis_does_not_serve_its_l1() {
+    let mut s = server();
+    until_real("Redis reachable", reachable).await;
+    tiered(0).await;
+    until_real("subscribed", || {
+        health().iter().any(|h| h.subscribed == Some(true))
+    })
+    .await;
+    tiered(4).await;
+    let loads = tiered_stats().loads;
+    tiered(4).await;
+    assert_eq!(tiered_stats().loads, loads, "an L1 hit");
+
+    s.kill();
+    until_real("the backplane noticed", || {
+        health().iter().any(|h| h.subscribed == Some(false))
+    })
+    .await;
+    assert_eq!(tiered(4).await, 4);
+    assert_eq!(
+        tiered_stats().loads,
+        loads + 1,
+        "invalidations could be missed: L1 is not trusted, the source answers"
+    );
+
+    s.restart();
+    until_real("subscribed again", || {
+        health().iter().any(|h| h.subscribed == Some(true))
+    })
+    .await;
+    until_real("cached again", || {
+        let before = tiered_stats().loads;
+        futures_block(tiered(4));
+        tiered_stats().loads == before
+    })
+    .await;
+}
