@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use cachemacro_runtime::{cached, configure, Config};
+use cachemacro_runtime::{cached, configure, BackendConfig, Config};
 use common::redis::{get_raw, set_raw, Server};
 use common::{until_real, Gate};
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,8 @@ fn server() -> &'static Server {
                 .prefix(PREFIX)
                 .op_timeout(Duration::from_millis(500))
                 .max_value_bytes(64 * 1024)
-                .heartbeat(Duration::from_millis(100)),
+                .heartbeat(Duration::from_millis(100))
+                .backend("sessions", BackendConfig::tiered(s.url()).prefix("sess:")),
         )
         .unwrap();
         s
@@ -309,4 +310,47 @@ async fn tiered_hits_are_answered_by_l1_without_touching_redis() {
     );
     assert_eq!(idle("it:remote:1"), 0, "control: redis-backend hits do");
     assert!(tiered_stats().hits >= 25);
+}
+
+// ---- named backends ------------------------------------------------------------------------
+
+#[cached(ttl = 60, key = "s:<id>", backend = "sessions")]
+async fn session(id: u64) -> u64 {
+    id
+}
+
+static NOWHERE_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[cached(ttl = 60, key = "n:<id>", backend = "nowhere")]
+async fn unregistered(id: u64) -> u64 {
+    NOWHERE_CALLS.fetch_add(1, SeqCst);
+    id
+}
+
+#[tokio::test]
+async fn a_named_backend_uses_its_own_settings() {
+    let s = server();
+    assert_eq!(session(1).await, 1);
+    assert_eq!(s.cli(&["exists", "sess:s:1"]), "1", "its own prefix");
+    until_real("its backplane subscribed (it is tiered)", || {
+        cachemacro_runtime::health()
+            .iter()
+            .any(|h| h.backend == "sessions" && h.subscribed == Some(true))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unregistered_backend_name_fails_no_call_but_caches_nothing() {
+    server();
+    assert_eq!(unregistered(1).await, 1);
+    assert_eq!(unregistered(1).await, 1);
+    assert_eq!(NOWHERE_CALLS.load(SeqCst), 2, "nothing cached");
+    assert_eq!(
+        unregistered_stats().backend_errors,
+        2,
+        "and every call says so"
+    );
+    let e = unregistered_invalidate(1).await.unwrap_err();
+    assert!(e.to_string().contains("not registered"), "{e}");
 }

@@ -94,6 +94,7 @@ pub struct Config {
     pub(crate) tag_retention: Duration,
     pub(crate) generation_retention: Duration,
     pub(crate) heartbeat: Duration,
+    pub(crate) tls_root_pem: Option<Vec<u8>>,
     pub(crate) backends: HashMap<String, BackendConfig>,
 }
 
@@ -118,6 +119,7 @@ impl Default for Config {
             tag_retention: Duration::from_secs(7 * 24 * 3600),
             generation_retention: Duration::from_secs(600),
             heartbeat: Duration::from_secs(1),
+            tls_root_pem: None,
             backends: HashMap::new(),
         }
     }
@@ -218,6 +220,13 @@ impl Config {
     /// whose subscription fails stops serving from L1 within about twice this.
     pub fn heartbeat(mut self, d: Duration) -> Self {
         self.heartbeat = d.max(Duration::from_millis(10));
+        self
+    }
+
+    /// For `rediss://`: trust this CA (PEM) instead of the system's root certificates,
+    /// e.g. a private CA of a self-hosted Redis (feature `tls`).
+    pub fn tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_pem = Some(pem.into());
         self
     }
 

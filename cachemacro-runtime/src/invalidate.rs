@@ -189,7 +189,7 @@ mod listener {
         backend: &RedisBackend,
         url: &str,
     ) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
-        let client = redis::Client::open(url)?;
+        let client = backend.client(url)?;
         let timeout = backend.cfg.connect_timeout;
         let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
             .await

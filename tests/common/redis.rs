@@ -13,7 +13,7 @@ fn port_free(port: u16) -> bool {
 }
 
 /// A free port whose cluster-bus port (+10000) is free too.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     for _ in 0..1000 {
         let p = 20_000 + fastrand::u16(..25_000);
         if port_free(p) && port_free(p + 10_000) {

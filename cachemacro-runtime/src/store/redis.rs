@@ -233,6 +233,13 @@ static BUMP_TAG: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// rustls needs a process-wide crypto provider; use ring unless the application installed
+/// one already.
+#[cfg(feature = "tls")]
+fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// What became of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Written {
@@ -318,11 +325,20 @@ impl RedisBackend {
     async fn connect(&self) -> RedisResult<Conn> {
         let timeout = self.cfg.connect_timeout;
         if self.is_cluster() {
-            let client = redis::cluster::ClusterClient::builder(self.urls.clone())
+            #[allow(unused_mut)]
+            let mut builder = redis::cluster::ClusterClient::builder(self.urls.clone())
                 .connection_timeout(timeout)
                 .response_timeout(self.cfg.op_timeout)
-                .retries(1)
-                .build()?;
+                .retries(1);
+            #[cfg(feature = "tls")]
+            if let Some(pem) = &self.cfg.tls_root_pem {
+                install_crypto();
+                builder = builder.certs(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                });
+            }
+            let client = builder.build()?;
             let conn = tokio::time::timeout(timeout * 2, client.get_async_connection())
                 .await
                 .map_err(|_| {
@@ -330,7 +346,7 @@ impl RedisBackend {
                 })??;
             Ok(Conn::Cluster(conn))
         } else {
-            let client = redis::Client::open(self.urls[0].as_str())?;
+            let client = self.client(&self.urls[0])?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(timeout))
                 .set_response_timeout(Some(self.cfg.op_timeout))
@@ -341,6 +357,24 @@ impl RedisBackend {
                 client, config,
             )?))
         }
+    }
+
+    /// A client for one server URL, with the configured TLS root if any.
+    pub fn client(&self, url: &str) -> RedisResult<redis::Client> {
+        #[cfg(feature = "tls")]
+        if url.starts_with("rediss://") {
+            install_crypto();
+            if let Some(pem) = &self.cfg.tls_root_pem {
+                return redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem.clone()),
+                    },
+                );
+            }
+        }
+        redis::Client::open(url)
     }
 
     /// Runs `f` on a connection, on the I/O runtime, within the operation timeout, through
