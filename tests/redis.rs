@@ -296,7 +296,7 @@ async fn tiered_hits_are_answered_by_l1_without_touching_redis() {
     tiered(1).await;
     remote_only(1).await;
     // Redis's idle time of a key grows only while nobody reads it (1 s resolution).
-    for _ in 0..25 {
+    for _ in 0..30 {
         tiered(1).await;
         remote_only(1).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -308,7 +308,10 @@ async fn tiered_hits_are_answered_by_l1_without_touching_redis() {
         idle("it:tiered:1"),
         tiered_stats()
     );
-    assert_eq!(idle("it:remote:1"), 0, "control: redis-backend hits do");
+    assert!(
+        idle("it:remote:1") <= 1,
+        "control: redis-backend hits do read Redis"
+    );
     assert!(tiered_stats().hits >= 25);
 }
 

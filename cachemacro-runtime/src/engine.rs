@@ -242,6 +242,16 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         }
     }
 
+    /// The double check of a new leader: a flight that landed between this caller's miss
+    /// and its taking the lead has filled L1.
+    fn recheck(&self, key: &str) -> Option<K::Value> {
+        let entry = self.local()?.get(key)?;
+        (entry.freshness(Instant::now()) == Freshness::Fresh).then(|| {
+            self.stats.incr(Counter::Hits);
+            entry.value.clone()
+        })
+    }
+
     /// Reads L2 as the key's leader (or returns a miss context when there is no L2).
     async fn fetch(
         self: &Arc<Self>,
@@ -300,6 +310,12 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                                 Some(Role::Leader(l)) => Some(l),
                                 _ => None,
                             };
+                            if let Some(v) = self.recheck(&key) {
+                                if let Some(l) = leader {
+                                    l.land(Landed::Value(v.clone(), true));
+                                }
+                                return K::join(v);
+                            }
                             let source = source.take().expect("source is used once");
                             return match self.fetch(&key, &tags, fallback).await {
                                 Fetched::Hit {
@@ -378,6 +394,12 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                                 Some(Role::Leader(l)) => Some(l),
                                 _ => None,
                             };
+                            if let Some(v) = self.recheck(&key) {
+                                if let Some(l) = leader {
+                                    l.land(Landed::Value(v.clone(), true));
+                                }
+                                return K::join(v);
+                            }
                             let source = source.take().expect("source is used once");
                             let ctx = match self.fetch(&key, &tags, fallback).await {
                                 Fetched::Hit {
@@ -399,19 +421,11 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                                 Fetched::Miss(ctx) => ctx,
                             };
                             self.stats.incr(Counter::Misses);
-                            let Ok(rt) = tokio::runtime::Handle::try_current() else {
-                                return self.load(leader, key, tags, source(), ctx).await;
-                            };
                             let this = self.clone();
-                            let task = rt.spawn(async move {
+                            return Detach::new(async move {
                                 this.load(leader, key, tags, source(), ctx).await
-                            });
-                            return match task.await {
-                                Ok(r) => r,
-                                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                                // The runtime is shutting down and takes this caller with it.
-                                Err(_) => std::future::pending().await,
-                            };
+                            })
+                            .await;
                         }
                     }
                 }
@@ -708,6 +722,56 @@ impl<R: 'static, K: Kind<R>> crate::invalidate::LocalTier for Engine<R, K> {
 
     fn flush(&self) {
         self.clear_local();
+    }
+}
+
+/// Runs a load in its caller's task; if the caller goes away before it finishes, the rest
+/// of the load goes on as a task of its own (on the caller's runtime, else the cache's), so
+/// callers waiting on the load's flight still get its value. Nothing is spawned unless a
+/// caller is cancelled.
+struct Detach<F: Future + Send + 'static>(Option<Pin<Box<F>>>);
+
+impl<F: Future + Send + 'static> Detach<F> {
+    fn new(fut: F) -> Self {
+        Self(Some(Box::pin(fut)))
+    }
+}
+
+impl<F: Future + Send + 'static> Future for Detach<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let slot = &mut self.get_mut().0;
+        let Some(fut) = slot.as_mut() else {
+            return Poll::Pending; // polled after completion: never resolves again
+        };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(ready) => {
+                *slot = None;
+                ready
+            }
+            Err(panic) => {
+                *slot = None; // a panicked future must not be polled again
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for Detach<F> {
+    fn drop(&mut self) {
+        if let Some(fut) = self.0.take() {
+            let rest = async move {
+                let _ = fut.await;
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(rest);
+                }
+                Err(_) => crate::io::spawn(rest),
+            }
+        }
     }
 }
 

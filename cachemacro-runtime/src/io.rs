@@ -2,14 +2,23 @@
 //!
 //! A cached function is a `static`: it outlives whichever tokio runtime first called it, and
 //! it may be called from several runtimes in turn (each `#[tokio::test]` has its own) or from
-//! none. So Redis connections, their reconnect loops, the pub/sub listener and their timers
-//! live on one small runtime of the crate's own, on a dedicated thread started on first use.
-//! Callers hand it work with [`run`] and await the result from wherever they are.
+//! none. So Redis connections (their driver tasks and reconnect loops), the pub/sub listener
+//! and every timer the cache sets live on one small runtime of the crate's own, on a
+//! dedicated thread started on first use.
+//!
+//! A Redis operation is still *polled* by its caller ([`run`]), inside this runtime's
+//! context: the caller's task does the encoding and decoding, the connection's driver on
+//! the I/O thread does the socket work, and timeouts use the I/O runtime's clock. No task is
+//! spawned per operation, and the caller's runtime needs neither timers nor I/O enabled, nor
+//! to be a tokio runtime at all.
 
 #![cfg_attr(not(feature = "redis"), allow(dead_code))]
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
 
 use tokio::runtime::Handle;
 
@@ -34,14 +43,32 @@ fn handle() -> &'static Handle {
     })
 }
 
-/// Runs `fut` on the cache's own runtime and waits for it from any executor.
-/// Returns `None` if the task panicked (a bug) so callers treat it as a backend failure.
-pub(crate) async fn run<F>(fut: F) -> Option<F::Output>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    handle().spawn(fut).await.ok()
+/// Polls `fut` in the cache runtime's context, from whatever task awaits this. Returns
+/// `None` if it panicked (a bug in a dependency), which callers treat as a backend failure.
+pub(crate) async fn run<F: Future>(fut: F) -> Option<F::Output> {
+    InContext {
+        inner: Box::pin(fut),
+    }
+    .await
+    .ok()
+}
+
+struct InContext<F> {
+    inner: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for InContext<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.get_mut().inner;
+        let _context = handle().enter();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
 }
 
 /// Starts `fut` on the cache's own runtime and does not wait for it.

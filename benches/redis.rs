@@ -1,0 +1,211 @@
+//! Redis and tiered hits against their baselines, measured in one run on a `redis-server`
+//! of the bench's own (started on a free port, killed at the end):
+//!
+//! * `redis/1_task`: `#[cached(backend = redis)]` hit vs. a raw redis-rs `GET` of the same
+//!   bytes over a multiplexed connection, one task;
+//! * `redis/64_tasks`: the same with 64 concurrent tasks (each on its own key);
+//! * `tiered/hit`: a tiered hit (L1) vs. a memory-backend hit;
+//! * `outage/call`: with Redis killed and the breaker open, a `backend = redis` call vs. a
+//!   direct call of the same source.
+//!
+//! ```text
+//! cargo bench --bench redis
+//! ```
+
+use std::hint::black_box;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cachemacro_runtime::{cached, configure, Config};
+use criterion::{criterion_group, criterion_main, Criterion};
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Profile {
+    id: u64,
+    name: String,
+    tags: Vec<String>,
+}
+
+fn profile(id: u64) -> Profile {
+    Profile {
+        id,
+        name: format!("user number {id}"),
+        tags: vec!["a".into(), "bb".into(), "ccc".into()],
+    }
+}
+
+#[cached(ttl = 3600, key = "bench:r:<id>", backend = redis)]
+async fn remote(id: u64) -> Profile {
+    profile(id)
+}
+
+#[cached(ttl = 3600, key = "bench:t:<id>", backend = tiered)]
+async fn tiered(id: u64) -> Profile {
+    profile(id)
+}
+
+#[cached(ttl = 3600, key = "bench:m:<id>")]
+async fn memory(id: u64) -> Profile {
+    profile(id)
+}
+
+#[cached(ttl = 3600, key = "bench:o:<id>", backend = redis)]
+async fn during_outage(id: u64) -> Profile {
+    profile(id)
+}
+
+struct Server(Child, u16);
+
+impl Server {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self(child, port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let mut server = Server::start();
+    let url = format!("redis://127.0.0.1:{}", server.1);
+    configure(Config::default().redis_url(&url)).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let raw = rt.block_on(async {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let conn = client.get_multiplexed_async_connection().await.unwrap();
+        for id in 0..64 {
+            remote(id).await;
+            tiered(id).await;
+            memory(id).await;
+        }
+        // The raw baseline reads the very bytes the cache stored.
+        let mut c = conn.clone();
+        for id in 0..64 {
+            let bytes: Vec<u8> = c.get(format!("bench:r:{id}")).await.unwrap();
+            let _: () = c.set(format!("raw:{id}"), bytes).await.unwrap();
+        }
+        conn
+    });
+    while cachemacro_runtime::health()
+        .iter()
+        .any(|h| h.subscribed != Some(true))
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let mut g = c.benchmark_group("redis");
+    g.measurement_time(Duration::from_secs(5));
+    g.bench_function("1_task/raw_get", |b| {
+        let conn = raw.clone();
+        b.to_async(&rt).iter(|| {
+            let mut c = conn.clone();
+            async move {
+                let v: Vec<u8> = c.get("raw:1").await.unwrap();
+                black_box(v)
+            }
+        })
+    });
+    g.bench_function("1_task/cachemacro", |b| {
+        b.to_async(&rt).iter(|| remote(black_box(1)))
+    });
+    // 64 tasks, each reading its own key in a loop; time per call.
+    let per_call = |iters: u64, cached: bool| {
+        let conn = raw.clone();
+        rt.block_on(async move {
+            let per_task = iters.div_ceil(64).max(1);
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..64u64)
+                .map(|id| {
+                    let mut c = conn.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..per_task {
+                            if cached {
+                                black_box(remote(id).await);
+                            } else {
+                                let v: Vec<u8> = c.get(format!("raw:{id}")).await.unwrap();
+                                black_box(v);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            start
+                .elapsed()
+                .div_f64((per_task * 64) as f64 / iters as f64)
+        })
+    };
+    g.bench_function("64_tasks/raw_get", |b| {
+        b.iter_custom(|n| per_call(n, false))
+    });
+    g.bench_function("64_tasks/cachemacro", |b| {
+        b.iter_custom(|n| per_call(n, true))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("tiered");
+    g.bench_function("hit/memory", |b| {
+        b.to_async(&rt).iter(|| memory(black_box(1)))
+    });
+    g.bench_function("hit/tiered", |b| {
+        b.to_async(&rt).iter(|| tiered(black_box(1)))
+    });
+    g.finish();
+
+    // Outage: kill Redis, let the breaker open, then time calls.
+    let _ = server.0.kill();
+    let _ = server.0.wait();
+    rt.block_on(async {
+        for id in 0..10 {
+            during_outage(id).await;
+        }
+    });
+    let mut g = c.benchmark_group("outage");
+    g.bench_function("call/source_directly", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(profile(black_box(1))) })
+    });
+    g.bench_function("call/cachemacro_redis_down", |b| {
+        b.to_async(&rt).iter(|| during_outage(black_box(1)))
+    });
+    g.finish();
+    drop(server);
+}
+
+criterion_group!(redis_benches, benches);
+criterion_main!(redis_benches);
