@@ -242,6 +242,19 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         }
     }
 
+    /// `backend = redis` (no L1): the hit path reads Redis before any flight, so hits of
+    /// different callers never wait on each other; only misses coalesce.
+    async fn peek(&self, key: &str, tags: &[String]) -> Option<K::Value> {
+        match &self.remote {
+            #[cfg(feature = "redis")]
+            Some(remote) if self.l1.is_none() => remote.peek(self, key, tags).await,
+            _ => {
+                let _ = (key, tags);
+                None
+            }
+        }
+    }
+
     /// The double check of a new leader: a flight that landed between this caller's miss
     /// and its taking the lead has filled L1.
     fn recheck(&self, key: &str) -> Option<K::Value> {
@@ -288,6 +301,9 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                 self.load(Some(leader), key, tags, source(), ctx).await
             }
             Lookup::Miss { fallback } => {
+                if let Some(v) = self.peek(&key, &tags).await {
+                    return K::join(v);
+                }
                 let mut source = Some(source);
                 let mut joined = false;
                 loop {
@@ -372,6 +388,9 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                 K::join(value)
             }
             Lookup::Miss { fallback } => {
+                if let Some(v) = self.peek(&key, &tags).await {
+                    return K::join(v);
+                }
                 let mut source = Some(source);
                 let mut joined = false;
                 loop {

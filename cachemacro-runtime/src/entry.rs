@@ -56,6 +56,20 @@ impl TagStamp {
     }
 }
 
+/// XFetch's decision for a value expiring in `left`, whose load took `delta`:
+/// refresh now when `δ·β·(−ln rand) ≥ left`.
+pub(crate) fn xfetch_due(left: Duration, delta: Duration, beta: f64) -> bool {
+    if left.is_zero() {
+        return true;
+    }
+    if delta.is_zero() {
+        return false;
+    }
+    // 1 - f64() is in (0, 1], so ln is finite and <= 0.
+    let gap = delta.as_secs_f64() * beta * -(1.0 - fastrand::f64()).ln();
+    gap >= left.as_secs_f64()
+}
+
 /// What a read makes of an entry at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Freshness {
@@ -82,15 +96,7 @@ impl<V> Entry<V> {
     /// hard one. The probability rises as expiry nears and with the cost of a load.
     pub fn xfetch_due(&self, now: Instant, beta: f64) -> bool {
         let expiry = self.soft.unwrap_or(self.hard);
-        if self.delta.is_zero() {
-            return now >= expiry;
-        }
-        // 1 - f64() is in (0, 1], so ln is finite and <= 0.
-        let gap = self.delta.as_secs_f64() * beta * -(1.0 - fastrand::f64()).ln();
-        match Duration::try_from_secs_f64(gap) {
-            Ok(gap) => now + gap >= expiry,
-            Err(_) => true,
-        }
+        xfetch_due(expiry.saturating_duration_since(now), self.delta, beta)
     }
 
     /// Whether a fail-safe window of `window` past the hard deadline still covers `now`.

@@ -9,13 +9,23 @@ use tokio::time::Instant;
 use super::{Engine, Fetched, LoadCtx};
 use crate::codec::{self, Meta, Reject, ValueCodec};
 use crate::config::Codec;
-use crate::entry::{Entry, Freshness, TagStamp};
+use crate::entry::{Entry, TagStamp};
 use crate::error::Error;
 use crate::invalidate::{message, tags as tag_clock};
 use crate::kind::{CacheValue, Kind};
 use crate::policy::{Backend, Policy, Stampede};
 use crate::stats::Counter;
 use crate::store::redis::{backend_for, RedisBackend, Written};
+
+/// What bytes read from Redis are worth.
+enum Verdict<V> {
+    /// Nothing usable (absent, undecodable, another version, tag-invalidated, expired).
+    Miss,
+    /// Past its hard TTL but within the fail-safe window: only a fallback.
+    Expired(Meta, V, u64),
+    /// Servable; `Some(early)` when it should be refreshed (stale: `false`, XFetch: `true`).
+    Usable(Meta, V, u64, Option<bool>),
+}
 
 pub(crate) struct Remote<V> {
     pub backend: Arc<RedisBackend>,
@@ -57,7 +67,95 @@ impl<V: CacheValue> Remote<V> {
         self.local_tier
     }
 
-    /// Reads the key from Redis as its leader: a hit fills L1 with the remaining TTL.
+    /// Decodes what Redis returned and decides what it is worth.
+    fn judge<R: 'static, K: Kind<R, Value = V>>(
+        &self,
+        engine: &Engine<R, K>,
+        key: &str,
+        bytes: &[u8],
+        tag_versions: &[u64],
+        report: bool,
+    ) -> Verdict<V> {
+        let (meta, value) = match codec::decode(self.codec, self.which, self.fingerprint, bytes) {
+            Ok(decoded) => decoded,
+            Err(Reject::Garbage(_)) if !report => return Verdict::Miss,
+            Err(Reject::Garbage(why)) => {
+                engine.stats.incr(Counter::BackendErrors);
+                tracing::warn!(function = %engine.stats.name(), key, %why, "cachemacro: undecodable value in Redis; treated as a miss and overwritten");
+                return Verdict::Miss;
+            }
+            Err(Reject::Foreign) => return Verdict::Miss,
+        };
+        if meta.tag_versions != tag_versions {
+            return Verdict::Miss; // a tag was invalidated after the value was stored
+        }
+        let now_ms = unix_ms();
+        if now_ms >= meta.hard_ms {
+            // Past the hard TTL; kept in Redis only for fail-safe.
+            let usable = engine
+                .policy
+                .fail_safe
+                .is_some_and(|w| now_ms < meta.hard_ms.saturating_add(ms(w)));
+            return if usable {
+                Verdict::Expired(meta, value, now_ms)
+            } else {
+                Verdict::Miss
+            };
+        }
+        let policy = &engine.policy;
+        let refresh = if meta.soft_ms.is_some_and(|s| now_ms >= s) {
+            Some(false)
+        } else if policy.stampede == Stampede::Xfetch {
+            let expiry = meta.soft_ms.unwrap_or(meta.hard_ms);
+            let delta = Duration::from_micros(meta.delta_us);
+            crate::entry::xfetch_due(
+                Duration::from_millis(expiry.saturating_sub(now_ms)),
+                delta,
+                policy.beta,
+            )
+            .then_some(true)
+        } else {
+            None
+        };
+        Verdict::Usable(meta, value, now_ms, refresh)
+    }
+
+    /// The in-process entry of a value read from Redis, deadlines translated to this
+    /// process's clock.
+    fn entry(meta: &Meta, value: V, now_ms: u64, tags: &[String], stamp: u64) -> Arc<Entry<V>> {
+        let now = Instant::now();
+        let local = |at_ms: u64| now + Duration::from_millis(at_ms.saturating_sub(now_ms));
+        Arc::new(Entry {
+            value,
+            soft: meta.soft_ms.map(local),
+            hard: local(meta.hard_ms),
+            delta: Duration::from_micros(meta.delta_us),
+            tags: TagStamp::new(tags.to_vec(), stamp),
+        })
+    }
+
+    /// The hit path of `backend = redis` (no L1): one `GET`, no flight. Only a fresh value
+    /// is returned; anything else (miss, stale, XFetch-due, error) goes to the key's leader.
+    pub async fn peek<R: 'static, K: Kind<R, Value = V>>(
+        &self,
+        engine: &Engine<R, K>,
+        key: &str,
+        tags: &[String],
+    ) -> Option<V> {
+        let started = Instant::now();
+        // Failures are left for the leader's read to count and log, once per call.
+        let (bytes, versions) = self.backend.read_value(key, tags).await.ok()?;
+        match self.judge(engine, key, &bytes?, &versions, false) {
+            Verdict::Usable(_, value, _, None) => {
+                engine.stats.hit(false, || started.elapsed());
+                Some(value)
+            }
+            _ => None,
+        }
+    }
+
+    /// Reads the key from Redis as its leader, with its generation (for the load that may
+    /// follow). A hit fills L1 with the remaining TTL.
     pub async fn fetch<R: 'static, K: Kind<R, Value = V>>(
         &self,
         engine: &Arc<Engine<R, K>>,
@@ -84,52 +182,31 @@ impl<V: CacheValue> Remote<V> {
         let Some(bytes) = &read.value else {
             return Fetched::Miss(ctx(fallback));
         };
-        let (meta, value) = match codec::decode(self.codec, self.which, self.fingerprint, bytes) {
-            Ok(decoded) => decoded,
-            Err(Reject::Garbage(why)) => {
-                engine.stats.incr(Counter::BackendErrors);
-                tracing::warn!(function = %engine.stats.name(), key, %why, "cachemacro: undecodable value in Redis; treated as a miss and overwritten");
-                return Fetched::Miss(ctx(fallback));
+        match self.judge(engine, key, bytes, &read.tag_versions, true) {
+            Verdict::Miss => Fetched::Miss(ctx(fallback)),
+            Verdict::Expired(meta, value, now_ms) => {
+                Fetched::Miss(ctx(Some(Self::entry(&meta, value, now_ms, tags, stamp))))
             }
-            Err(Reject::Foreign) => return Fetched::Miss(ctx(fallback)),
-        };
-        if meta.tag_versions != read.tag_versions {
-            return Fetched::Miss(ctx(fallback)); // a tag was invalidated after it was stored
-        }
-        let now_ms = unix_ms();
-        let now = Instant::now();
-        let local = |at_ms: u64| now + Duration::from_millis(at_ms.saturating_sub(now_ms));
-        let entry = Arc::new(Entry {
-            value,
-            soft: meta.soft_ms.map(local),
-            hard: local(meta.hard_ms),
-            delta: Duration::from_micros(meta.delta_us),
-            tags: TagStamp::new(tags.to_vec(), stamp),
-        });
-        let policy = &engine.policy;
-        if now_ms >= meta.hard_ms {
-            // Past the hard TTL; kept in Redis only for fail-safe.
-            let usable = policy
-                .fail_safe
-                .is_some_and(|w| now_ms < meta.hard_ms.saturating_add(ms(w)));
-            return Fetched::Miss(ctx(if usable { Some(entry) } else { fallback }));
-        }
-        engine.put_local(key, entry.clone(), local_generation);
-        let (stale, refresh) = match entry.freshness(now) {
-            Freshness::Stale => (true, Some(false)),
-            Freshness::Fresh
-                if policy.stampede == Stampede::Xfetch && entry.xfetch_due(now, policy.beta) =>
-            {
-                (false, Some(true))
+            Verdict::Usable(meta, value, now_ms, refresh) => {
+                engine
+                    .stats
+                    .hit(refresh == Some(false), || started.elapsed());
+                if refresh.is_none() && engine.local().is_none() {
+                    // Nothing keeps the value but the caller: no entry, no clone.
+                    return Fetched::Hit {
+                        value,
+                        refresh,
+                        ctx: ctx(None),
+                    };
+                }
+                let entry = Self::entry(&meta, value, now_ms, tags, stamp);
+                engine.put_local(key, entry.clone(), local_generation);
+                Fetched::Hit {
+                    value: entry.value.clone(),
+                    refresh,
+                    ctx: ctx(Some(entry)),
+                }
             }
-            Freshness::Expired => return Fetched::Miss(ctx(fallback)),
-            Freshness::Fresh => (false, None),
-        };
-        engine.stats.hit(stale, || started.elapsed());
-        Fetched::Hit {
-            value: entry.value.clone(),
-            refresh,
-            ctx: ctx(Some(entry)),
         }
     }
 

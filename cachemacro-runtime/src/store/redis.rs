@@ -381,27 +381,33 @@ impl RedisBackend {
     /// the breaker.
     pub async fn op<T, F, Fut>(self: &Arc<Self>, f: F) -> Result<T, RedisError>
     where
-        F: FnOnce(Conn) -> Fut + Send + 'static,
-        Fut: Future<Output = RedisResult<T>> + Send + 'static,
-        T: Send + 'static,
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
     {
         if !self.breaker.allow() {
             return Err(RedisError::Open);
         }
-        let this = self.clone();
-        let timeout = self.cfg.op_timeout;
         let result = io::run(async move {
-            let conn = this
-                .conn
-                .get_or_try_init(|| this.connect())
-                .await
-                .map_err(|e| RedisError::Redis(e.to_string()))?
-                .clone();
-            match tokio::time::timeout(timeout, f(conn)).await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(RedisError::Redis(e.to_string())),
-                Err(_) => Err(RedisError::Timeout),
-            }
+            let conn = match self.conn.get() {
+                Some(c) => c.clone(),
+                None => {
+                    let connect = self.conn.get_or_try_init(|| self.connect());
+                    match tokio::time::timeout(self.cfg.connect_timeout, connect).await {
+                        Ok(Ok(c)) => c.clone(),
+                        Ok(Err(e)) => return Err(RedisError::Redis(e.to_string())),
+                        Err(_) => return Err(RedisError::Timeout),
+                    }
+                }
+            };
+            // Requests are bounded by the connection's response timeout (`op_timeout`), and
+            // waits for a reconnect by its connection timeout.
+            f(conn).await.map_err(|e| {
+                if e.is_timeout() {
+                    RedisError::Timeout
+                } else {
+                    RedisError::Redis(e.to_string())
+                }
+            })
         })
         .await
         .unwrap_or_else(|| Err(RedisError::Redis("I/O task failed".into())));
@@ -410,6 +416,32 @@ impl RedisBackend {
             Err(e) => self.breaker.failure(&self.name, e),
         }
         result
+    }
+
+    /// Reads a key's value and the versions of `tags` (the hit path): a `GET` without tags.
+    pub async fn read_value(
+        self: &Arc<Self>,
+        key: &str,
+        tags: &[String],
+    ) -> Result<(Option<Vec<u8>>, Vec<u64>), RedisError> {
+        let vk = self.value_key(key);
+        if tags.is_empty() {
+            return self
+                .op(move |mut c| async move {
+                    let v: Option<Vec<u8>> = redis::cmd("GET").arg(vk).query_async(&mut c).await?;
+                    Ok((v, Vec::new()))
+                })
+                .await;
+        }
+        let mut keys = vec![vk];
+        keys.extend(tags.iter().map(|t| self.tag_key(t)));
+        self.op(move |mut c| async move {
+            let mut got: Vec<Option<Vec<u8>>> =
+                redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
+            let versions = got.iter().skip(1).map(parse_u64).collect();
+            Ok((got.swap_remove(0), versions))
+        })
+        .await
     }
 
     /// Reads a key, its generation and the versions of `tags`, in one round trip.
