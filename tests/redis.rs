@@ -357,3 +357,59 @@ async fn an_unregistered_backend_name_fails_no_call_but_caches_nothing() {
     let e = unregistered_invalidate(1).await.unwrap_err();
     assert!(e.to_string().contains("not registered"), "{e}");
 }
+
+// ---- runtimes --------------------------------------------------------------------------------
+
+static BARE_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[cached(ttl = 60, key = "bare:<id>", backend = redis)]
+async fn from_bare_runtime(id: u64) -> u64 {
+    BARE_CALLS.fetch_add(1, SeqCst);
+    id
+}
+
+#[test]
+fn a_runtime_without_io_or_timers_uses_the_cache_without_panicking() {
+    server();
+    // No enable_io / enable_time: redis-rs cannot run on this runtime; the cache's own I/O
+    // thread serves it (after one probe, which fails quietly for the caller).
+    let bare = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    bare.block_on(async {
+        for _ in 0..20 {
+            assert_eq!(from_bare_runtime(5).await, 5);
+            tokio::task::yield_now().await; // lets the probe run
+        }
+    });
+    assert_eq!(
+        BARE_CALLS.load(SeqCst),
+        1,
+        "cached in Redis; the rest were hits"
+    );
+    assert_eq!(from_bare_runtime_stats().backend_errors, 0);
+    // And from no runtime at all.
+    let on_other_executor = std::thread::spawn(|| futures_executor_block_on(from_bare_runtime(5)));
+    assert_eq!(on_other_executor.join().unwrap(), 5);
+}
+
+/// A minimal executor that is not tokio: polls on this thread, parks between wake-ups.
+fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}

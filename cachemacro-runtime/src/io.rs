@@ -46,23 +46,36 @@ fn handle() -> &'static Handle {
 /// Polls `fut` in the cache runtime's context, from whatever task awaits this. Returns
 /// `None` if it panicked (a bug in a dependency), which callers treat as a backend failure.
 pub(crate) async fn run<F: Future>(fut: F) -> Option<F::Output> {
-    InContext {
+    Guarded {
         inner: Box::pin(fut),
+        enter: true,
     }
     .await
     .ok()
 }
 
-struct InContext<F> {
-    inner: Pin<Box<F>>,
+/// Polls `fut` in the caller's own context, a panic turned into `None` as in [`run`].
+pub(crate) async fn guarded<F: Future>(fut: F) -> Option<F::Output> {
+    Guarded {
+        inner: Box::pin(fut),
+        enter: false,
+    }
+    .await
+    .ok()
 }
 
-impl<F: Future> Future for InContext<F> {
+struct Guarded<F> {
+    inner: Pin<Box<F>>,
+    enter: bool,
+}
+
+impl<F: Future> Future for Guarded<F> {
     type Output = std::thread::Result<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = &mut self.get_mut().inner;
-        let _context = handle().enter();
+        let this = self.get_mut();
+        let inner = &mut this.inner;
+        let _context = this.enter.then(|| handle().enter());
         match std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),

@@ -200,6 +200,10 @@ pub(crate) struct RedisBackend {
     conn: OnceCell<Conn>,
     /// Warned already about an unusable value size.
     warned_size: AtomicBool,
+    /// Connections on callers' runtimes (standalone servers only).
+    locals: LocalConns,
+    /// Requests in flight on this backend (picks the route).
+    in_flight: std::sync::atomic::AtomicUsize,
     /// The tiered backplane of this backend (see [`crate::invalidate`]).
     pub backplane: crate::invalidate::Backplane,
 }
@@ -232,6 +236,97 @@ static BUMP_TAG: LazyLock<Script> = LazyLock::new(|| {
         return v",
     )
 });
+
+/// Above this many requests in flight, requests take the I/O thread's connection.
+const BUSY: usize = 4;
+
+/// Counts a request in flight for as long as it lives; `.0` is the count it found.
+struct InFlight<'a>(usize, &'a std::sync::atomic::AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+        Self(counter.fetch_add(1, Relaxed), counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.1.fetch_sub(1, Relaxed);
+    }
+}
+
+thread_local! {
+    /// Per thread: (backend, runtime, connection) for the runtime the thread runs.
+    static LOCAL: std::cell::RefCell<Vec<(usize, tokio::runtime::Id, Conn)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Connections on the callers' own runtimes.
+///
+/// A request through the cache's I/O thread costs two cross-thread wake-ups; a connection
+/// whose driver task runs on the caller's runtime costs none, which is most of a hit's
+/// overhead over a raw `GET` with one task. But a runtime may lack the I/O or time driver
+/// that redis-rs needs, and tokio only says so by panicking. So each runtime is *probed*
+/// once: a task on it connects (and sets a timer). Until the probe succeeds, and forever if
+/// it fails, that runtime's calls go through the I/O thread; nothing a caller awaits can
+/// panic. (A probe on a runtime without drivers does print tokio's panic message once.)
+/// A connection dies with its runtime; no other runtime uses it.
+#[derive(Default)]
+pub(crate) struct LocalConns {
+    slots: Mutex<std::collections::HashMap<tokio::runtime::Id, Slot>>,
+}
+
+enum Slot {
+    Probing,
+    Ready(Conn),
+    Unusable,
+}
+
+/// Runtimes remembered at most; beyond, the map starts over (old runtimes are gone).
+const MAX_RUNTIMES: usize = 64;
+
+impl LocalConns {
+    fn get_or_probe(
+        &self,
+        backend: &Arc<RedisBackend>,
+        handle: &tokio::runtime::Handle,
+    ) -> Option<Conn> {
+        let id = handle.id();
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        match slots.get(&id) {
+            Some(Slot::Ready(c)) => return Some(c.clone()),
+            Some(Slot::Probing | Slot::Unusable) => return None,
+            None => {}
+        }
+        if slots.len() >= MAX_RUNTIMES {
+            slots.clear();
+        }
+        slots.insert(id, Slot::Probing);
+        drop(slots);
+        let b = backend.clone();
+        let probe = handle.spawn(async move {
+            tokio::time::sleep(Duration::ZERO).await; // panics without a time driver
+            b.connect_here().await
+        });
+        let b = backend.clone();
+        io::spawn(async move {
+            let slot = match probe.await {
+                Ok(Ok(conn)) => Some(Slot::Ready(conn)),
+                Ok(Err(_)) => None, // Redis unreachable: probe again on a later call
+                Err(_) => {
+                    tracing::warn!(backend = %b.name, "cachemacro: this tokio runtime lacks the I/O or time driver (the panic above was a probe); its Redis calls go through cachemacro's own I/O thread");
+                    Some(Slot::Unusable)
+                }
+            };
+            let mut slots = b.locals.slots.lock().unwrap_or_else(|e| e.into_inner());
+            match slot {
+                Some(s) => slots.insert(id, s),
+                None => slots.remove(&id),
+            };
+        });
+        None
+    }
+}
 
 /// rustls needs a process-wide crypto provider; use ring unless the application installed
 /// one already.
@@ -289,6 +384,8 @@ impl RedisBackend {
             cfg,
             conn: OnceCell::new(),
             warned_size: AtomicBool::new(false),
+            locals: LocalConns::default(),
+            in_flight: Default::default(),
             backplane: Default::default(),
         }
     }
@@ -359,6 +456,23 @@ impl RedisBackend {
         }
     }
 
+    /// A connection created in the current runtime's context (its driver runs there),
+    /// fully connected, within the connect timeout.
+    async fn connect_here(&self) -> RedisResult<Conn> {
+        let conn = self.connect().await?;
+        let mut probe = conn.clone();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<redis::Value>(&mut probe);
+        match tokio::time::timeout(self.cfg.connect_timeout, ping).await {
+            Ok(Ok(_)) => Ok(conn),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "connect timed out",
+            ))),
+        }
+    }
+
     /// A client for one server URL, with the configured TLS root if any.
     pub fn client(&self, url: &str) -> RedisResult<redis::Client> {
         #[cfg(feature = "tls")]
@@ -377,6 +491,33 @@ impl RedisBackend {
         redis::Client::open(url)
     }
 
+    /// A connection whose driver runs on the caller's own runtime, if that runtime has
+    /// one ready (see [`LocalConns`]).
+    fn local_conn(self: &Arc<Self>) -> Option<Conn> {
+        if self.is_cluster() {
+            return None;
+        }
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        let id = handle.id();
+        let me = Arc::as_ptr(self) as usize;
+        let cached = LOCAL.with(|l| {
+            l.borrow()
+                .iter()
+                .find(|(b, r, _)| *b == me && *r == id)
+                .map(|(_, _, c)| c.clone())
+        });
+        if cached.is_some() {
+            return cached;
+        }
+        let conn = self.locals.get_or_probe(self, &handle)?;
+        LOCAL.with(|l| {
+            let mut l = l.borrow_mut();
+            l.retain(|(b, _, _)| *b != me); // this thread moved to another runtime
+            l.push((me, id, conn.clone()));
+        });
+        Some(conn)
+    }
+
     /// Runs `f` on a connection, on the I/O runtime, within the operation timeout, through
     /// the breaker.
     pub async fn op<T, F, Fut>(self: &Arc<Self>, f: F) -> Result<T, RedisError>
@@ -386,6 +527,29 @@ impl RedisBackend {
     {
         if !self.breaker.allow() {
             return Err(RedisError::Open);
+        }
+        let to_error = |e: redis::RedisError| {
+            if e.is_timeout() {
+                RedisError::Timeout
+            } else {
+                RedisError::Redis(e.to_string())
+            }
+        };
+        let _in_flight = InFlight::enter(&self.in_flight);
+        let busy = _in_flight.0 > BUSY;
+        if let Some(conn) = (!busy).then(|| self.local_conn()).flatten() {
+            // Few requests in flight, and the caller's runtime has a connection of its own:
+            // no hop to the I/O thread, the lowest latency. Under load, the I/O thread's
+            // driver batches many requests per wake-up and leaves the workers to callers.
+            let result = io::guarded(f(conn))
+                .await
+                .unwrap_or_else(|| Err(redis::RedisError::from((redis::ErrorKind::Io, "panicked"))))
+                .map_err(to_error);
+            match &result {
+                Ok(_) => self.breaker.success(&self.name),
+                Err(e) => self.breaker.failure(&self.name, e),
+            }
+            return result;
         }
         let result = io::run(async move {
             let conn = match self.conn.get() {
@@ -401,13 +565,7 @@ impl RedisBackend {
             };
             // Requests are bounded by the connection's response timeout (`op_timeout`), and
             // waits for a reconnect by its connection timeout.
-            f(conn).await.map_err(|e| {
-                if e.is_timeout() {
-                    RedisError::Timeout
-                } else {
-                    RedisError::Redis(e.to_string())
-                }
-            })
+            f(conn).await.map_err(to_error)
         })
         .await
         .unwrap_or_else(|| Err(RedisError::Redis("I/O task failed".into())));
