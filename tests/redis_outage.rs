@@ -3,6 +3,9 @@
 //! circuit breaker stops paying even that, and the cache is used again once Redis is back.
 //! The tests here stop and start this binary's own server, so they run one at a time.
 
+// The server lock is held for a whole test on purpose: it serializes the tests, not tasks.
+#![allow(clippy::await_holding_lock)]
+
 mod common;
 
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};

@@ -748,42 +748,6 @@ impl RedisBackend {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sibling_keys_share_the_value_keys_slot() {
-        assert_eq!(
-            RedisBackend::sibling_key("user:42", "gen"),
-            "{user:42}:cm:gen"
-        );
-        assert_eq!(RedisBackend::sibling_key("a{x}b", "lock"), "a{x}b:cm:lock");
-        assert_eq!(RedisBackend::sibling_key("a{}b", "gen"), "{a{}b}:cm:gen");
-    }
-
-    #[test]
-    fn the_breaker_opens_after_consecutive_failures_and_lets_one_probe_through() {
-        let b = Breaker::new(3, Duration::from_millis(30), Duration::from_secs(1));
-        let e = RedisError::Timeout;
-        b.failure("t", &e);
-        b.failure("t", &e);
-        assert!(b.allow() && !b.is_open());
-        b.failure("t", &e);
-        assert!(b.is_open());
-        assert!(!b.allow(), "open: not tried");
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(b.allow(), "cooldown over: one probe");
-        assert!(!b.allow(), "only one probe at a time");
-        b.failure("t", &e);
-        assert!(!b.allow(), "probe failed: open again, longer");
-        std::thread::sleep(Duration::from_millis(70));
-        assert!(b.allow());
-        b.success("t");
-        assert!(!b.is_open() && b.allow() && b.allow());
-    }
-}
-
 /// The process's Redis backends, created on first use: `""` is the default one.
 fn registry() -> &'static Mutex<std::collections::HashMap<String, Arc<RedisBackend>>> {
     static BACKENDS: LazyLock<Mutex<std::collections::HashMap<String, Arc<RedisBackend>>>> =
@@ -843,4 +807,40 @@ pub(crate) fn active_backends() -> Vec<Arc<RedisBackend>> {
         }
     }
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sibling_keys_share_the_value_keys_slot() {
+        assert_eq!(
+            RedisBackend::sibling_key("user:42", "gen"),
+            "{user:42}:cm:gen"
+        );
+        assert_eq!(RedisBackend::sibling_key("a{x}b", "lock"), "a{x}b:cm:lock");
+        assert_eq!(RedisBackend::sibling_key("a{}b", "gen"), "{a{}b}:cm:gen");
+    }
+
+    #[test]
+    fn the_breaker_opens_after_consecutive_failures_and_lets_one_probe_through() {
+        let b = Breaker::new(3, Duration::from_millis(30), Duration::from_secs(1));
+        let e = RedisError::Timeout;
+        b.failure("t", &e);
+        b.failure("t", &e);
+        assert!(b.allow() && !b.is_open());
+        b.failure("t", &e);
+        assert!(b.is_open());
+        assert!(!b.allow(), "open: not tried");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.allow(), "cooldown over: one probe");
+        assert!(!b.allow(), "only one probe at a time");
+        b.failure("t", &e);
+        assert!(!b.allow(), "probe failed: open again, longer");
+        std::thread::sleep(Duration::from_millis(70));
+        assert!(b.allow());
+        b.success("t");
+        assert!(!b.is_open() && b.allow() && b.allow());
+    }
 }
