@@ -2,7 +2,7 @@ async fn get_user(id: u64) -> Result<User, DbError> {
     static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
         Result<User, DbError>,
         ::cachemacro_runtime::__private::ResultKind,
-    > = ::cachemacro_runtime::__private::EngineCell::new(
+    > = ::cachemacro_runtime::__private::EngineCell::remote(
         ::cachemacro_runtime::__private::Policy::new(
                 ::cachemacro_runtime::__private::Site::new(
                     ::core::module_path!(),
@@ -16,12 +16,12 @@ async fn get_user(id: u64) -> Result<User, DbError> {
             .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
             .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
             .with_backend(::cachemacro_runtime::__private::Backend::Redis),
+        ::cachemacro_runtime::__private::codec_of::<
+            <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                Result<User, DbError>,
+            >>::Value,
+        >(),
     );
-    ::cachemacro_runtime::__private::assert_remote::<
-        <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
-            Result<User, DbError>,
-        >>::Value,
-    >();
     let __cachemacro_key = {
         let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(13usize, b"%:");
         __k.lit("user:");
@@ -59,7 +59,7 @@ async fn get_user_invalidate(
     static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
         Result<User, DbError>,
         ::cachemacro_runtime::__private::ResultKind,
-    > = ::cachemacro_runtime::__private::EngineCell::new(
+    > = ::cachemacro_runtime::__private::EngineCell::remote(
         ::cachemacro_runtime::__private::Policy::new(
                 ::cachemacro_runtime::__private::Site::new(
                     ::core::module_path!(),
@@ -73,6 +73,11 @@ async fn get_user_invalidate(
             .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
             .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
             .with_backend(::cachemacro_runtime::__private::Backend::Redis),
+        ::cachemacro_runtime::__private::codec_of::<
+            <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                Result<User, DbError>,
+            >>::Value,
+        >(),
     );
     let __cachemacro_key = {
         let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(13usize, b"%:");
@@ -88,7 +93,7 @@ async fn get_user_refresh(id: u64) -> Result<User, DbError> {
     static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
         Result<User, DbError>,
         ::cachemacro_runtime::__private::ResultKind,
-    > = ::cachemacro_runtime::__private::EngineCell::new(
+    > = ::cachemacro_runtime::__private::EngineCell::remote(
         ::cachemacro_runtime::__private::Policy::new(
                 ::cachemacro_runtime::__private::Site::new(
                     ::core::module_path!(),
@@ -102,6 +107,11 @@ async fn get_user_refresh(id: u64) -> Result<User, DbError> {
             .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
             .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
             .with_backend(::cachemacro_runtime::__private::Backend::Redis),
+        ::cachemacro_runtime::__private::codec_of::<
+            <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                Result<User, DbError>,
+            >>::Value,
+        >(),
     );
     let __cachemacro_key = {
         let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(13usize, b"%:");
@@ -137,7 +147,7 @@ fn get_user_stats() -> ::cachemacro_runtime::Stats {
     static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
         Result<User, DbError>,
         ::cachemacro_runtime::__private::ResultKind,
-    > = ::cachemacro_runtime::__private::EngineCell::new(
+    > = ::cachemacro_runtime::__private::EngineCell::remote(
         ::cachemacro_runtime::__private::Policy::new(
                 ::cachemacro_runtime::__private::Site::new(
                     ::core::module_path!(),
@@ -151,6 +161,11 @@ fn get_user_stats() -> ::cachemacro_runtime::Stats {
             .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
             .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
             .with_backend(::cachemacro_runtime::__private::Backend::Redis),
+        ::cachemacro_runtime::__private::codec_of::<
+            <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                Result<User, DbError>,
+            >>::Value,
+        >(),
     );
     __CACHEMACRO.get().stats()
 }
