@@ -675,12 +675,12 @@ async fn xfetch_refreshes_a_hot_key_before_it_expires() {
         xfetched(1).await;
         not_xfetched(1).await;
     }
+    tokio::task::yield_now().await; // the refresh task starts its load at 10.5 s
     let s = xfetched_stats();
     assert_eq!(s.early_refreshes, 1, "one early refresh at a time per key");
     assert_eq!(s.misses, 1, "readers never waited");
     // Past the first value's expiry (the refresh's own 1 s load ends there too): still a
     // hit with XFetch, a miss without.
-    tokio::task::yield_now().await; // the refresh task starts its load at 10.5 s
     advance(Duration::from_millis(1_000)).await;
     until("the early refresh landed", || xfetched_stats().loads == 2).await;
     xfetched(1).await;

@@ -96,6 +96,12 @@ pub(crate) struct LoadCtx<V> {
     pub tag_versions: Vec<u64>,
     /// A value that may stand in for a failing source.
     pub fallback: Option<Arc<Entry<V>>>,
+    /// The distributed lock this load holds (`stampede = lock | xfetch`), released when
+    /// the context is dropped, after the write.
+    #[cfg(feature = "redis")]
+    pub lock: Option<remote::Lock>,
+    #[cfg(not(feature = "redis"))]
+    pub lock: Option<std::convert::Infallible>,
 }
 
 impl<V> LoadCtx<V> {
@@ -104,8 +110,17 @@ impl<V> LoadCtx<V> {
             l2_generation: None,
             tag_versions: Vec::new(),
             fallback,
+            lock: None,
         }
     }
+}
+
+/// Where a refresh job gets its load context.
+enum RefreshFrom<V> {
+    /// Read already (an L2 hit that turned out stale).
+    Known(LoadCtx<V>),
+    /// To be read; the value being served stands in if the refresh fails.
+    Stale(Arc<Entry<V>>),
 }
 
 /// What the leader found in L2.
@@ -202,7 +217,6 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                     && entry.xfetch_due(now, self.policy.beta)
                 {
                     if let Some(leader) = self.flights.try_lead(key) {
-                        self.stats.incr(Counter::EarlyRefreshes);
                         return Lookup::Refresh {
                             leader,
                             entry,
@@ -215,7 +229,6 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
             }
             Freshness::Stale => {
                 if let Some(leader) = self.flights.try_lead(key) {
-                    self.stats.incr(Counter::BackgroundRefreshes);
                     return Lookup::Refresh {
                         leader,
                         entry,
@@ -295,9 +308,19 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         let now = Instant::now();
         match self.lookup(&key, now) {
             Lookup::Hit(v) => K::join(v),
-            Lookup::Refresh { leader, entry, .. } => {
+            Lookup::Refresh {
+                leader,
+                entry,
+                early,
+            } => {
                 // The source cannot outlive this call: the winner refreshes in its own task.
-                let ctx = self.refresh_ctx(&key, &tags, Some(entry)).await;
+                let mut ctx = self.refresh_ctx(&key, &tags, Some(entry.clone())).await;
+                if !self.claim(&key, &tags, &mut ctx).await {
+                    // Another process refreshes it: serve what we have.
+                    self.stats.hit(!early, || now.elapsed());
+                    return K::join(entry.value.clone());
+                }
+                self.count_refresh(early);
                 self.load(Some(leader), key, tags, source(), ctx).await
             }
             Lookup::Miss { fallback } => {
@@ -337,12 +360,17 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                                 Fetched::Hit {
                                     value,
                                     refresh,
-                                    ctx,
+                                    mut ctx,
                                 } => {
                                     if let Some(early) = refresh {
-                                        // Stale in L2: this caller refreshes (it holds the flight).
-                                        self.count_refresh(early);
-                                        return self.load(leader, key, tags, source(), ctx).await;
+                                        // Stale in L2: this caller refreshes (it holds the
+                                        // flight), unless another process does.
+                                        if self.claim(&key, &tags, &mut ctx).await {
+                                            self.count_refresh(early);
+                                            return self
+                                                .load(leader, key, tags, source(), ctx)
+                                                .await;
+                                        }
                                     }
                                     if let Some(l) = leader {
                                         l.land(Landed::Value(value.clone(), true));
@@ -350,6 +378,15 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                                     K::join(value)
                                 }
                                 Fetched::Miss(ctx) => {
+                                    let ctx = match self.lock_or_wait(&key, &tags, ctx).await {
+                                        Ok(ctx) => ctx,
+                                        Err(value) => {
+                                            if let Some(l) = leader {
+                                                l.land(Landed::Value(value.clone(), true));
+                                            }
+                                            return K::join(value);
+                                        }
+                                    };
                                     self.stats.incr(Counter::Misses);
                                     self.load(leader, key, tags, source(), ctx).await
                                 }
@@ -383,7 +420,7 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                 early,
             } => {
                 let value = entry.value.clone();
-                self.refresh_in_background(leader, key, tags, source, Some(entry));
+                self.refresh_job(leader, key, tags, source, early, RefreshFrom::Stale(entry));
                 self.stats.hit(!early, || now.elapsed());
                 K::join(value)
             }
@@ -431,13 +468,22 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                                     }
                                     if let Some(early) = refresh {
                                         if let Some(l) = self.flights.try_lead(&key) {
-                                            self.count_refresh(early);
-                                            self.refresh_with(l, key, tags, source, ctx);
+                                            let from = RefreshFrom::Known(ctx);
+                                            self.refresh_job(l, key, tags, source, early, from);
                                         }
                                     }
                                     return K::join(value);
                                 }
                                 Fetched::Miss(ctx) => ctx,
+                            };
+                            let ctx = match self.lock_or_wait(&key, &tags, ctx).await {
+                                Ok(ctx) => ctx,
+                                Err(value) => {
+                                    if let Some(l) = leader {
+                                        l.land(Landed::Value(value.clone(), true));
+                                    }
+                                    return K::join(value);
+                                }
                             };
                             self.stats.incr(Counter::Misses);
                             let this = self.clone();
@@ -460,14 +506,16 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         });
     }
 
-    /// Starts a refresh of `key` whose context is known, as a task on the caller's runtime.
-    fn refresh_with<F, Fut>(
+    /// Starts a refresh of `key` as a task on the caller's runtime (the cache's own if
+    /// there is none). With a distributed lock, only the process that claims it refreshes.
+    fn refresh_job<F, Fut>(
         self: &Arc<Self>,
         leader: Leader<K::Value>,
         key: String,
         tags: Vec<String>,
         source: F,
-        ctx: LoadCtx<K::Value>,
+        early: bool,
+        from: RefreshFrom<K::Value>,
     ) where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = R> + Send + 'static,
@@ -475,6 +523,14 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
     {
         let this = self.clone();
         let job = async move {
+            let mut ctx = match from {
+                RefreshFrom::Known(ctx) => ctx,
+                RefreshFrom::Stale(entry) => this.refresh_ctx(&key, &tags, Some(entry)).await,
+            };
+            if !this.claim(&key, &tags, &mut ctx).await {
+                return; // another process refreshes; the flight is released
+            }
+            this.count_refresh(early);
             this.load(Some(leader), key, tags, source(), ctx).await;
         };
         match tokio::runtime::Handle::try_current() {
@@ -485,30 +541,49 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         }
     }
 
-    /// Starts a refresh of `key` as a task on the caller's runtime (inline if none).
-    fn refresh_in_background<F, Fut>(
+    /// `stampede = lock | xfetch` on a miss: take the distributed lock or wait for the
+    /// holder's value (`Err(value)`). Without a remote tier, or when Redis did not answer,
+    /// the load proceeds.
+    async fn lock_or_wait(
         self: &Arc<Self>,
-        leader: Leader<K::Value>,
-        key: String,
-        tags: Vec<String>,
-        source: F,
-        stale: Option<Arc<Entry<K::Value>>>,
-    ) where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = R> + Send + 'static,
-        R: Send,
-    {
-        let this = self.clone();
-        let job = async move {
-            let ctx = this.refresh_ctx(&key, &tags, stale).await;
-            this.load(Some(leader), key, tags, source(), ctx).await;
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(job);
+        key: &str,
+        tags: &[String],
+        ctx: LoadCtx<K::Value>,
+    ) -> Result<LoadCtx<K::Value>, K::Value> {
+        match &self.remote {
+            #[cfg(feature = "redis")]
+            Some(remote)
+                if self.policy.stampede >= Stampede::Lock && ctx.l2_generation.is_some() =>
+            {
+                match remote.lock_or_wait(self, key, tags, ctx).await {
+                    remote::Locked::Proceed(ctx) => Ok(ctx),
+                    remote::Locked::Got(value) => Err(value),
+                }
             }
-            // No runtime (a foreign executor): refresh on the cache's own.
-            Err(_) => crate::io::spawn(job),
+            _ => {
+                let _ = (key, tags);
+                Ok(ctx)
+            }
+        }
+    }
+
+    /// Whether this process may run a refresh of `key` (always, unless a distributed lock
+    /// is in use and another process holds it).
+    async fn claim(
+        self: &Arc<Self>,
+        key: &str,
+        tags: &[String],
+        ctx: &mut LoadCtx<K::Value>,
+    ) -> bool {
+        match &self.remote {
+            #[cfg(feature = "redis")]
+            Some(remote) if self.policy.stampede >= Stampede::Lock => {
+                remote.claim_refresh(self, key, tags, ctx).await
+            }
+            _ => {
+                let _ = (key, tags, ctx);
+                true
+            }
         }
     }
 
@@ -867,6 +942,9 @@ fn registered<R: 'static, K: Kind<R>>(
     stats::register(engine.stats.clone());
     #[cfg(feature = "redis")]
     if let Some(remote) = &engine.remote {
+        if policy.stampede >= Stampede::Lock {
+            crate::invalidate::listen_to(&remote.backend); // lock waiters are woken over it
+        }
         if remote.local_tier() {
             let weak = Arc::downgrade(&engine);
             let weak: std::sync::Weak<dyn crate::invalidate::LocalTier> = weak;

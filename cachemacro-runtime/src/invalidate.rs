@@ -108,6 +108,8 @@ pub(crate) fn origin() -> &'static str {
 pub(crate) struct Backplane {
     healthy: std::sync::atomic::AtomicBool,
     tiers: std::sync::Mutex<Vec<std::sync::Weak<dyn LocalTier>>>,
+    /// Callers waiting for another process's lock on a key, woken by its release message.
+    waiters: std::sync::Mutex<HashMap<String, std::sync::Weak<tokio::sync::Notify>>>,
     started: OnceLock<()>,
 }
 
@@ -116,6 +118,27 @@ impl Backplane {
     #[inline]
     pub fn healthy(&self) -> bool {
         self.healthy.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The wake-up of callers waiting for `key`'s lock to be released.
+    pub fn waiter(&self, key: &str) -> std::sync::Arc<tokio::sync::Notify> {
+        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = w.get(key).and_then(std::sync::Weak::upgrade) {
+            return n;
+        }
+        if w.len() > 1024 {
+            w.retain(|_, n| n.strong_count() > 0);
+        }
+        let n = std::sync::Arc::new(tokio::sync::Notify::new());
+        w.insert(key.to_owned(), std::sync::Arc::downgrade(&n));
+        n
+    }
+
+    fn wake(&self, key: &str) {
+        let w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = w.get(key).and_then(std::sync::Weak::upgrade) {
+            n.notify_waiters();
+        }
     }
 
     /// Whether any tiered function uses this backplane.
@@ -139,7 +162,7 @@ pub(crate) fn message(kind: char, body: &str) -> String {
 }
 
 #[cfg(feature = "redis")]
-pub(crate) use listener::register_tier;
+pub(crate) use listener::{listen_to, register_tier};
 
 #[cfg(feature = "redis")]
 mod listener {
@@ -159,7 +182,12 @@ mod listener {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(tier);
-        bp.started.get_or_init(|| {
+        listen_to(backend);
+    }
+
+    /// Starts the backend's listener (once): tiered L1s and lock waiters need it.
+    pub(crate) fn listen_to(backend: &Arc<RedisBackend>) {
+        backend.backplane.started.get_or_init(|| {
             let b = backend.clone();
             crate::io::spawn(async move { listen(b).await });
         });
@@ -171,6 +199,11 @@ mod listener {
         else {
             return;
         };
+        if kind == "w" {
+            // A lock was released: whoever waits for it, in any process, reads the value.
+            backend.backplane.wake(body);
+            return;
+        }
         if from == origin() {
             return;
         }

@@ -17,6 +17,35 @@ use crate::policy::{Backend, Policy, Stampede};
 use crate::stats::Counter;
 use crate::store::redis::{backend_for, RedisBackend, Written};
 
+/// A held distributed lock on a key. Released (and its waiters woken) when dropped: after
+/// the load's write on success, on failure, on a panic, or if the caller goes away.
+pub(crate) struct Lock {
+    backend: Arc<RedisBackend>,
+    key: String,
+    token: u64,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let (backend, key, token) = (
+            self.backend.clone(),
+            std::mem::take(&mut self.key),
+            self.token,
+        );
+        crate::io::spawn(async move {
+            let _ = backend.unlock(&key, token).await;
+        });
+    }
+}
+
+/// What a miss under `stampede = lock` ends with.
+pub(crate) enum Locked<V> {
+    /// Load (holding the lock, or without it if Redis failed or the wait ran out).
+    Proceed(LoadCtx<V>),
+    /// Another process loaded it meanwhile.
+    Got(V),
+}
+
 /// What bytes read from Redis are worth.
 enum Verdict<V> {
     /// Nothing usable (absent, undecodable, another version, tag-invalidated, expired).
@@ -178,6 +207,7 @@ impl<V: CacheValue> Remote<V> {
             l2_generation: Some(read.generation),
             tag_versions: read.tag_versions.clone(),
             fallback,
+            lock: None,
         };
         let Some(bytes) = &read.value else {
             return Fetched::Miss(ctx(fallback));
@@ -210,6 +240,97 @@ impl<V: CacheValue> Remote<V> {
         }
     }
 
+    /// `stampede = lock` on a miss: take the key's lock, or wait for the process that holds
+    /// it to write the value (woken by its release message on the backplane, with a bounded
+    /// backoff as a fallback), then read it. A caller that waits longer than `lock_wait`, or
+    /// meets a failing Redis, loads without the lock rather than hang.
+    pub async fn lock_or_wait<R: 'static, K: Kind<R, Value = V>>(
+        &self,
+        engine: &Arc<Engine<R, K>>,
+        key: &str,
+        tags: &[String],
+        mut ctx: LoadCtx<V>,
+    ) -> Locked<V> {
+        let started = std::time::Instant::now();
+        let deadline = started + self.backend.cfg.lock_wait;
+        let mut backoff = Duration::from_millis(5);
+        let mut waited = false;
+        loop {
+            match self.backend.try_lock(key).await {
+                Ok(Some(token)) => {
+                    ctx.lock = Some(Lock {
+                        backend: self.backend.clone(),
+                        key: key.to_owned(),
+                        token,
+                    });
+                    return Locked::Proceed(ctx);
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    engine.stats.incr(Counter::BackendErrors);
+                    return Locked::Proceed(ctx);
+                }
+            }
+            if !waited {
+                waited = true;
+                engine.stats.incr(Counter::LockWaits);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                tracing::warn!(function = %engine.stats.name(), key, "cachemacro: waited lock_wait for another process's load; loading without the lock");
+                return Locked::Proceed(ctx);
+            }
+            let wake = self.backend.backplane.waiter(key);
+            let nap = backoff.min(deadline - now);
+            crate::io::run(async move {
+                let _ = tokio::time::timeout(nap, wake.notified()).await;
+            })
+            .await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+            match self.fetch(engine, key, tags, None).await {
+                Fetched::Hit { value, .. } => return Locked::Got(value),
+                Fetched::Miss(fresh) => {
+                    ctx = LoadCtx {
+                        fallback: ctx.fallback.take().or(fresh.fallback),
+                        ..fresh
+                    }
+                }
+            }
+        }
+    }
+
+    /// The fleet-wide guard of a refresh (stale, or XFetch-early): only the process that
+    /// takes the key's lock refreshes; the others keep serving what they have, and pick up
+    /// what Redis holds now (perhaps already refreshed). `false`: skip the refresh.
+    pub async fn claim_refresh<R: 'static, K: Kind<R, Value = V>>(
+        &self,
+        engine: &Arc<Engine<R, K>>,
+        key: &str,
+        tags: &[String],
+        ctx: &mut LoadCtx<V>,
+    ) -> bool {
+        match self.backend.try_lock(key).await {
+            Ok(Some(token)) => {
+                ctx.lock = Some(Lock {
+                    backend: self.backend.clone(),
+                    key: key.to_owned(),
+                    token,
+                });
+                true
+            }
+            Ok(None) => {
+                if engine.l1.is_some() {
+                    let _ = self.fetch(engine, key, tags, None).await; // fills L1 if newer
+                }
+                false
+            }
+            Err(_) => {
+                engine.stats.incr(Counter::BackendErrors);
+                true
+            }
+        }
+    }
+
     /// Generation and tag versions for a refresh of a value still being served.
     pub async fn load_ctx<R: 'static, K: Kind<R, Value = V>>(
         &self,
@@ -223,6 +344,7 @@ impl<V: CacheValue> Remote<V> {
                 l2_generation: Some(read.generation),
                 tag_versions: read.tag_versions,
                 fallback: stale,
+                lock: None,
             },
             Err(_) => {
                 engine.stats.incr(Counter::BackendErrors);
@@ -246,6 +368,7 @@ impl<V: CacheValue> Remote<V> {
                 l2_generation: Some(g),
                 tag_versions: v,
                 fallback: None,
+                lock: None,
             },
             _ => {
                 engine.stats.incr(Counter::BackendErrors);

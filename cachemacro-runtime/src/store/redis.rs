@@ -228,6 +228,18 @@ static BUMP_GENERATION: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
+            redis.call('DEL', KEYS[1])
+            redis.call('PUBLISH', ARGV[2], ARGV[3])
+            return 1
+        end
+        return 0",
+    )
+});
+
 static BUMP_TAG: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -720,6 +732,44 @@ impl RedisBackend {
         self.op(
             move |mut c| async move { BUMP_TAG.key(tk).arg(retention).invoke_async(&mut c).await },
         )
+        .await
+    }
+
+    /// Takes the key's lock (`SET NX PX`) with a random token; `Ok(None)` if another holds it.
+    pub async fn try_lock(self: &Arc<Self>, key: &str) -> Result<Option<u64>, RedisError> {
+        let lk = Self::sibling_key(&self.value_key(key), "lock");
+        let token = fastrand::u64(1..);
+        let ttl = ms(self.cfg.lock_ttl);
+        self.op(move |mut c| async move {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(lk)
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl)
+                .query_async(&mut c)
+                .await?;
+            Ok(set.map(|_| token))
+        })
+        .await
+    }
+
+    /// Releases the key's lock if `token` still holds it (a holder whose lock expired never
+    /// deletes another's), and wakes the processes waiting for it.
+    pub async fn unlock(self: &Arc<Self>, key: &str, token: u64) -> Result<(), RedisError> {
+        let lk = Self::sibling_key(&self.value_key(key), "lock");
+        let channel = self.channel();
+        let message = crate::invalidate::message('w', key);
+        self.op(move |mut c| async move {
+            UNLOCK
+                .key(lk)
+                .arg(token)
+                .arg(channel)
+                .arg(message)
+                .invoke_async::<i64>(&mut c)
+                .await
+                .map(drop)
+        })
         .await
     }
 
