@@ -127,3 +127,51 @@ fn two_processes_stay_coherent_over_a_cluster() {
         eventually("B dropped its L1 copy", || b.version("tiered", id) == 2);
     }
 }
+
+#[test]
+fn the_distributed_lock_works_on_a_cluster() {
+    let c = cluster();
+    let mut procs: Vec<Proc> = (0..3).map(|_| Proc::start(&c.url(), "cllock:")).collect();
+    for p in procs.iter_mut() {
+        p.cmd("delay 300");
+    }
+    for p in procs.iter_mut() {
+        p.send("burst locked 1 20");
+    }
+    for p in procs.iter_mut() {
+        assert!(p.answer_within(20).starts_with("ok"));
+    }
+    let loads: u64 = procs.iter_mut().map(|p| p.stat("locked", "loads")).sum();
+    assert_eq!(
+        loads, 1,
+        "one source call across three processes on the cluster"
+    );
+}
+
+#[test]
+fn xfetch_keeps_a_hot_key_warm_on_a_cluster() {
+    let c = cluster();
+    let mut a = Proc::start(&c.url(), "clxf:");
+    let mut b = Proc::start(&c.url(), "clxf:");
+    for p in [&mut a, &mut b] {
+        p.cmd("get xfetched 0");
+        p.wait_subscribed();
+        p.cmd("delay 100");
+    }
+    a.send("steady xfetched 1 5000 10");
+    b.send("steady xfetched 1 5000 10");
+    for p in [&mut a, &mut b] {
+        let report = p.answer_within(30);
+        let max_us: u64 = report
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("max_us="))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!(max_us < 60_000, "no reader waited on the source: {report}");
+    }
+    let loads = a.stat("xfetched", "loads") + b.stat("xfetched", "loads") - 1;
+    assert!(
+        (2..=5).contains(&loads),
+        "{loads} loads in 5 s of a 2 s value"
+    );
+}

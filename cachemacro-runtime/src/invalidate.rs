@@ -141,13 +141,9 @@ impl Backplane {
         }
     }
 
-    /// Whether any tiered function uses this backplane.
-    pub fn has_tiers(&self) -> bool {
-        !self
-            .tiers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+    /// Whether the listener was started (a tiered or locking function uses the backend).
+    pub fn listening(&self) -> bool {
+        self.started.get().is_some()
     }
 
     fn tiers(&self) -> Vec<std::sync::Arc<dyn LocalTier>> {

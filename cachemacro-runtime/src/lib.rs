@@ -89,8 +89,9 @@ pub struct BackendHealth {
     /// `false` while the circuit breaker is open (Redis failed recently; calls go to the
     /// source without trying it).
     pub reachable: bool,
-    /// For backends with tiered functions: whether the invalidation backplane is subscribed
-    /// (while it is not, L1 is bypassed). `None` when no tiered function uses the backend.
+    /// For backends with tiered or `stampede = lock | xfetch` functions: whether the
+    /// backplane (invalidations, lock wake-ups) is subscribed; while it is not, L1 is
+    /// bypassed. `None` when no such function uses the backend.
     pub subscribed: Option<bool>,
 }
 
@@ -103,7 +104,7 @@ pub fn health() -> Vec<BackendHealth> {
             .map(|b| BackendHealth {
                 backend: b.name.clone(),
                 reachable: b.breaker.allow_without_probe(),
-                subscribed: b.backplane.has_tiers().then(|| b.backplane.healthy()),
+                subscribed: b.backplane.listening().then(|| b.backplane.healthy()),
             })
             .collect();
         all.sort_by(|a, b| a.backend.cmp(&b.backend));

@@ -4,7 +4,8 @@
 //! Environment: `CACHEMACRO_REDIS_URL`, `CACHEMACRO_PREFIX` (as for any user).
 //! Commands: `get F ID`, `burst F ID N`, `inv F ID`, `refresh F ID`, `tag TAG`,
 //! `version N` (what the source returns next), `delay MS` (how long the source takes),
-//! `stats F`, `health`, `quit`. F is one of the functions below.
+//! `steady F ID DURATION_MS INTERVAL_MS`, `stats F`, `health`, `quit`. F is one of the
+//! functions below. `CM_LOCK_TTL_MS` / `CM_LOCK_WAIT_MS` set the lock's TTL and wait.
 
 use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -65,12 +66,12 @@ async fn unlocked(id: u64) -> Item {
     source(id).await
 }
 
-#[cached(ttl = "2s", key = "x:<id>", backend = tiered, stampede = xfetch)]
+#[cached(ttl = "2s", key = "x:<id>", backend = tiered, stampede = xfetch, beta = 2.0)]
 async fn xfetched(id: u64) -> Item {
     source(id).await
 }
 
-#[cached(ttl = "2s", key = "xr:<id>", backend = redis, stampede = xfetch)]
+#[cached(ttl = "2s", key = "xr:<id>", backend = redis, stampede = xfetch, beta = 2.0)]
 async fn xfetched_remote(id: u64) -> Item {
     source(id).await
 }
@@ -152,6 +153,34 @@ async fn run(line: &str) -> String {
             }
             None => "err unknown function".into(),
         },
+        Some("steady") => match f(1) {
+            // steady F ID DURATION_MS INTERVAL_MS: a read every INTERVAL for DURATION.
+            Some(fns) => {
+                let end = std::time::Instant::now() + Duration::from_millis(n(3));
+                let (mut calls, mut slowest, mut first) = (0u64, Duration::ZERO, None);
+                let mut versions = std::collections::BTreeSet::new();
+                while std::time::Instant::now() < end {
+                    let t = std::time::Instant::now();
+                    let item = (fns.get)(n(2)).await;
+                    let took = t.elapsed();
+                    if first.is_none() {
+                        first = Some(took);
+                    } else {
+                        slowest = slowest.max(took);
+                    }
+                    versions.insert(item.version);
+                    calls += 1;
+                    tokio::time::sleep(Duration::from_millis(n(4))).await;
+                }
+                format!(
+                    "calls={calls} max_us={} first_us={} versions={}",
+                    slowest.as_micros(),
+                    first.unwrap_or_default().as_micros(),
+                    versions.len()
+                )
+            }
+            None => "err unknown function".into(),
+        },
         Some("inv") => match f(1) {
             Some(fns) => match (fns.inv)(n(2)).await {
                 Ok(()) => "ok".into(),
@@ -204,11 +233,20 @@ async fn run(line: &str) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let ms = |var: &str, default: u64| {
+        Duration::from_millis(
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default),
+        )
+    };
     cachemacro_runtime::configure(
         Config::from_env()
-            .heartbeat(Duration::from_millis(200))
+            .heartbeat(Duration::from_millis(500))
             .op_timeout(Duration::from_millis(500))
-            .lock_wait(Duration::from_secs(10)),
+            .lock_ttl(ms("CM_LOCK_TTL_MS", 10_000))
+            .lock_wait(ms("CM_LOCK_WAIT_MS", 10_000)),
     )
     .expect("configure");
     let stdin = std::io::stdin();

@@ -14,7 +14,13 @@ pub struct Proc {
 impl Proc {
     /// Starts a child on `url` (one URL, or a cluster's list) with a key prefix.
     pub fn start(url: &str, prefix: &str) -> Self {
+        Self::start_with(url, prefix, &[])
+    }
+
+    /// [`Proc::start`] with extra environment variables.
+    pub fn start_with(url: &str, prefix: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cm-child"))
+            .envs(env.iter().copied())
             .env("CACHEMACRO_REDIS_URL", url)
             .env("CACHEMACRO_PREFIX", prefix)
             .stdin(Stdio::piped())
@@ -68,6 +74,31 @@ impl Proc {
             .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in {a}"))
+    }
+
+    /// Kills the process (SIGKILL): it dies holding whatever it holds.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Reads the answer to a command sent earlier, failing the test after `secs` seconds.
+    pub fn answer_within(&mut self, secs: u64) -> String {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (out, child) = (&mut self.out, &mut self.child);
+        let answer = std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut line = String::new();
+                let _ = out.read_line(&mut line);
+                let _ = tx.send(line.trim().to_owned());
+            });
+            let answer = rx.recv_timeout(Duration::from_secs(secs)).ok();
+            if answer.is_none() {
+                let _ = child.kill(); // unblocks the reader
+            }
+            answer
+        });
+        answer.unwrap_or_else(|| panic!("no answer within {secs} s: the call hung"))
     }
 
     /// Waits until this process's backplane is subscribed.

@@ -192,6 +192,19 @@ impl<V: CacheValue> Remote<V> {
         tags: &[String],
         fallback: Option<Arc<Entry<V>>>,
     ) -> Fetched<V> {
+        self.read(engine, key, tags, fallback, true).await
+    }
+
+    /// [`Remote::fetch`]; `for_caller: false` for the cache's own reads (a refresh checking
+    /// what Redis holds), which are not hits of any caller.
+    async fn read<R: 'static, K: Kind<R, Value = V>>(
+        &self,
+        engine: &Arc<Engine<R, K>>,
+        key: &str,
+        tags: &[String],
+        fallback: Option<Arc<Entry<V>>>,
+        for_caller: bool,
+    ) -> Fetched<V> {
         let started = Instant::now();
         let local_generation = engine.gens.of(key);
         let stamp = tag_clock().epoch();
@@ -311,16 +324,29 @@ impl<V: CacheValue> Remote<V> {
     ) -> bool {
         match self.backend.try_lock(key).await {
             Ok(Some(token)) => {
-                ctx.lock = Some(Lock {
+                let lock = Lock {
                     backend: self.backend.clone(),
                     key: key.to_owned(),
                     token,
-                });
-                true
+                };
+                // Double check under the lock: another process may have refreshed it just
+                // before; then take its value (into L1) instead of loading again.
+                match self.read(engine, key, tags, None, false).await {
+                    Fetched::Hit { refresh: None, .. } => false,
+                    Fetched::Hit { ctx: fresh, .. } | Fetched::Miss(fresh) => {
+                        ctx.l2_generation = fresh.l2_generation.or(ctx.l2_generation);
+                        if fresh.l2_generation.is_some() {
+                            ctx.tag_versions = fresh.tag_versions;
+                        }
+                        ctx.lock = Some(lock);
+                        true
+                    }
+                }
             }
             Ok(None) => {
                 if engine.l1.is_some() {
-                    let _ = self.fetch(engine, key, tags, None).await; // fills L1 if newer
+                    // Another process refreshes; take what Redis holds (perhaps newer).
+                    let _ = self.read(engine, key, tags, None, false).await;
                 }
                 false
             }

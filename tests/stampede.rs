@@ -1,0 +1,159 @@
+//! Stampede control across real processes sharing a real Redis: one source call fleet-wide
+//! with `stampede = lock` (and more without it), XFetch keeping a hot key warm with about one
+//! load per expiry, a lock holder killed mid-load, and a Redis restart while waiters wait.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::child::Proc;
+use common::redis::Server;
+
+fn sum(procs: &mut [Proc], f: &str, stat: &str) -> u64 {
+    procs.iter_mut().map(|p| p.stat(f, stat)).sum()
+}
+
+/// N processes × M callers on one cold key; returns total source calls.
+fn stampede(procs: &mut [Proc], f: &str, callers: u32) -> u64 {
+    for p in procs.iter_mut() {
+        p.cmd("delay 300"); // the source takes 300 ms: every caller arrives during the load
+    }
+    for p in procs.iter_mut() {
+        p.send(&format!("burst {f} 1 {callers}"));
+    }
+    for p in procs.iter_mut() {
+        let a = p.answer_within(20);
+        assert!(a.starts_with("ok"), "{a}");
+    }
+    sum(procs, f, "loads")
+}
+
+#[test]
+fn with_lock_n_processes_times_m_callers_on_a_cold_key_make_one_source_call() {
+    let server = Server::start();
+    let mut procs: Vec<Proc> = (0..4).map(|_| Proc::start(&server.url(), "st1:")).collect();
+    assert_eq!(
+        stampede(&mut procs, "locked", 25),
+        1,
+        "one source call fleet-wide"
+    );
+    assert!(
+        sum(&mut procs, "locked", "lock_waits") >= 3,
+        "the other processes waited"
+    );
+    for p in procs.iter_mut() {
+        assert_eq!(p.version("locked", 1), 1, "everyone has the one value");
+    }
+}
+
+#[test]
+fn negative_control_without_lock_each_process_loads() {
+    let server = Server::start();
+    let mut procs: Vec<Proc> = (0..4).map(|_| Proc::start(&server.url(), "st2:")).collect();
+    let loads = stampede(&mut procs, "unlocked", 25);
+    assert!(loads > 1, "coalescing alone is per process: {loads} loads");
+}
+
+/// Two processes read one hot key every 10 ms for 7 s; the value lives 2 s and takes 100 ms
+/// to load. Returns (misses, loads, slowest read after the first) over both.
+fn hot_key(f: &str, prefix: &str) -> (u64, u64, Duration) {
+    let server = Server::start();
+    let mut a = Proc::start(&server.url(), prefix);
+    let mut b = Proc::start(&server.url(), prefix);
+    for p in [&mut a, &mut b] {
+        p.cmd(&format!("get {f} 0"));
+        p.wait_subscribed();
+        p.cmd("delay 100");
+    }
+    a.send(&format!("steady {f} 1 7000 10"));
+    b.send(&format!("steady {f} 1 7000 10"));
+    let mut slowest = Duration::ZERO;
+    for p in [&mut a, &mut b] {
+        let report = p.answer_within(30);
+        eprintln!("{report}");
+        let max_us: u64 = report
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("max_us="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("bad report {report}"));
+        slowest = slowest.max(Duration::from_micros(max_us));
+    }
+    eprintln!(
+        "A {}\nB {}",
+        a.cmd(&format!("stats {f}")),
+        b.cmd(&format!("stats {f}"))
+    );
+    let misses = a.stat(f, "misses") + b.stat(f, "misses") - 1; // minus key 0's warm-up
+    let loads = a.stat(f, "loads") + b.stat(f, "loads") - 1;
+    (misses, loads, slowest)
+}
+
+#[test]
+fn xfetch_keeps_a_hot_key_warm_across_processes_with_about_one_load_per_expiry() {
+    let (misses, loads, slowest) = hot_key("xfetched", "st3:");
+    assert_eq!(
+        misses, 1,
+        "only the cold start missed; no reader ever found it missing"
+    );
+    assert!(
+        slowest < Duration::from_millis(60),
+        "no reader waited on the 100 ms source after the first: slowest {slowest:?}"
+    );
+    // 7 s of a value that lives 2 s: the first load and about one refresh per expiry.
+    assert!((3..=6).contains(&loads), "{loads} loads");
+}
+
+#[test]
+fn negative_control_a_plain_ttl_makes_readers_wait_at_every_expiry() {
+    let (misses, _loads, slowest) = hot_key("plain_ttl", "st4:");
+    assert!(misses > 2, "each expiry is a miss: {misses}");
+    assert!(
+        slowest >= Duration::from_millis(90),
+        "a reader waited on the source: {slowest:?}"
+    );
+}
+
+#[test]
+fn a_lock_holder_killed_mid_load_lets_the_others_proceed_when_its_lock_expires() {
+    let server = Server::start();
+    let env = [("CM_LOCK_TTL_MS", "1000"), ("CM_LOCK_WAIT_MS", "20000")];
+    let mut holder = Proc::start_with(&server.url(), "st5:", &env);
+    let mut waiter = Proc::start_with(&server.url(), "st5:", &env);
+    waiter.cmd("get locked 0"); // connected and subscribed
+    waiter.wait_subscribed();
+    holder.cmd("delay 30000");
+    holder.send("get locked 7");
+    std::thread::sleep(Duration::from_millis(300)); // the holder has the lock
+    waiter.send("get locked 7");
+    std::thread::sleep(Duration::from_millis(200));
+    let killed = Instant::now();
+    holder.kill();
+    let answer = waiter.answer_within(10);
+    assert!(answer.starts_with("7:1:"), "{answer}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "proceeded after the lock's TTL"
+    );
+    assert_eq!(waiter.stat("locked", "lock_waits"), 1);
+    assert_eq!(
+        waiter.stat("locked", "loads"),
+        2,
+        "key 0, then key 7 itself"
+    );
+}
+
+#[test]
+fn a_redis_restart_while_waiters_wait_does_not_hang_them() {
+    let mut server = Server::start();
+    let mut holder = Proc::start(&server.url(), "st6:");
+    let mut waiter = Proc::start(&server.url(), "st6:");
+    holder.cmd("delay 3000");
+    holder.send("get locked 9");
+    std::thread::sleep(Duration::from_millis(300));
+    waiter.send("get locked 9");
+    std::thread::sleep(Duration::from_millis(200));
+    server.restart();
+    let answer = waiter.answer_within(15);
+    assert!(answer.starts_with("9:1:"), "{answer}");
+    assert!(holder.answer_within(15).starts_with("9:1:"));
+}
