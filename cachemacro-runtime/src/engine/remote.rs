@@ -231,9 +231,11 @@ impl<V: CacheValue> Remote<V> {
                 Fetched::Miss(ctx(Some(Self::entry(&meta, value, now_ms, tags, stamp))))
             }
             Verdict::Usable(meta, value, now_ms, refresh) => {
-                engine
-                    .stats
-                    .hit(refresh == Some(false), || started.elapsed());
+                if for_caller {
+                    engine
+                        .stats
+                        .hit(refresh == Some(false), || started.elapsed());
+                }
                 if refresh.is_none() && engine.local().is_none() {
                     // Nothing keeps the value but the caller: no entry, no clone.
                     return Fetched::Hit {
