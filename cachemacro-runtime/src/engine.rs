@@ -115,6 +115,18 @@ impl<V> LoadCtx<V> {
     }
 }
 
+/// What became of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Yes,
+    /// A negative value without `cache_none`.
+    NotCached,
+    /// An invalidation moved the key's generation during the load: it wins.
+    Superseded,
+    /// L2 could not be written (L1 was).
+    RemoteFailed,
+}
+
 /// Where a refresh job gets its load context.
 enum RefreshFrom<V> {
     /// Read already (an L2 hit that turned out stale).
@@ -698,6 +710,64 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         }
     }
 
+    /// Stores `value` as the key's value in every tier now (a write-through put), ahead of
+    /// any load in flight for it here or elsewhere; other processes drop their L1 copy.
+    /// If a tier cannot take it, the key is invalidated instead (never left stale) and the
+    /// error returned.
+    pub async fn put(
+        self: &Arc<Self>,
+        key: String,
+        tags: Vec<String>,
+        value: K::Value,
+    ) -> Result<(), Error> {
+        let generation = self.gens.bump(&key);
+        let stamp = tag_clock().epoch();
+        let ctx = match &self.remote {
+            #[cfg(feature = "redis")]
+            Some(remote) => {
+                let ctx = remote.refresh_ctx(self, &key, &tags).await;
+                if ctx.l2_generation.is_none() {
+                    return Err(self.put_failed(key, "could not reach Redis").await);
+                }
+                ctx
+            }
+            _ => LoadCtx::local(None),
+        };
+        if K::is_negative(&value) && !self.policy.cache_none {
+            return self.invalidate(key).await; // a `None` that is not cached: absent
+        }
+        match self
+            .store(&key, tags, &value, Duration::ZERO, generation, stamp, &ctx)
+            .await
+        {
+            Stored::RemoteFailed => Err(self.put_failed(key, "could not write to Redis").await),
+            Stored::Yes | Stored::Superseded | Stored::NotCached => {
+                #[cfg(feature = "redis")]
+                if let Some(remote) = &self.remote {
+                    if let Err(e) = remote.announce(&key).await {
+                        // Others may keep an old L1 copy: take the new value back out.
+                        self.stats.incr(Counter::BackendErrors);
+                        let _ = self.invalidate(key).await;
+                        return Err(e);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn put_failed(&self, key: String, what: &str) -> Error {
+        self.stats.incr(Counter::BackendErrors);
+        let error = Error::Backend {
+            backend: "redis",
+            message: format!("put: {what}; the key was invalidated instead"),
+        };
+        if let Err(e) = self.invalidate(key).await {
+            tracing::error!(function = %self.stats.name(), error = %e, "cachemacro: a put failed and so did the invalidation; the key may be stale until its TTL");
+        }
+        error
+    }
+
     /// The hard and soft TTL of a new value.
     fn ttls(&self, negative: bool) -> (Duration, Option<Duration>) {
         let hard = self.policy.hard_ttl(negative);
@@ -715,19 +785,23 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         generation: u64,
         stamp: u64,
         ctx: &LoadCtx<K::Value>,
-    ) {
+    ) -> Stored {
         let negative = K::is_negative(value);
         if negative && !self.policy.cache_none {
-            return;
+            return Stored::NotCached;
         }
         let (hard, soft) = self.ttls(negative);
+        let mut stored = Stored::Yes;
         #[cfg(feature = "redis")]
         if let Some(remote) = &self.remote {
-            let written = remote
+            match remote
                 .store(self, key, &tags, value, delta, hard, soft, ctx)
-                .await;
-            if written == Some(false) {
-                return; // invalidated elsewhere during the load: L1 must not keep it either
+                .await
+            {
+                // Invalidated elsewhere during the load: L1 must not keep it either.
+                Some(false) => return Stored::Superseded,
+                None => stored = Stored::RemoteFailed,
+                Some(true) => {}
             }
         }
         let _ = ctx;
@@ -740,11 +814,15 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
             tags: TagStamp::new(tags, stamp),
         });
         self.put_local(key, entry, generation);
+        stored
     }
 
     /// Writes `entry` to L1 unless `key`'s local generation moved past `generation`.
     pub(crate) fn put_local(&self, key: &str, entry: Arc<Entry<K::Value>>, generation: u64) {
         let Some(l1) = self.local() else { return };
+        if self.gens.of(key) != generation {
+            return; // invalidated (or put) since the load started: it must not overwrite
+        }
         l1.insert(key.to_owned(), entry.clone());
         // An invalidation that landed during the load wins: it bumped the generation before
         // removing the key, so either it removed what we just wrote, or we see the bump here.

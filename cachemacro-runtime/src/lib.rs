@@ -29,6 +29,8 @@
 //! * [`cached`] — the attribute (re-exported from the `cachemacro` crate).
 //! * [`stats`] — per-function counters, latency quantiles, and the operator's table.
 //! * [`invalidate_tag`] — drop every entry carrying a tag.
+//! * [`write_through`] and the generated `*_put`; [`WriteBehind`] — the other two write
+//!   patterns.
 //! * [`Policy`], [`Stampede`], [`Backend`] — what the attribute decided, as data.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -46,6 +48,7 @@ mod kind;
 mod policy;
 pub mod stats;
 mod store;
+mod write;
 
 #[doc(inline)]
 pub use cachemacro::cached;
@@ -55,6 +58,9 @@ pub use config::{configure, BackendConfig, Codec, Config, DEFAULT_REDIS_URL};
 pub use error::Error;
 pub use policy::{Backend, Policy, Site, Stampede, DEFAULT_CAPACITY};
 pub use stats::Stats;
+pub use write::{
+    write_through, WhenFull, WriteBehind, WriteBehindBuilder, WriteBehindStats, WriteError,
+};
 
 /// Invalidates every entry that carries `tag` (see the `tags` option), without scanning
 /// keys: the tag is stamped with a new epoch, and an entry whose load started before that

@@ -271,6 +271,20 @@ pub fn expand(m: &Model) -> TokenStream {
     let invalidate = format_ident!("{}_invalidate", ident);
     let refresh = format_ident!("{}_refresh", ident);
     let stats = format_ident!("{}_stats", ident);
+    let put = format_ident!("{}_put", ident);
+    let value_ident = if m
+        .params
+        .iter()
+        .any(|p| p.name.as_ref().is_some_and(|n| n == "value"))
+    {
+        format_ident!("cached_value")
+    } else {
+        format_ident!("value")
+    };
+    let items = inputs.iter();
+    let doc_put = format!(
+        "Stores `{value_ident}` as [`{fn_name}`]'s value for these arguments in every tier (a write-through put): other processes drop their L1 copy, loads in flight do not overwrite it. If a tier cannot take it, the key is invalidated instead and the error returned."
+    );
     let doc_inv = format!(
         "Removes the cached value of [`{fn_name}`] for these arguments from every tier; a load in flight for it will not write it back."
     );
@@ -301,6 +315,16 @@ pub fn expand(m: &Model) -> TokenStream {
             #engine
                 .refresh(__cachemacro_key, __cachemacro_tags, #body)
                 .await
+        }
+
+        #(#cfgs)*
+        #[doc = #doc_put]
+        #allow
+        #vis async fn #put #generics (#(#items,)* #value_ident: <#kind as #p::Kind<#ret>>::Value) -> #p::Result<(), #rt::Error> #where_clause {
+            #cell
+            let __cachemacro_key = #key;
+            let __cachemacro_tags = #tags;
+            #engine.put(__cachemacro_key, __cachemacro_tags, #value_ident).await
         }
 
         #(#cfgs)*

@@ -2,7 +2,8 @@
 //! driven by one command per line on stdin, one answer per line on stdout.
 //!
 //! Environment: `CACHEMACRO_REDIS_URL`, `CACHEMACRO_PREFIX` (as for any user).
-//! Commands: `get F ID`, `burst F ID N`, `inv F ID`, `refresh F ID`, `tag TAG`,
+//! Commands: `get F ID`, `burst F ID N`, `inv F ID`, `refresh F ID`, `put F ID VERSION`,
+//! `tag TAG`,
 //! `version N` (what the source returns next), `delay MS` (how long the source takes),
 //! `steady F ID DURATION_MS INTERVAL_MS`, `stats F`, `health`, `quit`. F is one of the
 //! functions below. `CM_LOCK_TTL_MS` / `CM_LOCK_WAIT_MS` set the lock's TTL and wait.
@@ -89,6 +90,7 @@ async fn soft(id: u64) -> Item {
 type BoxFut<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 struct Fns {
+    put: fn(u64, Item) -> BoxFut<Result<(), String>>,
     get: fn(u64) -> BoxFut<Item>,
     inv: fn(u64) -> BoxFut<Result<(), String>>,
     refresh: fn(u64) -> BoxFut<Item>,
@@ -96,10 +98,11 @@ struct Fns {
 }
 
 macro_rules! generated {
-    ($($name:ident => $inv:ident, $refresh:ident, $stats:ident);* $(;)?) => {
+    ($($name:ident => $inv:ident, $refresh:ident, $stats:ident, $put:ident);* $(;)?) => {
         fn lookup(f: &str) -> Option<Fns> {
             match f {
                 $(stringify!($name) => Some(Fns {
+                    put: |id, item| Box::pin(async move { $put(id, item).await.map_err(|e| e.to_string()) }),
                     get: |id| Box::pin(async move { $name(id).await }),
                     inv: |id| Box::pin(async move { $inv(id).await.map_err(|e| e.to_string()) }),
                     refresh: |id| Box::pin(async move { $refresh(id).await }),
@@ -112,16 +115,16 @@ macro_rules! generated {
 }
 
 generated! {
-    tiered => tiered_invalidate, tiered_refresh, tiered_stats;
-    remote => remote_invalidate, remote_refresh, remote_stats;
-    tagged => tagged_invalidate, tagged_refresh, tagged_stats;
-    locked => locked_invalidate, locked_refresh, locked_stats;
-    tiered_locked => tiered_locked_invalidate, tiered_locked_refresh, tiered_locked_stats;
-    unlocked => unlocked_invalidate, unlocked_refresh, unlocked_stats;
-    xfetched => xfetched_invalidate, xfetched_refresh, xfetched_stats;
-    xfetched_remote => xfetched_remote_invalidate, xfetched_remote_refresh, xfetched_remote_stats;
-    plain_ttl => plain_ttl_invalidate, plain_ttl_refresh, plain_ttl_stats;
-    soft => soft_invalidate, soft_refresh, soft_stats;
+    tiered => tiered_invalidate, tiered_refresh, tiered_stats, tiered_put;
+    remote => remote_invalidate, remote_refresh, remote_stats, remote_put;
+    tagged => tagged_invalidate, tagged_refresh, tagged_stats, tagged_put;
+    locked => locked_invalidate, locked_refresh, locked_stats, locked_put;
+    tiered_locked => tiered_locked_invalidate, tiered_locked_refresh, tiered_locked_stats, tiered_locked_put;
+    unlocked => unlocked_invalidate, unlocked_refresh, unlocked_stats, unlocked_put;
+    xfetched => xfetched_invalidate, xfetched_refresh, xfetched_stats, xfetched_put;
+    xfetched_remote => xfetched_remote_invalidate, xfetched_remote_refresh, xfetched_remote_stats, xfetched_remote_put;
+    plain_ttl => plain_ttl_invalidate, plain_ttl_refresh, plain_ttl_stats, plain_ttl_put;
+    soft => soft_invalidate, soft_refresh, soft_stats, soft_put;
 }
 
 fn show(item: &Item) -> String {
@@ -186,6 +189,21 @@ async fn run(line: &str) -> String {
                 Ok(()) => "ok".into(),
                 Err(e) => format!("err {e}"),
             },
+            None => "err unknown function".into(),
+        },
+        Some("put") => match f(1) {
+            // put F ID VERSION: a write-through put of a value with that version
+            Some(fns) => {
+                let item = Item {
+                    id: n(2),
+                    version: n(3),
+                    by: std::process::id(),
+                };
+                match (fns.put)(n(2), item).await {
+                    Ok(()) => "ok".into(),
+                    Err(e) => format!("err {e}"),
+                }
+            }
             None => "err unknown function".into(),
         },
         Some("refresh") => match f(1) {

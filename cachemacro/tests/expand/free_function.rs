@@ -142,6 +142,46 @@ async fn get_user_refresh(id: u64) -> Result<User, DbError> {
         )
         .await
 }
+///Stores `value` as [`get_user`]'s value for these arguments in every tier (a write-through put): other processes drop their L1 copy, loads in flight do not overwrite it. If a tier cannot take it, the key is invalidated instead and the error returned.
+#[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]
+async fn get_user_put(
+    id: u64,
+    value: <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+        Result<User, DbError>,
+    >>::Value,
+) -> ::cachemacro_runtime::__private::Result<(), ::cachemacro_runtime::Error> {
+    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+        Result<User, DbError>,
+        ::cachemacro_runtime::__private::ResultKind,
+    > = ::cachemacro_runtime::__private::EngineCell::remote(
+        ::cachemacro_runtime::__private::Policy::new(
+                ::cachemacro_runtime::__private::Site::new(
+                    ::core::module_path!(),
+                    "get_user",
+                    ::core::file!(),
+                    ::core::line!(),
+                    ::core::column!(),
+                ),
+                ::cachemacro_runtime::__private::Duration::from_secs(600u64),
+            )
+            .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
+            .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
+            .with_backend(::cachemacro_runtime::__private::Backend::Redis),
+        ::cachemacro_runtime::__private::codec_of::<
+            <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                Result<User, DbError>,
+            >>::Value,
+        >(),
+    );
+    let __cachemacro_key = {
+        let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(13usize, b"%:");
+        __k.lit("user:");
+        __k.arg(&id);
+        __k.finish()
+    };
+    let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
+    __CACHEMACRO.get().put(__cachemacro_key, __cachemacro_tags, value).await
+}
 ///Counters and latency of [`get_user`]'s cache.
 fn get_user_stats() -> ::cachemacro_runtime::Stats {
     static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<

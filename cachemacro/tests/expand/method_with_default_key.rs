@@ -123,6 +123,41 @@ pub async fn find_refresh(&self, id: u64, trace: &str) -> Option<Row> {
         )
         .await
 }
+///Stores `value` as [`find`]'s value for these arguments in every tier (a write-through put): other processes drop their L1 copy, loads in flight do not overwrite it. If a tier cannot take it, the key is invalidated instead and the error returned.
+#[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]
+pub async fn find_put(
+    &self,
+    id: u64,
+    trace: &str,
+    value: <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+        Option<Row>,
+    >>::Value,
+) -> ::cachemacro_runtime::__private::Result<(), ::cachemacro_runtime::Error> {
+    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+        Option<Row>,
+        ::cachemacro_runtime::__private::OptionKind,
+    > = ::cachemacro_runtime::__private::EngineCell::new(
+        ::cachemacro_runtime::__private::Policy::new(
+            ::cachemacro_runtime::__private::Site::new(
+                ::core::module_path!(),
+                "find",
+                ::core::file!(),
+                ::core::line!(),
+                ::core::column!(),
+            ),
+            ::cachemacro_runtime::__private::Duration::from_secs(300u64),
+        ),
+    );
+    let __cachemacro_key = {
+        let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(57usize, b"%:");
+        __k.lit(::core::concat!(::core::module_path!(), "::", "find"));
+        __k.lit(":");
+        __k.arg(&id);
+        __k.finish()
+    };
+    let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
+    __CACHEMACRO.get().put(__cachemacro_key, __cachemacro_tags, value).await
+}
 ///Counters and latency of [`find`]'s cache.
 pub fn find_stats() -> ::cachemacro_runtime::Stats {
     static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<

@@ -1,0 +1,552 @@
+//! The other two write patterns: write-through ([`write_through`] with a generated `*_put`)
+//! and write-behind ([`WriteBehind`]). docs/PATTERNS.md says when to use which.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::error::Error;
+
+/// Write-through: writes the source first, then puts the written value in the cache.
+///
+/// `write` is the write to the source of truth; `put` stores its result in the cache,
+/// usually a generated `*_put` (which updates every tier and every process's L1, and on a
+/// cache failure invalidates the key instead, so it is never left stale). A cache failure
+/// does not fail the write: it is logged and the write's result returned.
+///
+/// ```
+/// # use cachemacro_runtime::{cached, write_through};
+/// # #[derive(Clone)] struct User { id: u64, name: String }
+/// # async fn db_save(u: User) -> Result<User, std::io::Error> { Ok(u) }
+/// #[cached(ttl = "10m", key = "user:<id>")]
+/// async fn get_user(id: u64) -> Result<User, std::io::Error> {
+///     # Ok(User { id, name: String::new() })
+///     // … read from the database
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+/// let user = User { id: 7, name: "Ada".into() };
+/// let saved = write_through(db_save(user), |u: &User| get_user_put(u.id, u.clone())).await?;
+/// assert_eq!(get_user(7).await?.name, "Ada"); // served from the cache, already updated
+/// # Ok(()) }
+/// ```
+pub async fn write_through<T, E, W, P, PF>(write: W, put: P) -> Result<T, E>
+where
+    W: Future<Output = Result<T, E>>,
+    P: FnOnce(&T) -> PF,
+    PF: Future<Output = Result<(), Error>>,
+{
+    let written = write.await?;
+    if let Err(e) = put(&written).await {
+        tracing::warn!(error = %e, "cachemacro: write-through: the source was written, the cache put failed (the key was invalidated instead)");
+    }
+    Ok(written)
+}
+
+/// What [`WriteBehind::write`] does when the buffer holds `capacity` keys already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// Wait for room (back-pressure on the writer). The default.
+    #[default]
+    Wait,
+    /// Refuse the new write ([`WriteError::Full`]), counted in `dropped`.
+    DropNewest,
+    /// Drop the oldest pending write to make room, counted in `dropped`.
+    DropOldest,
+}
+
+/// Why a write-behind write was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The buffer is full and the policy is [`WhenFull::DropNewest`].
+    Full,
+    /// The buffer was shut down.
+    Closed,
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::Full => f.write_str("write-behind buffer full"),
+            WriteError::Closed => f.write_str("write-behind buffer shut down"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+/// Counters of a [`WriteBehind`] buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriteBehindStats {
+    /// Keys waiting to be flushed (a gauge).
+    pub pending: u64,
+    /// Writes accepted.
+    pub accepted: u64,
+    /// Accepted writes that replaced a pending write of the same key (only the latest is
+    /// flushed).
+    pub coalesced: u64,
+    /// Writes the sink acknowledged.
+    pub written: u64,
+    /// Batches handed to the sink (including retries).
+    pub batches: u64,
+    /// Failed batch attempts that were retried.
+    pub retries: u64,
+    /// Writes given up on after `max_retries` failed attempts (lost).
+    pub failed: u64,
+    /// Writes dropped by the full-buffer policy (lost).
+    pub dropped: u64,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type SinkFn<K, V> =
+    dyn Fn(Vec<(K, V)>) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> + Send + Sync;
+
+/// Settings of a [`WriteBehind`] buffer; see [`WriteBehind::builder`].
+#[must_use]
+pub struct WriteBehindBuilder<K, V> {
+    sink: Arc<SinkFn<K, V>>,
+    max_batch: usize,
+    flush_interval: Duration,
+    capacity: usize,
+    when_full: WhenFull,
+    max_retries: u32,
+    retry_backoff: Duration,
+}
+
+impl<K, V> fmt::Debug for WriteBehindBuilder<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteBehindBuilder")
+            .field("max_batch", &self.max_batch)
+            .field("flush_interval", &self.flush_interval)
+            .field("capacity", &self.capacity)
+            .field("when_full", &self.when_full)
+            .field("max_retries", &self.max_retries)
+            .field("retry_backoff", &self.retry_backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> WriteBehindBuilder<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Flush as soon as this many keys are pending (default 500), and never hand the sink
+    /// more than this many at once.
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n.max(1);
+        self
+    }
+
+    /// Flush whatever is pending at least this often (default 100 ms). This is the loss
+    /// window: writes accepted in the last interval are lost if the process dies.
+    pub fn flush_interval(mut self, d: Duration) -> Self {
+        self.flush_interval = d.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Most keys pending at once (default 10 000).
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.capacity = n.max(1);
+        self
+    }
+
+    /// What a write does when `capacity` keys are pending (default [`WhenFull::Wait`]).
+    pub fn when_full(mut self, policy: WhenFull) -> Self {
+        self.when_full = policy;
+        self
+    }
+
+    /// Attempts after the first failed one before a batch is given up (default 5), waiting
+    /// `backoff`, doubling each time (default 50 ms).
+    pub fn retries(mut self, max_retries: u32, backoff: Duration) -> Self {
+        self.max_retries = max_retries;
+        self.retry_backoff = backoff;
+        self
+    }
+
+    /// Starts the buffer; its flusher runs on the cache's own I/O runtime, so it outlives
+    /// the runtime that created it.
+    pub fn build(self) -> WriteBehind<K, V> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                pending: HashMap::new(),
+                order: VecDeque::new(),
+                next_seq: 0,
+                in_flight: None,
+                flush_requested: false,
+                closed: false,
+                done: false,
+            }),
+            wake: Notify::new(),
+            progress: Notify::new(),
+            counters: Counters::default(),
+            sink: self.sink,
+            max_batch: self.max_batch,
+            flush_interval: self.flush_interval,
+            capacity: self.capacity,
+            when_full: self.when_full,
+            max_retries: self.max_retries,
+            retry_backoff: self.retry_backoff,
+        });
+        let flusher = shared.clone();
+        crate::io::spawn(async move { flusher.run().await });
+        WriteBehind {
+            alive: Arc::new(Alive(shared.clone())),
+            shared,
+        }
+    }
+}
+
+/// A write-behind (write-back) buffer: writes are accepted at memory speed, repeated writes
+/// of one key coalesce (the latest wins), and a background flusher hands them to a sink in
+/// batches, on size or on interval, retrying failed batches with backoff.
+///
+/// Bounded: at most `capacity` keys wait; [`WhenFull`] says what happens beyond. Durable
+/// only once flushed: writes accepted less than a flush interval ago (plus a batch being
+/// written) are lost if the process dies; [`WriteBehind::shutdown`] (or dropping the last
+/// handle) flushes everything first. docs/PATTERNS.md measures the window.
+///
+/// ```
+/// use cachemacro_runtime::WriteBehind;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let views = WriteBehind::builder(|batch: Vec<(u64, u64)>| async move {
+///     // one round trip for the whole batch, e.g. an upsert of every (page, count)
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .max_batch(1000)
+/// .flush_interval(std::time::Duration::from_millis(200))
+/// .build();
+/// views.write(42, 1).await.unwrap();
+/// views.write(42, 2).await.unwrap(); // coalesced: only (42, 2) is written
+/// let stats = views.shutdown().await;
+/// assert_eq!((stats.written, stats.coalesced), (1, 1));
+/// # }
+/// ```
+pub struct WriteBehind<K, V> {
+    shared: Arc<Shared<K, V>>,
+    alive: Arc<Alive<K, V>>,
+}
+
+impl<K, V> Clone for WriteBehind<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            alive: self.alive.clone(),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for WriteBehind<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteBehind")
+            .field("stats", &self.shared.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Closes the buffer when the last user handle goes: the flusher drains it and stops.
+struct Alive<K, V>(Arc<Shared<K, V>>);
+
+impl<K, V> Drop for Alive<K, V> {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.wake.notify_one();
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    coalesced: AtomicU64,
+    written: AtomicU64,
+    batches: AtomicU64,
+    retries: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+}
+
+struct State<K, V> {
+    /// key → (latest value, sequence number of that write)
+    pending: HashMap<K, (V, u64)>,
+    /// Keys in the order of their first pending write.
+    order: VecDeque<K>,
+    next_seq: u64,
+    /// Lowest sequence number in the batch being written, if any.
+    in_flight: Option<u64>,
+    /// `flush()` asked for everything pending to be written now.
+    flush_requested: bool,
+    closed: bool,
+    /// The flusher has stopped.
+    done: bool,
+}
+
+struct Shared<K, V> {
+    state: Mutex<State<K, V>>,
+    /// Wakes the flusher (size reached, flush or shutdown asked).
+    wake: Notify,
+    /// Signalled after every batch and when room frees up.
+    progress: Notify,
+    counters: Counters,
+    sink: Arc<SinkFn<K, V>>,
+    max_batch: usize,
+    flush_interval: Duration,
+    capacity: usize,
+    when_full: WhenFull,
+    max_retries: u32,
+    retry_backoff: Duration,
+}
+
+impl<K, V> Shared<K, V> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<K, V>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stats(&self) -> WriteBehindStats {
+        let c = &self.counters;
+        WriteBehindStats {
+            pending: self.lock().pending.len() as u64,
+            accepted: c.accepted.load(Relaxed),
+            coalesced: c.coalesced.load(Relaxed),
+            written: c.written.load(Relaxed),
+            batches: c.batches.load(Relaxed),
+            retries: c.retries.load(Relaxed),
+            failed: c.failed.load(Relaxed),
+            dropped: c.dropped.load(Relaxed),
+        }
+    }
+}
+
+impl<K, V> Shared<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The flusher: waits for size, interval or a request, then writes batches in order.
+    async fn run(self: Arc<Self>) {
+        loop {
+            // Wait for a full batch, a flush or shutdown request, or the interval.
+            let deadline = tokio::time::Instant::now() + self.flush_interval;
+            loop {
+                let ready = {
+                    let s = self.lock();
+                    s.pending.len() >= self.max_batch || s.closed || s.flush_requested
+                };
+                let now = tokio::time::Instant::now();
+                if ready || now >= deadline {
+                    break;
+                }
+                let _ = tokio::time::timeout(deadline - now, self.wake.notified()).await;
+            }
+            let (batch, closed) = {
+                let mut s = self.lock();
+                let n = s.order.len().min(self.max_batch);
+                let mut batch = Vec::with_capacity(n);
+                let mut lowest = u64::MAX;
+                for _ in 0..n {
+                    let Some(k) = s.order.pop_front() else { break };
+                    if let Some((v, seq)) = s.pending.remove(&k) {
+                        lowest = lowest.min(seq);
+                        batch.push((k, v));
+                    }
+                }
+                s.in_flight = (!batch.is_empty()).then_some(lowest);
+                if s.pending.is_empty() {
+                    s.flush_requested = false;
+                }
+                (batch, s.closed)
+            };
+            self.progress.notify_waiters(); // room freed
+            if batch.is_empty() {
+                if closed {
+                    break;
+                }
+                continue;
+            }
+            self.write(batch).await;
+            self.lock().in_flight = None;
+            self.progress.notify_waiters();
+        }
+        self.lock().done = true;
+        self.progress.notify_waiters();
+    }
+
+    async fn write(&self, batch: Vec<(K, V)>) {
+        let n = batch.len() as u64;
+        let mut backoff = self.retry_backoff;
+        for attempt in 0..=self.max_retries {
+            self.counters.batches.fetch_add(1, Relaxed);
+            let result = match crate::io::guarded((self.sink)(batch.clone())).await {
+                Some(r) => r,
+                None => Err("the sink panicked".into()),
+            };
+            match result {
+                Ok(()) => {
+                    self.counters.written.fetch_add(n, Relaxed);
+                    return;
+                }
+                Err(e) if attempt < self.max_retries => {
+                    self.counters.retries.fetch_add(1, Relaxed);
+                    tracing::warn!(error = %e, attempt, "cachemacro: write-behind batch failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => {
+                    self.counters.failed.fetch_add(n, Relaxed);
+                    tracing::error!(error = %e, writes = n, "cachemacro: write-behind batch failed after every retry; these writes are lost");
+                }
+            }
+        }
+    }
+}
+
+impl<K, V> WriteBehind<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A buffer that flushes to `sink`, which writes one batch (one round trip, ideally)
+    /// and says whether it succeeded.
+    pub fn builder<F, Fut, E>(sink: F) -> WriteBehindBuilder<K, V>
+    where
+        F: Fn(Vec<(K, V)>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        let sink: Arc<SinkFn<K, V>> = Arc::new(move |batch| {
+            let fut = sink(batch);
+            Box::pin(async move { fut.await.map_err(Into::into) })
+        });
+        WriteBehindBuilder {
+            sink,
+            max_batch: 500,
+            flush_interval: Duration::from_millis(100),
+            capacity: 10_000,
+            when_full: WhenFull::Wait,
+            max_retries: 5,
+            retry_backoff: Duration::from_millis(50),
+        }
+    }
+
+    /// Accepts a write. Returns at once unless the buffer is full and the policy is
+    /// [`WhenFull::Wait`].
+    pub async fn write(&self, key: K, value: V) -> Result<(), WriteError> {
+        let mut value = Some(value);
+        loop {
+            let wait = {
+                let mut s = self.shared.lock();
+                if s.closed {
+                    return Err(WriteError::Closed);
+                }
+                let seq = s.next_seq;
+                if let Some(slot) = s.pending.get_mut(&key) {
+                    *slot = (value.take().expect("written once"), seq);
+                    s.next_seq += 1;
+                    self.shared.counters.accepted.fetch_add(1, Relaxed);
+                    self.shared.counters.coalesced.fetch_add(1, Relaxed);
+                    return Ok(());
+                }
+                if s.pending.len() >= self.shared.capacity {
+                    match self.shared.when_full {
+                        WhenFull::DropNewest => {
+                            self.shared.counters.dropped.fetch_add(1, Relaxed);
+                            return Err(WriteError::Full);
+                        }
+                        WhenFull::DropOldest => {
+                            if let Some(old) = s.order.pop_front() {
+                                s.pending.remove(&old);
+                                self.shared.counters.dropped.fetch_add(1, Relaxed);
+                            }
+                            None
+                        }
+                        WhenFull::Wait => {
+                            let progress = self.shared.progress.notified();
+                            Some(progress)
+                        }
+                    }
+                } else {
+                    None
+                }
+            };
+            if let Some(progress) = wait {
+                tokio::pin!(progress);
+                progress.as_mut().enable();
+                // Re-check after registering, then wait for the flusher to make room.
+                if self.shared.lock().pending.len() >= self.shared.capacity {
+                    self.shared.wake.notify_one();
+                    progress.await;
+                }
+                continue;
+            }
+            let mut s = self.shared.lock();
+            let seq = s.next_seq;
+            s.next_seq += 1;
+            s.pending
+                .insert(key.clone(), (value.take().expect("written once"), seq));
+            s.order.push_back(key);
+            self.shared.counters.accepted.fetch_add(1, Relaxed);
+            if s.pending.len() >= self.shared.max_batch {
+                self.shared.wake.notify_one();
+            }
+            return Ok(());
+        }
+    }
+
+    /// Waits until every write accepted before this call has been written (or given up
+    /// on). Writes accepted meanwhile do not hold it up.
+    pub async fn flush(&self) {
+        let upto = {
+            let mut s = self.shared.lock();
+            s.flush_requested = true;
+            s.next_seq
+        };
+        loop {
+            let progress = self.shared.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            {
+                let s = self.shared.lock();
+                let waiting = s.pending.values().any(|&(_, seq)| seq < upto)
+                    || s.in_flight.is_some_and(|low| low < upto);
+                if !waiting || s.done {
+                    return;
+                }
+            }
+            self.shared.wake.notify_one();
+            progress.await;
+        }
+    }
+
+    /// Stops accepting writes, flushes everything pending (retries included) and returns
+    /// the final counters.
+    pub async fn shutdown(self) -> WriteBehindStats {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
+        loop {
+            let progress = self.shared.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            if self.shared.lock().done {
+                break;
+            }
+            self.shared.wake.notify_one();
+            progress.await;
+        }
+        self.shared.stats()
+    }
+
+    /// The buffer's counters.
+    pub fn stats(&self) -> WriteBehindStats {
+        self.shared.stats()
+    }
+}
