@@ -106,10 +106,12 @@ fn a_put_reaches_redis_and_every_other_process() {
 
 // ---- write-behind ----------------------------------------------------------------------------
 
+type Batches = Arc<Mutex<Vec<Vec<(u32, u32)>>>>;
+
 /// A sink that records batches, fails its first `fail` calls, and can be held at a gate.
 #[derive(Clone, Default)]
 struct Sink {
-    batches: Arc<Mutex<Vec<Vec<(u32, u32)>>>>,
+    batches: Batches,
     calls: Arc<AtomicU32>,
     fail: Arc<AtomicU32>,
     gate: Option<Arc<Gate>>,
