@@ -117,6 +117,7 @@ impl<V> LoadCtx<V> {
 
 /// What became of a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 enum Stored {
     Yes,
     /// A negative value without `cache_none`.
@@ -791,6 +792,7 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
             return Stored::NotCached;
         }
         let (hard, soft) = self.ttls(negative);
+        #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
         let mut stored = Stored::Yes;
         #[cfg(feature = "redis")]
         if let Some(remote) = &self.remote {

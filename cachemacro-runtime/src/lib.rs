@@ -31,6 +31,7 @@
 //! * [`invalidate_tag`] — drop every entry carrying a tag.
 //! * [`write_through`] and the generated `*_put`; [`WriteBehind`] — the other two write
 //!   patterns.
+//! * [`events`] — invalidation events from other services, routed to the right keys.
 //! * [`Policy`], [`Stampede`], [`Backend`] — what the attribute decided, as data.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -40,6 +41,7 @@ mod config;
 mod engine;
 mod entry;
 mod error;
+pub mod events;
 mod flight;
 mod invalidate;
 mod io;
