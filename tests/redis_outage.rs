@@ -186,3 +186,90 @@ async fn a_tiered_process_cut_off_from_redis_does_not_serve_its_l1() {
     })
     .await;
 }
+
+// ---- write paths during an outage ------------------------------------------------------------
+
+static ACCOUNT_SOURCE: AtomicU32 = AtomicU32::new(1);
+
+#[cached(ttl = 600, key = "acct:<id>", backend = redis)]
+async fn account(id: u64) -> u32 {
+    let _ = id;
+    ACCOUNT_SOURCE.load(SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_through_with_redis_down_still_writes_the_source() {
+    let mut s = server();
+    until_real("Redis reachable", reachable).await;
+    assert_eq!(account(1).await, 1);
+    s.kill();
+    let errors = account_stats().backend_errors;
+    let written = cachemacro_runtime::write_through(
+        async {
+            ACCOUNT_SOURCE.store(2, SeqCst); // the database write
+            Ok::<u32, String>(2)
+        },
+        |v: &u32| account_put(1, *v),
+    )
+    .await;
+    assert_eq!(
+        written,
+        Ok(2),
+        "the write succeeded although the cache did not"
+    );
+    assert!(
+        account_stats().backend_errors > errors,
+        "the failed put is counted"
+    );
+    assert_eq!(account(1).await, 2, "and no stale value is served");
+    s.restart();
+    until_real("Redis reachable again", || {
+        futures_block(account(1));
+        reachable()
+    })
+    .await;
+    assert_eq!(account(1).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_behind_retries_a_batch_through_a_redis_restart() {
+    use redis::AsyncCommands;
+    let mut s = server();
+    until_real("Redis reachable", reachable).await;
+    let url = s.url();
+    let wb = cachemacro_runtime::WriteBehind::builder(move |batch: Vec<(String, u64)>| {
+        let url = url.clone();
+        async move {
+            let client = redis::Client::open(url.as_str())?;
+            let mut conn = tokio::time::timeout(
+                Duration::from_millis(300),
+                client.get_multiplexed_async_connection(),
+            )
+            .await
+            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "timeout")))??;
+            let mut pipe = redis::pipe();
+            for (k, v) in &batch {
+                pipe.set(format!("wb:{k}"), *v).ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+            let _: i64 = conn.incr("wb:batches", 1).await?;
+            Ok::<(), redis::RedisError>(())
+        }
+    })
+    .max_batch(50)
+    .flush_interval(Duration::from_millis(20))
+    .retries(10, Duration::from_millis(50))
+    .build();
+
+    s.kill();
+    for i in 0..100u64 {
+        wb.write(format!("k{i}"), i).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // batches fail meanwhile
+    assert!(wb.stats().retries > 0, "the sink failed and was retried");
+    s.restart();
+    wb.flush().await;
+    let stats = wb.shutdown().await;
+    assert_eq!((stats.written, stats.failed), (100, 0), "{stats:?}");
+    assert_eq!(s.cli(&["get", "wb:k99"]), "99");
+}

@@ -659,6 +659,13 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
     {
         let generation = self.gens.of(&key);
         let stamp = tag_clock().epoch();
+        let span = tracing::debug_span!(
+            "cachemacro.load",
+            function = %self.stats.name(),
+            fallback = ctx.fallback.is_some(),
+            locked = ctx.lock.is_some(),
+        );
+        let source = tracing::Instrument::instrument(source, span);
         let started = Instant::now();
         // With fail-safe and a value to fall back on, a panicking source is a failure too.
         let result = if ctx.fallback.is_some() && self.policy.fail_safe.is_some() {

@@ -108,9 +108,8 @@ fn matches(pattern: &[Segment], event: &str) -> Option<Vec<(String, String)>> {
     Some(captures)
 }
 
-type Handler = Arc<
-    dyn Fn(Event) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send>> + Send + Sync,
->;
+type Handler =
+    Arc<dyn Fn(Event) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send>> + Send + Sync>;
 
 /// Event patterns and what to invalidate for each.
 #[derive(Clone, Default)]
@@ -189,10 +188,7 @@ impl Router {
                 _ = s.notified() => {}
             }
         });
-        Listener {
-            counters,
-            stop,
-        }
+        Listener { counters, stop }
     }
 }
 
@@ -278,7 +274,10 @@ async fn listen(router: Arc<Router>, channel: String, counters: Arc<ListenerCoun
                     }
                 }
                 counters.subscribed.store(false, Relaxed);
-                tracing::warn!(channel, "cachemacro: event subscription lost; resubscribing");
+                tracing::warn!(
+                    channel,
+                    "cachemacro: event subscription lost; resubscribing"
+                );
             }
             _ => failures = failures.saturating_add(1),
         }
@@ -303,6 +302,10 @@ mod tests {
         assert_eq!(matches(&p, "user.1.2.updated"), None);
         let any = compile("org.{org}.*");
         assert!(matches(&any, "org.7.renamed").is_some());
-        assert_eq!(matches(&compile("{a"), "{a"), Some(vec![]), "malformed captures are literal");
+        assert_eq!(
+            matches(&compile("{a"), "{a"),
+            Some(vec![]),
+            "malformed captures are literal"
+        );
     }
 }

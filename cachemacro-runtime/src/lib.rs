@@ -32,6 +32,8 @@
 //! * [`write_through`] and the generated `*_put`; [`WriteBehind`] — the other two write
 //!   patterns.
 //! * [`events`] — invalidation events from other services, routed to the right keys.
+//! * `metrics` (feature `metrics`) — every counter and latency quantile through the
+//!   `metrics` facade; loads and refreshes are `tracing` spans (`cachemacro.load`).
 //! * [`Policy`], [`Stampede`], [`Backend`] — what the attribute decided, as data.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -47,6 +49,8 @@ mod invalidate;
 mod io;
 mod key;
 mod kind;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod policy;
 pub mod stats;
 mod store;
