@@ -1,4 +1,4 @@
-//! Every function's [`Stats`](crate::Stats) through the [`metrics`](https://docs.rs/metrics)
+//! Every function's [`Stats`] through the [`metrics`](https://docs.rs/metrics)
 //! facade (feature `metrics`): whatever recorder the application installed (Prometheus,
 //! StatsD, OpenTelemetry…) gets them.
 //!
@@ -17,7 +17,8 @@
 
 use std::time::Duration;
 
-use crate::stats::{all, Stats};
+use crate::stats::all;
+use crate::Stats;
 
 const QUANTILES: [(f64, &str); 4] = [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"), (0.999, "0.999")];
 

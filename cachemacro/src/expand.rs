@@ -282,6 +282,7 @@ pub fn expand(m: &Model) -> TokenStream {
         format_ident!("value")
     };
     let items = inputs.iter();
+    let value_ty = quote_spanned!(ret_span=> <#kind_r as #pr::Kind<#ret>>::Value);
     let doc_put = format!(
         "Stores `{value_ident}` as [`{fn_name}`]'s value for these arguments in every tier (a write-through put): other processes drop their L1 copy, loads in flight do not overwrite it. If a tier cannot take it, the key is invalidated instead and the error returned."
     );
@@ -320,7 +321,7 @@ pub fn expand(m: &Model) -> TokenStream {
         #(#cfgs)*
         #[doc = #doc_put]
         #allow
-        #vis async fn #put #generics (#(#items,)* #value_ident: <#kind as #p::Kind<#ret>>::Value) -> #p::Result<(), #rt::Error> #where_clause {
+        #vis async fn #put #generics (#(#items,)* #value_ident: #value_ty) -> #p::Result<(), #rt::Error> #where_clause {
             #cell
             let __cachemacro_key = #key;
             let __cachemacro_tags = #tags;
