@@ -128,6 +128,23 @@ enum Stored {
     RemoteFailed,
 }
 
+/// What one round of the miss path leaves to do.
+enum Miss<V: Clone> {
+    /// Return this value (from another caller's flight, L1, L2 or another process).
+    Done(V),
+    /// The flight was abandoned: go round again.
+    Retry,
+    /// Call the source under this flight (if any) with this context.
+    Load(Option<Leader<V>>, LoadCtx<V>),
+    /// L2 had a value due for a refresh (stale, or XFetch-early).
+    Stale {
+        leader: Option<Leader<V>>,
+        value: V,
+        early: bool,
+        ctx: LoadCtx<V>,
+    },
+}
+
 /// Where a refresh job gets its load context.
 enum RefreshFrom<V> {
     /// Read already (an L2 hit that turned out stale).
@@ -319,8 +336,8 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         Fut: Future<Output = R>,
     {
         let now = Instant::now();
-        match self.lookup(&key, now) {
-            Lookup::Hit(v) => K::join(v),
+        let fallback = match self.lookup(&key, now) {
+            Lookup::Hit(v) => return K::join(v),
             Lookup::Refresh {
                 leader,
                 entry,
@@ -334,85 +351,45 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                     return K::join(entry.value.clone());
                 }
                 self.count_refresh(early);
-                self.load(Some(leader), key, tags, source(), ctx).await
+                return self.load(Some(leader), key, tags, source(), ctx).await;
             }
-            Lookup::Miss { fallback } => {
-                if let Some(v) = self.peek(&key, &tags).await {
-                    return K::join(v);
+            Lookup::Miss { fallback } => fallback,
+        };
+        if let Some(v) = self.peek(&key, &tags).await {
+            return K::join(v);
+        }
+        let mut fallback = fallback;
+        let mut joined = false;
+        loop {
+            match self.miss(&key, &tags, &mut fallback, &mut joined).await {
+                Miss::Done(v) => return K::join(v),
+                Miss::Retry => continue,
+                Miss::Load(leader, ctx) => {
+                    return self.load(leader, key, tags, source(), ctx).await;
                 }
-                let mut source = Some(source);
-                let mut joined = false;
-                loop {
-                    match self.role(&key, &mut joined) {
-                        Some(Role::Waiter(flight)) => match flight.wait().await {
-                            Landed::Value(v, cached) => {
-                                self.count_joined(cached);
-                                return K::join(v);
-                            }
-                            Landed::Failed => {
-                                self.stats.incr(Counter::Misses);
-                                let source = source.take().expect("source is used once");
-                                let ctx = LoadCtx::local(fallback);
-                                return self.load(None, key, tags, source(), ctx).await;
-                            }
-                            Landed::Abandoned => continue,
-                        },
-                        role => {
-                            let leader = match role {
-                                Some(Role::Leader(l)) => Some(l),
-                                _ => None,
-                            };
-                            if let Some(v) = self.recheck(&key) {
-                                if let Some(l) = leader {
-                                    l.land(Landed::Value(v.clone(), true));
-                                }
-                                return K::join(v);
-                            }
-                            let source = source.take().expect("source is used once");
-                            return match self.fetch(&key, &tags, fallback).await {
-                                Fetched::Hit {
-                                    value,
-                                    refresh,
-                                    mut ctx,
-                                } => {
-                                    if let Some(early) = refresh {
-                                        // Stale in L2: this caller refreshes (it holds the
-                                        // flight), unless another process does.
-                                        if self.claim(&key, &tags, &mut ctx).await {
-                                            self.count_refresh(early);
-                                            return self
-                                                .load(leader, key, tags, source(), ctx)
-                                                .await;
-                                        }
-                                    }
-                                    if let Some(l) = leader {
-                                        l.land(Landed::Value(value.clone(), true));
-                                    }
-                                    K::join(value)
-                                }
-                                Fetched::Miss(ctx) => {
-                                    let ctx = match self.lock_or_wait(&key, &tags, ctx).await {
-                                        Ok(ctx) => ctx,
-                                        Err(value) => {
-                                            if let Some(l) = leader {
-                                                l.land(Landed::Value(value.clone(), true));
-                                            }
-                                            return K::join(value);
-                                        }
-                                    };
-                                    self.stats.incr(Counter::Misses);
-                                    self.load(leader, key, tags, source(), ctx).await
-                                }
-                            };
-                        }
+                Miss::Stale {
+                    leader,
+                    value,
+                    early,
+                    mut ctx,
+                } => {
+                    // Stale in L2: this caller refreshes (it holds the flight), unless
+                    // another process does.
+                    if self.claim(&key, &tags, &mut ctx).await {
+                        self.count_refresh(early);
+                        return self.load(leader, key, tags, source(), ctx).await;
                     }
+                    if let Some(l) = leader {
+                        l.land(Landed::Value(value.clone(), true));
+                    }
+                    return K::join(value);
                 }
             }
         }
     }
 
-    /// Cache-aside for a source that owns its arguments: source calls run as tasks on the
-    /// caller's runtime (inline when there is none).
+    /// Cache-aside for a source that owns its arguments: refreshes run as tasks on the
+    /// caller's runtime, and a cancelled leader's load goes on as one.
     pub async fn get_detached<F, Fut>(
         self: &Arc<Self>,
         key: String,
@@ -425,8 +402,8 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         R: Send,
     {
         let now = Instant::now();
-        match self.lookup(&key, now) {
-            Lookup::Hit(v) => K::join(v),
+        let fallback = match self.lookup(&key, now) {
+            Lookup::Hit(v) => return K::join(v),
             Lookup::Refresh {
                 leader,
                 entry,
@@ -435,78 +412,112 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                 let value = entry.value.clone();
                 self.refresh_job(leader, key, tags, source, early, RefreshFrom::Stale(entry));
                 self.stats.hit(!early, || now.elapsed());
-                K::join(value)
+                return K::join(value);
             }
-            Lookup::Miss { fallback } => {
-                if let Some(v) = self.peek(&key, &tags).await {
-                    return K::join(v);
+            Lookup::Miss { fallback } => fallback,
+        };
+        if let Some(v) = self.peek(&key, &tags).await {
+            return K::join(v);
+        }
+        let mut fallback = fallback;
+        let mut joined = false;
+        loop {
+            match self.miss(&key, &tags, &mut fallback, &mut joined).await {
+                Miss::Done(v) => return K::join(v),
+                Miss::Retry => continue,
+                Miss::Load(leader, ctx) => {
+                    let this = self.clone();
+                    return Detach::new(async move {
+                        this.load(leader, key, tags, source(), ctx).await
+                    })
+                    .await;
                 }
-                let mut source = Some(source);
-                let mut joined = false;
-                loop {
-                    match self.role(&key, &mut joined) {
-                        Some(Role::Waiter(flight)) => match flight.wait().await {
-                            Landed::Value(v, cached) => {
-                                self.count_joined(cached);
-                                return K::join(v);
-                            }
-                            Landed::Failed => {
-                                self.stats.incr(Counter::Misses);
-                                let source = source.take().expect("source is used once");
-                                let ctx = LoadCtx::local(fallback);
-                                return self.load(None, key, tags, source(), ctx).await;
-                            }
-                            Landed::Abandoned => continue,
-                        },
-                        role => {
-                            let leader = match role {
-                                Some(Role::Leader(l)) => Some(l),
-                                _ => None,
-                            };
-                            if let Some(v) = self.recheck(&key) {
-                                if let Some(l) = leader {
-                                    l.land(Landed::Value(v.clone(), true));
-                                }
-                                return K::join(v);
-                            }
-                            let source = source.take().expect("source is used once");
-                            let ctx = match self.fetch(&key, &tags, fallback).await {
-                                Fetched::Hit {
-                                    value,
-                                    refresh,
-                                    ctx,
-                                } => {
-                                    if let Some(l) = leader {
-                                        l.land(Landed::Value(value.clone(), true));
-                                    }
-                                    if let Some(early) = refresh {
-                                        if let Some(l) = self.flights.try_lead(&key) {
-                                            let from = RefreshFrom::Known(ctx);
-                                            self.refresh_job(l, key, tags, source, early, from);
-                                        }
-                                    }
-                                    return K::join(value);
-                                }
-                                Fetched::Miss(ctx) => ctx,
-                            };
-                            let ctx = match self.lock_or_wait(&key, &tags, ctx).await {
-                                Ok(ctx) => ctx,
-                                Err(value) => {
-                                    if let Some(l) = leader {
-                                        l.land(Landed::Value(value.clone(), true));
-                                    }
-                                    return K::join(value);
-                                }
-                            };
-                            self.stats.incr(Counter::Misses);
-                            let this = self.clone();
-                            return Detach::new(async move {
-                                this.load(leader, key, tags, source(), ctx).await
-                            })
-                            .await;
-                        }
+                Miss::Stale {
+                    leader,
+                    value,
+                    early,
+                    ctx,
+                } => {
+                    if let Some(l) = leader {
+                        l.land(Landed::Value(value.clone(), true));
                     }
+                    if let Some(l) = self.flights.try_lead(&key) {
+                        self.refresh_job(l, key, tags, source, early, RefreshFrom::Known(ctx));
+                    }
+                    return K::join(value);
                 }
+            }
+        }
+    }
+
+    /// One round of the miss path, shared by both flavours: join the key's flight or lead
+    /// it; as the leader, double-check L1, read L2, and take the distributed lock (or wait
+    /// for its holder's value). What is left to the caller is running the source.
+    async fn miss(
+        self: &Arc<Self>,
+        key: &str,
+        tags: &[String],
+        fallback: &mut Option<Arc<Entry<K::Value>>>,
+        joined: &mut bool,
+    ) -> Miss<K::Value> {
+        let leader = match self.role(key, joined) {
+            Some(Role::Waiter(flight)) => {
+                return match flight.wait().await {
+                    Landed::Value(v, cached) => {
+                        self.count_joined(cached);
+                        Miss::Done(v)
+                    }
+                    Landed::Failed => {
+                        // The leader's source failed: call ours, alone.
+                        self.stats.incr(Counter::Misses);
+                        Miss::Load(None, LoadCtx::local(fallback.take()))
+                    }
+                    Landed::Abandoned => Miss::Retry,
+                };
+            }
+            Some(Role::Leader(l)) => Some(l),
+            None => None,
+        };
+        let land = |leader: Option<Leader<K::Value>>, v: &K::Value| {
+            if let Some(l) = leader {
+                l.land(Landed::Value(v.clone(), true));
+            }
+        };
+        if let Some(v) = self.recheck(key) {
+            land(leader, &v);
+            return Miss::Done(v);
+        }
+        let ctx = match self.fetch(key, tags, fallback.take()).await {
+            Fetched::Hit {
+                value,
+                refresh: None,
+                ..
+            } => {
+                land(leader, &value);
+                return Miss::Done(value);
+            }
+            Fetched::Hit {
+                value,
+                refresh: Some(early),
+                ctx,
+            } => {
+                return Miss::Stale {
+                    leader,
+                    value,
+                    early,
+                    ctx,
+                }
+            }
+            Fetched::Miss(ctx) => ctx,
+        };
+        match self.lock_or_wait(key, tags, ctx).await {
+            Ok(ctx) => {
+                self.stats.incr(Counter::Misses);
+                Miss::Load(leader, ctx)
+            }
+            Err(value) => {
+                land(leader, &value);
+                Miss::Done(value)
             }
         }
     }
