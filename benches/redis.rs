@@ -17,15 +17,16 @@
 //! cargo bench --bench redis
 //! ```
 
+mod support;
+
 use std::hint::black_box;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cachemacro_runtime::{cached, configure, Config};
 use criterion::Criterion;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
+use support::Server;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Profile {
@@ -62,46 +63,9 @@ async fn during_outage(id: u64) -> Profile {
     profile(id)
 }
 
-struct Server(Child, u16);
-
-impl Server {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self(child, port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn benches(c: &mut Criterion) {
     let mut server = Server::start();
-    let url = format!("redis://127.0.0.1:{}", server.1);
+    let url = server.url();
     configure(Config::default().redis_url(&url)).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

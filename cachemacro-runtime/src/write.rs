@@ -115,6 +115,12 @@ type SinkFn<K, V> =
 #[must_use]
 pub struct WriteBehindBuilder<K, V> {
     sink: Arc<SinkFn<K, V>>,
+    settings: Settings,
+}
+
+/// The knobs of a buffer, as the builder sets them.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
     max_batch: usize,
     flush_interval: Duration,
     capacity: usize,
@@ -126,12 +132,7 @@ pub struct WriteBehindBuilder<K, V> {
 impl<K, V> fmt::Debug for WriteBehindBuilder<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WriteBehindBuilder")
-            .field("max_batch", &self.max_batch)
-            .field("flush_interval", &self.flush_interval)
-            .field("capacity", &self.capacity)
-            .field("when_full", &self.when_full)
-            .field("max_retries", &self.max_retries)
-            .field("retry_backoff", &self.retry_backoff)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
@@ -144,34 +145,34 @@ where
     /// Flush as soon as this many keys are pending (default 500), and never hand the sink
     /// more than this many at once.
     pub fn max_batch(mut self, n: usize) -> Self {
-        self.max_batch = n.max(1);
+        self.settings.max_batch = n.max(1);
         self
     }
 
     /// Flush whatever is pending at least this often (default 100 ms). This is the loss
     /// window: writes accepted in the last interval are lost if the process dies.
     pub fn flush_interval(mut self, d: Duration) -> Self {
-        self.flush_interval = d.max(Duration::from_millis(1));
+        self.settings.flush_interval = d.max(Duration::from_millis(1));
         self
     }
 
     /// Most keys pending at once (default 10 000).
     pub fn capacity(mut self, n: usize) -> Self {
-        self.capacity = n.max(1);
+        self.settings.capacity = n.max(1);
         self
     }
 
     /// What a write does when `capacity` keys are pending (default [`WhenFull::Wait`]).
     pub fn when_full(mut self, policy: WhenFull) -> Self {
-        self.when_full = policy;
+        self.settings.when_full = policy;
         self
     }
 
     /// Attempts after the first failed one before a batch is given up (default 5), waiting
     /// `backoff`, doubling each time (default 50 ms).
     pub fn retries(mut self, max_retries: u32, backoff: Duration) -> Self {
-        self.max_retries = max_retries;
-        self.retry_backoff = backoff;
+        self.settings.max_retries = max_retries;
+        self.settings.retry_backoff = backoff;
         self
     }
 
@@ -192,12 +193,7 @@ where
             progress: Notify::new(),
             counters: Counters::default(),
             sink: self.sink,
-            max_batch: self.max_batch,
-            flush_interval: self.flush_interval,
-            capacity: self.capacity,
-            when_full: self.when_full,
-            max_retries: self.max_retries,
-            retry_backoff: self.retry_backoff,
+            settings: self.settings,
         });
         let flusher = shared.clone();
         crate::io::spawn(async move { flusher.run().await });
@@ -299,12 +295,7 @@ struct Shared<K, V> {
     progress: Notify,
     counters: Counters,
     sink: Arc<SinkFn<K, V>>,
-    max_batch: usize,
-    flush_interval: Duration,
-    capacity: usize,
-    when_full: WhenFull,
-    max_retries: u32,
-    retry_backoff: Duration,
+    settings: Settings,
 }
 
 impl<K, V> Shared<K, V> {
@@ -336,11 +327,11 @@ where
     async fn run(self: Arc<Self>) {
         loop {
             // Wait for a full batch, a flush or shutdown request, or the interval.
-            let deadline = tokio::time::Instant::now() + self.flush_interval;
+            let deadline = tokio::time::Instant::now() + self.settings.flush_interval;
             loop {
                 let ready = {
                     let s = self.lock();
-                    s.pending.len() >= self.max_batch || s.closed || s.flush_requested
+                    s.pending.len() >= self.settings.max_batch || s.closed || s.flush_requested
                 };
                 let now = tokio::time::Instant::now();
                 if ready || now >= deadline {
@@ -350,7 +341,7 @@ where
             }
             let (batch, closed) = {
                 let mut s = self.lock();
-                let n = s.order.len().min(self.max_batch);
+                let n = s.order.len().min(self.settings.max_batch);
                 let mut batch = Vec::with_capacity(n);
                 let mut lowest = u64::MAX;
                 for _ in 0..n {
@@ -383,8 +374,8 @@ where
 
     async fn write(&self, batch: Vec<(K, V)>) {
         let n = batch.len() as u64;
-        let mut backoff = self.retry_backoff;
-        for attempt in 0..=self.max_retries {
+        let mut backoff = self.settings.retry_backoff;
+        for attempt in 0..=self.settings.max_retries {
             self.counters.batches.fetch_add(1, Relaxed);
             let result = match crate::io::guarded((self.sink)(batch.clone())).await {
                 Some(r) => r,
@@ -395,7 +386,7 @@ where
                     self.counters.written.fetch_add(n, Relaxed);
                     return;
                 }
-                Err(e) if attempt < self.max_retries => {
+                Err(e) if attempt < self.settings.max_retries => {
                     self.counters.retries.fetch_add(1, Relaxed);
                     tracing::warn!(error = %e, attempt, "cachemacro: write-behind batch failed; retrying");
                     tokio::time::sleep(backoff).await;
@@ -429,12 +420,14 @@ where
         });
         WriteBehindBuilder {
             sink,
-            max_batch: 500,
-            flush_interval: Duration::from_millis(100),
-            capacity: 10_000,
-            when_full: WhenFull::Wait,
-            max_retries: 5,
-            retry_backoff: Duration::from_millis(50),
+            settings: Settings {
+                max_batch: 500,
+                flush_interval: Duration::from_millis(100),
+                capacity: 10_000,
+                when_full: WhenFull::Wait,
+                max_retries: 5,
+                retry_backoff: Duration::from_millis(50),
+            },
         }
     }
 
@@ -456,8 +449,8 @@ where
                     self.shared.counters.coalesced.fetch_add(1, Relaxed);
                     return Ok(());
                 }
-                if s.pending.len() >= self.shared.capacity {
-                    match self.shared.when_full {
+                if s.pending.len() >= self.shared.settings.capacity {
+                    match self.shared.settings.when_full {
                         WhenFull::DropNewest => {
                             self.shared.counters.dropped.fetch_add(1, Relaxed);
                             return Err(WriteError::Full);
@@ -482,7 +475,7 @@ where
                 tokio::pin!(progress);
                 progress.as_mut().enable();
                 // Re-check after registering, then wait for the flusher to make room.
-                if self.shared.lock().pending.len() >= self.shared.capacity {
+                if self.shared.lock().pending.len() >= self.shared.settings.capacity {
                     self.shared.wake.notify_one();
                     progress.await;
                 }
@@ -495,7 +488,7 @@ where
                 .insert(key.clone(), (value.take().expect("written once"), seq));
             s.order.push_back(key);
             self.shared.counters.accepted.fetch_add(1, Relaxed);
-            if s.pending.len() >= self.shared.max_batch {
+            if s.pending.len() >= self.shared.settings.max_batch {
                 self.shared.wake.notify_one();
             }
             return Ok(());
