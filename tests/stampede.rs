@@ -157,3 +157,65 @@ fn a_redis_restart_while_waiters_wait_does_not_hang_them() {
     assert!(answer.starts_with("9:1:"), "{answer}");
     assert!(holder.answer_within(15).starts_with("9:1:"));
 }
+
+#[test]
+fn a_waiter_that_waits_longer_than_lock_wait_loads_itself() {
+    let server = Server::start();
+    let mut holder = Proc::start(&server.url(), "st7:");
+    let mut waiter = Proc::start_with(&server.url(), "st7:", &[("CM_LOCK_WAIT_MS", "500")]);
+    waiter.cmd("get locked 0");
+    holder.cmd("delay 5000");
+    holder.send("get locked 3");
+    std::thread::sleep(Duration::from_millis(300)); // the holder has the lock
+    let asked = Instant::now();
+    let answer = waiter.cmd("get locked 3");
+    assert!(answer.starts_with("3:1:"), "{answer}");
+    assert!(
+        asked.elapsed() < Duration::from_millis(4000),
+        "gave up waiting after lock_wait, long before the holder's 5 s load"
+    );
+    assert_eq!(waiter.stat("locked", "lock_waits"), 1);
+    assert_eq!(
+        waiter.stat("locked", "loads"),
+        2,
+        "key 0, then key 3 without the lock"
+    );
+    assert!(holder.answer_within(15).starts_with("3:1:"));
+}
+
+#[test]
+fn past_soft_ttl_one_refresh_runs_fleet_wide_and_readers_get_the_stale_value() {
+    let server = Server::start();
+    let mut a = Proc::start(&server.url(), "st8:");
+    let mut b = Proc::start(&server.url(), "st8:");
+    for p in [&mut a, &mut b] {
+        p.cmd("get soft 0");
+        p.wait_subscribed();
+        p.cmd("delay 100");
+    }
+    // soft TTL 1 s, hard 30 s: 4.5 s of reads every 10 ms from both processes.
+    a.send("steady soft 1 4500 10");
+    b.send("steady soft 1 4500 10");
+    for p in [&mut a, &mut b] {
+        let report = p.answer_within(30);
+        let max_us: u64 = report
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("max_us="))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!(
+            max_us < 60_000,
+            "no reader waited on the 100 ms source: {report}"
+        );
+    }
+    let refreshes = a.stat("soft", "background") + b.stat("soft", "background");
+    // About one refresh per soft period of 1 s, not one per process.
+    assert!(
+        (2..=6).contains(&refreshes),
+        "{refreshes} refreshes in 4.5 s"
+    );
+    assert!(
+        a.stat("soft", "stale") + b.stat("soft", "stale") > 0,
+        "stale reads were served"
+    );
+}
