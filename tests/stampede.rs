@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::child::Proc;
+use common::child::{slowest_us, Proc};
 use common::redis::Server;
 
 fn sum(procs: &mut [Proc], f: &str, stat: &str) -> u64 {
@@ -71,12 +71,7 @@ fn hot_key(f: &str, prefix: &str) -> (u64, u64, Duration) {
     for p in [&mut a, &mut b] {
         let report = p.answer_within(30);
         eprintln!("{report}");
-        let max_us: u64 = report
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix("max_us="))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("bad report {report}"));
-        slowest = slowest.max(Duration::from_micros(max_us));
+        slowest = slowest.max(Duration::from_micros(slowest_us(&report)));
     }
     eprintln!(
         "A {}\nB {}",
@@ -198,11 +193,7 @@ fn past_soft_ttl_one_refresh_runs_fleet_wide_and_readers_get_the_stale_value() {
     b.send("steady soft 1 4500 10");
     for p in [&mut a, &mut b] {
         let report = p.answer_within(30);
-        let max_us: u64 = report
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix("max_us="))
-            .and_then(|v| v.parse().ok())
-            .unwrap();
+        let max_us = slowest_us(&report);
         assert!(
             max_us < 60_000,
             "no reader waited on the 100 ms source: {report}"

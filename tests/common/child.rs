@@ -134,3 +134,12 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The slowest read (after the first) in a `steady` report, in microseconds.
+pub fn slowest_us(report: &str) -> u64 {
+    report
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("max_us="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("not a steady report: {report}"))
+}
