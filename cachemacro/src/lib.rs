@@ -20,8 +20,11 @@ use proc_macro::TokenStream;
 /// async fn get_user(id: u64) -> Result<User, DbError> { db.fetch_user(id).await }
 /// ```
 ///
-/// Besides the function itself (same signature), it generates `get_user_invalidate(args)`,
-/// `get_user_refresh(args)` and `get_user_stats()`.
+/// Besides the function itself (same signature), it generates `get_user_invalidate(args)`
+/// (drop the key from every tier and process), `get_user_refresh(args)` (call the source now
+/// and store the result), `get_user_put(args, value)` (store a value: the cache half of
+/// write-through) and `get_user_stats()`. In an `impl` block they are methods with the same
+/// receiver; `*_stats` is an associated function.
 ///
 /// | option | values | meaning |
 /// |---|---|---|
