@@ -9,6 +9,13 @@ use std::time::{Duration, Instant};
 use common::child::{slowest_us, Proc};
 use common::redis::Server;
 
+/// These tests measure how long readers wait, with several processes each: run them one at
+/// a time so they do not starve each other of this machine's cores.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn sum(procs: &mut [Proc], f: &str, stat: &str) -> u64 {
     procs.iter_mut().map(|p| p.stat(f, stat)).sum()
 }
@@ -30,6 +37,7 @@ fn stampede(procs: &mut [Proc], f: &str, callers: u32) -> u64 {
 
 #[test]
 fn with_lock_n_processes_times_m_callers_on_a_cold_key_make_one_source_call() {
+    let _serial = serial();
     let server = Server::start();
     let mut procs: Vec<Proc> = (0..4).map(|_| Proc::start(&server.url(), "st1:")).collect();
     assert_eq!(
@@ -48,6 +56,7 @@ fn with_lock_n_processes_times_m_callers_on_a_cold_key_make_one_source_call() {
 
 #[test]
 fn negative_control_without_lock_each_process_loads() {
+    let _serial = serial();
     let server = Server::start();
     let mut procs: Vec<Proc> = (0..4).map(|_| Proc::start(&server.url(), "st2:")).collect();
     let loads = stampede(&mut procs, "unlocked", 25);
@@ -85,6 +94,7 @@ fn hot_key(f: &str, prefix: &str) -> (u64, u64, Duration) {
 
 #[test]
 fn xfetch_keeps_a_hot_key_warm_across_processes_with_about_one_load_per_expiry() {
+    let _serial = serial();
     let (misses, loads, slowest) = hot_key("xfetched", "st3:");
     assert_eq!(
         misses, 1,
@@ -100,6 +110,7 @@ fn xfetch_keeps_a_hot_key_warm_across_processes_with_about_one_load_per_expiry()
 
 #[test]
 fn negative_control_a_plain_ttl_makes_readers_wait_at_every_expiry() {
+    let _serial = serial();
     let (misses, _loads, slowest) = hot_key("plain_ttl", "st4:");
     assert!(misses > 2, "each expiry is a miss: {misses}");
     assert!(
@@ -110,6 +121,7 @@ fn negative_control_a_plain_ttl_makes_readers_wait_at_every_expiry() {
 
 #[test]
 fn a_lock_holder_killed_mid_load_lets_the_others_proceed_when_its_lock_expires() {
+    let _serial = serial();
     let server = Server::start();
     let env = [("CM_LOCK_TTL_MS", "1000"), ("CM_LOCK_WAIT_MS", "20000")];
     let mut holder = Proc::start_with(&server.url(), "st5:", &env);
@@ -139,6 +151,7 @@ fn a_lock_holder_killed_mid_load_lets_the_others_proceed_when_its_lock_expires()
 
 #[test]
 fn a_redis_restart_while_waiters_wait_does_not_hang_them() {
+    let _serial = serial();
     let mut server = Server::start();
     let mut holder = Proc::start(&server.url(), "st6:");
     let mut waiter = Proc::start(&server.url(), "st6:");
@@ -155,6 +168,7 @@ fn a_redis_restart_while_waiters_wait_does_not_hang_them() {
 
 #[test]
 fn a_waiter_that_waits_longer_than_lock_wait_loads_itself() {
+    let _serial = serial();
     let server = Server::start();
     let mut holder = Proc::start(&server.url(), "st7:");
     let mut waiter = Proc::start_with(&server.url(), "st7:", &[("CM_LOCK_WAIT_MS", "500")]);
@@ -180,6 +194,7 @@ fn a_waiter_that_waits_longer_than_lock_wait_loads_itself() {
 
 #[test]
 fn past_soft_ttl_one_refresh_runs_fleet_wide_and_readers_get_the_stale_value() {
+    let _serial = serial();
     let server = Server::start();
     let mut a = Proc::start(&server.url(), "st8:");
     let mut b = Proc::start(&server.url(), "st8:");
