@@ -391,13 +391,57 @@ async fn fails_first(id: u64) -> Result<u64, String> {
 }
 
 #[tokio::test]
-async fn waiters_on_a_failed_load_do_not_hang() {
+async fn waiters_on_a_failed_load_share_its_error_and_do_not_hang() {
     let leader = tokio::spawn(fails_first(9));
     until("the leader reached the source", || FAIL_GATE.entered() == 1).await;
     let waiters: Vec<_> = (0..5).map(|_| tokio::spawn(fails_first(9))).collect();
     until("the waiters joined", || fails_first_stats().coalesced == 5).await;
     FAIL_GATE.open(6);
     assert!(leader.await.unwrap().is_err());
+    for w in waiters {
+        let got = no_hang("a waiter", w).await.unwrap();
+        assert_eq!(
+            got,
+            Err("first call fails".into()),
+            "the leader's error, cloned"
+        );
+    }
+    assert_eq!(
+        FAIL_GATE.entered(),
+        1,
+        "a failing source is called once, not once per waiter"
+    );
+    assert_eq!(fails_first(9).await, Ok(9), "and the error was not cached");
+}
+
+/// An error type that cannot be cloned: waiters cannot be handed the leader's error.
+#[derive(Debug, PartialEq)]
+struct Opaque(&'static str);
+
+static OPAQUE_GATE: Gate = Gate::new();
+static OPAQUE_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[cached(ttl = 60, key = "opaque:<id>")]
+async fn opaque_first(id: u64) -> Result<u64, Opaque> {
+    OPAQUE_GATE.pass().await;
+    if OPAQUE_CALLS.fetch_add(1, SeqCst) == 0 {
+        Err(Opaque("first call fails"))
+    } else {
+        Ok(id)
+    }
+}
+
+#[tokio::test]
+async fn waiters_on_a_failed_load_with_an_uncloneable_error_call_their_own_source() {
+    let leader = tokio::spawn(opaque_first(9));
+    until("the leader reached the source", || {
+        OPAQUE_GATE.entered() == 1
+    })
+    .await;
+    let waiters: Vec<_> = (0..5).map(|_| tokio::spawn(opaque_first(9))).collect();
+    until("the waiters joined", || opaque_first_stats().coalesced == 5).await;
+    OPAQUE_GATE.open(6);
+    assert_eq!(leader.await.unwrap(), Err(Opaque("first call fails")));
     for w in waiters {
         assert_eq!(no_hang("a waiter", w).await.unwrap(), Ok(9));
     }

@@ -31,7 +31,7 @@ use crate::entry::{Entry, Freshness, TagStamp};
 use crate::error::Error;
 use crate::flight::{Flights, Landed, Leader, Role};
 use crate::invalidate::{tags as tag_clock, Generations};
-use crate::kind::Kind;
+use crate::kind::{ErrorSharing, Kind};
 use crate::policy::{Backend, Policy, Site, Stampede};
 use crate::stats::{self, Counter, Recorder, Stats};
 use crate::store::memory::MemoryStore;
@@ -70,6 +70,8 @@ pub struct Engine<R, K: Kind<R>> {
     broken: Option<String>,
     flights: Arc<Flights<K::Value>>,
     gens: Generations,
+    /// How errors reach waiters of a failed load (set by the first call).
+    errors: OnceLock<Option<ErrorSharing<K::Error>>>,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -129,9 +131,11 @@ enum Stored {
 }
 
 /// What one round of the miss path leaves to do.
-enum Miss<V: Clone> {
+enum Miss<V: Clone, E> {
     /// Return this value (from another caller's flight, L1, L2 or another process).
     Done(V),
+    /// Return this error (the leader's, shared).
+    Fail(E),
     /// The flight was abandoned: go round again.
     Retry,
     /// Call the source under this flight (if any) with this context.
@@ -196,6 +200,7 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
             policy,
             flights: Arc::new(Flights::new()),
             gens: Generations::new(),
+            errors: OnceLock::new(),
             _r: PhantomData,
         }
     }
@@ -330,7 +335,13 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
     }
 
     /// Cache-aside for a source whose future borrows the caller's arguments.
-    pub async fn get<F, Fut>(self: &Arc<Self>, key: String, tags: Vec<String>, source: F) -> R
+    pub async fn get<F, Fut>(
+        self: &Arc<Self>,
+        key: String,
+        tags: Vec<String>,
+        errors: Option<ErrorSharing<K::Error>>,
+        source: F,
+    ) -> R
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = R>,
@@ -358,11 +369,13 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         if let Some(v) = self.peek(&key, &tags).await {
             return K::join(v);
         }
+        self.errors.get_or_init(|| errors);
         let mut fallback = fallback;
         let mut joined = false;
         loop {
             match self.miss(&key, &tags, &mut fallback, &mut joined).await {
                 Miss::Done(v) => return K::join(v),
+                Miss::Fail(e) => return K::fail(e),
                 Miss::Retry => continue,
                 Miss::Load(leader, ctx) => {
                     return self.load(leader, key, tags, source(), ctx).await;
@@ -394,6 +407,7 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         self: &Arc<Self>,
         key: String,
         tags: Vec<String>,
+        errors: Option<ErrorSharing<K::Error>>,
         source: F,
     ) -> R
     where
@@ -419,11 +433,13 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         if let Some(v) = self.peek(&key, &tags).await {
             return K::join(v);
         }
+        self.errors.get_or_init(|| errors);
         let mut fallback = fallback;
         let mut joined = false;
         loop {
             match self.miss(&key, &tags, &mut fallback, &mut joined).await {
                 Miss::Done(v) => return K::join(v),
+                Miss::Fail(e) => return K::fail(e),
                 Miss::Retry => continue,
                 Miss::Load(leader, ctx) => {
                     let this = self.clone();
@@ -459,7 +475,7 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         tags: &[String],
         fallback: &mut Option<Arc<Entry<K::Value>>>,
         joined: &mut bool,
-    ) -> Miss<K::Value> {
+    ) -> Miss<K::Value, K::Error> {
         let leader = match self.role(key, joined) {
             Some(Role::Waiter(flight)) => {
                 return match flight.wait().await {
@@ -467,10 +483,15 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                         self.count_joined(cached);
                         Miss::Done(v)
                     }
-                    Landed::Failed => {
-                        // The leader's source failed: call ours, alone.
+                    Landed::Failed(shared) => {
                         self.stats.incr(Counter::Misses);
-                        Miss::Load(None, LoadCtx::local(fallback.take()))
+                        let restore = self.errors.get().copied().flatten().map(|s| s.restore);
+                        match shared.as_deref().zip(restore).and_then(|(e, r)| r(e)) {
+                            // The leader's error is ours too: one source call for all.
+                            Some(error) => Miss::Fail(error),
+                            // It cannot be shared: call our own source, alone.
+                            None => Miss::Load(None, LoadCtx::local(fallback.take())),
+                        }
                     }
                     Landed::Abandoned => Miss::Retry,
                 };
@@ -721,7 +742,12 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
             return K::join(entry.value.clone());
         }
         if let Some(leader) = leader {
-            leader.land(Landed::Failed);
+            let erase = self.errors.get().copied().flatten().map(|s| s.erase);
+            let shared = match (&failure, erase) {
+                (Ok(error), Some(erase)) => Some(erase(error)),
+                _ => None,
+            };
+            leader.land(Landed::Failed(shared));
         }
         match failure {
             Ok(error) => K::fail(error),

@@ -15,8 +15,9 @@ use tokio::sync::Notify;
 pub(crate) enum Landed<V> {
     /// A value, and whether it came from a cache tier (`true`) or the source.
     Value(V, bool),
-    /// The source returned an error; each waiter calls the source itself.
-    Failed,
+    /// The source returned an error: shared with the waiters when the error type allows
+    /// it (`Clone + Send + Sync`), else each waiter calls the source itself.
+    Failed(Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>),
     /// The leader went away before landing; a waiter takes over.
     Abandoned,
 }

@@ -103,3 +103,34 @@ impl<T: CacheValue> Kind<Option<T>> for OptionKind {
 )]
 pub trait RemoteValue: CacheValue + serde::Serialize + serde::de::DeserializeOwned {}
 impl<T: CacheValue + serde::Serialize + serde::de::DeserializeOwned> RemoteValue for T {}
+
+/// How a function's error is handed to the callers that waited on a failed load: cloned,
+/// when the error type is `Clone + Send + Sync + 'static`. Built at the expansion site (see
+/// `__private::ErrProbe`), where that is known.
+pub struct ErrorSharing<E> {
+    pub(crate) erase: fn(&E) -> std::sync::Arc<dyn std::any::Any + Send + Sync>,
+    pub(crate) restore: fn(&(dyn std::any::Any + Send + Sync)) -> Option<E>,
+}
+
+impl<E> Clone for ErrorSharing<E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<E> Copy for ErrorSharing<E> {}
+
+impl<E> std::fmt::Debug for ErrorSharing<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ErrorSharing")
+    }
+}
+
+impl<E: Clone + Send + Sync + 'static> ErrorSharing<E> {
+    /// Sharing by cloning.
+    pub fn cloning() -> Self {
+        Self {
+            erase: |e| std::sync::Arc::new(e.clone()),
+            restore: |any| any.downcast_ref::<E>().cloned(),
+        }
+    }
+}

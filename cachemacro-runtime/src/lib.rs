@@ -134,7 +134,9 @@ pub mod __private {
     pub use crate::codec::ValueCodec;
     pub use crate::engine::{Engine, EngineCell};
     pub use crate::key::KeyBuilder;
-    pub use crate::kind::{CacheValue, Kind, OptionKind, RemoteValue, ResultKind, ValueKind};
+    pub use crate::kind::{
+        CacheValue, ErrorSharing, Kind, OptionKind, RemoteValue, ResultKind, ValueKind,
+    };
     pub use crate::policy::{Backend, Policy, Site, Stampede};
     pub use crate::stats::Stats;
 
@@ -146,6 +148,34 @@ pub mod __private {
     pub use std::string::String;
     pub use std::sync::Arc;
     pub use std::vec::Vec;
+
+    /// Finds out, at the expansion site, whether a function's error type can be shared with
+    /// the callers waiting on a failed load (autoref specialisation: the by-value impl
+    /// applies when `E: Clone + Send + Sync + 'static`).
+    pub struct ErrProbe<E>(PhantomData<E>);
+
+    #[allow(clippy::new_without_default)]
+    impl<E> ErrProbe<E> {
+        /// A probe for `E`.
+        pub const fn new() -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    #[allow(missing_docs)]
+    pub trait ShareErrors<E> {
+        fn sharing(&self) -> Option<ErrorSharing<E>>;
+    }
+    impl<E: Clone + Send + Sync + 'static> ShareErrors<E> for ErrProbe<E> {
+        fn sharing(&self) -> Option<ErrorSharing<E>> {
+            Some(ErrorSharing::cloning())
+        }
+    }
+    impl<E> ShareErrors<E> for &ErrProbe<E> {
+        fn sharing(&self) -> Option<ErrorSharing<E>> {
+            None
+        }
+    }
 
     /// Checks, at the expansion site, that a return type the macro took for a plain value is
     /// not a `Result` or an `Option` reached through an alias (which would cache `Err` or

@@ -251,6 +251,15 @@ pub fn expand(m: &Model) -> TokenStream {
     // Every use of the engine is spanned on the return type: if the type cannot be cached,
     // that is where the (deduplicated) error points.
     let engine = quote_spanned!(ret_span=> __CACHEMACRO.get());
+    // Whether the error type can be handed to the callers of a failed load (spanned on the
+    // return type, like every use of the engine).
+    let errors = quote_spanned! {ret_span=>
+        {
+            #[allow(unused_imports)]
+            use #pr::ShareErrors as _;
+            (&#pr::ErrProbe::<<#kind_r as #pr::Kind<#ret>>::Error>::new()).sharing()
+        }
+    };
     let main = quote! {
         #(#attrs)*
         #vis #sig {
@@ -258,8 +267,9 @@ pub fn expand(m: &Model) -> TokenStream {
             #(#checks)*
             let __cachemacro_key = #key;
             let __cachemacro_tags = #tags;
+            let __cachemacro_errors = #errors;
             #engine
-                .#get(__cachemacro_key, __cachemacro_tags, move || #body)
+                .#get(__cachemacro_key, __cachemacro_tags, __cachemacro_errors, move || #body)
                 .await
         }
     };

@@ -29,11 +29,22 @@ async fn get_user(id: u64) -> Result<User, DbError> {
         __k.finish()
     };
     let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
+    let __cachemacro_errors = {
+        #[allow(unused_imports)]
+        use ::cachemacro_runtime::__private::ShareErrors as _;
+        (&::cachemacro_runtime::__private::ErrProbe::<
+            <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                Result<User, DbError>,
+            >>::Error,
+        >::new())
+            .sharing()
+    };
     __CACHEMACRO
         .get()
         .get_detached(
             __cachemacro_key,
             __cachemacro_tags,
+            __cachemacro_errors,
             move || async move {
                 #[allow(
                     unreachable_code,

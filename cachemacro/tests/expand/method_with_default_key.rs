@@ -22,11 +22,22 @@ pub async fn find(&self, id: u64, trace: &str) -> Option<Row> {
         __k.finish()
     };
     let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
+    let __cachemacro_errors = {
+        #[allow(unused_imports)]
+        use ::cachemacro_runtime::__private::ShareErrors as _;
+        (&::cachemacro_runtime::__private::ErrProbe::<
+            <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+                Option<Row>,
+            >>::Error,
+        >::new())
+            .sharing()
+    };
     __CACHEMACRO
         .get()
         .get(
             __cachemacro_key,
             __cachemacro_tags,
+            __cachemacro_errors,
             move || async move {
                 #[allow(
                     unreachable_code,
