@@ -320,8 +320,7 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         tags: &[String],
         fallback: Option<Arc<Entry<K::Value>>>,
     ) -> Fetched<K::Value> {
-        if let Some(why) = &self.broken {
-            let _ = why;
+        if self.broken.is_some() {
             self.stats.incr(Counter::BackendErrors);
         }
         match &self.remote {
@@ -355,12 +354,12 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                 early,
             } => {
                 // The source cannot outlive this call: the winner refreshes in its own task.
-                let mut ctx = self.refresh_ctx(&key, &tags, Some(entry.clone())).await;
-                if !self.claim(&key, &tags, &mut ctx).await {
+                let from = RefreshFrom::Stale(entry.clone());
+                let Some(ctx) = self.refresh_context(&key, &tags, from).await else {
                     // Another process refreshes it: serve what we have.
                     self.stats.hit(!early, || now.elapsed());
                     return K::join(entry.value.clone());
-                }
+                };
                 self.count_refresh(early);
                 return self.load(Some(leader), key, tags, source(), ctx).await;
             }
@@ -384,11 +383,12 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                     leader,
                     value,
                     early,
-                    mut ctx,
+                    ctx,
                 } => {
                     // Stale in L2: this caller refreshes (it holds the flight), unless
                     // another process does.
-                    if self.claim(&key, &tags, &mut ctx).await {
+                    let from = RefreshFrom::Known(ctx);
+                    if let Some(ctx) = self.refresh_context(&key, &tags, from).await {
                         self.count_refresh(early);
                         return self.load(leader, key, tags, source(), ctx).await;
                     }
@@ -567,23 +567,13 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         R: Send,
     {
         let this = self.clone();
-        let job = async move {
-            let mut ctx = match from {
-                RefreshFrom::Known(ctx) => ctx,
-                RefreshFrom::Stale(entry) => this.refresh_ctx(&key, &tags, Some(entry)).await,
-            };
-            if !this.claim(&key, &tags, &mut ctx).await {
+        crate::io::spawn_here(async move {
+            let Some(ctx) = this.refresh_context(&key, &tags, from).await else {
                 return; // another process refreshes; the flight is released
-            }
+            };
             this.count_refresh(early);
             this.load(Some(leader), key, tags, source(), ctx).await;
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(job);
-            }
-            Err(_) => crate::io::spawn(job),
-        }
+        });
     }
 
     /// `stampede = lock | xfetch` on a miss: take the distributed lock or wait for the
@@ -612,39 +602,41 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         }
     }
 
-    /// Whether this process may run a refresh of `key` (always, unless a distributed lock
-    /// is in use and another process holds it).
-    async fn claim(
+    /// The load context of a refresh, or `None` when another process refreshes the key.
+    /// With a distributed lock, the claim's own read of Redis (under the lock) supplies the
+    /// generation and tag versions; otherwise they are read here (one round trip).
+    async fn refresh_context(
         self: &Arc<Self>,
         key: &str,
         tags: &[String],
-        ctx: &mut LoadCtx<K::Value>,
-    ) -> bool {
+        from: RefreshFrom<K::Value>,
+    ) -> Option<LoadCtx<K::Value>> {
         match &self.remote {
             #[cfg(feature = "redis")]
-            Some(remote) if self.policy.stampede >= Stampede::Lock => {
-                remote.claim_refresh(self, key, tags, ctx).await
+            Some(remote) => {
+                if self.policy.stampede >= Stampede::Lock {
+                    let mut ctx = match from {
+                        RefreshFrom::Known(ctx) => ctx,
+                        RefreshFrom::Stale(entry) => LoadCtx::local(Some(entry)),
+                    };
+                    return remote
+                        .claim_refresh(self, key, tags, &mut ctx)
+                        .await
+                        .then_some(ctx);
+                }
+                Some(match from {
+                    RefreshFrom::Known(ctx) => ctx,
+                    RefreshFrom::Stale(entry) => {
+                        remote.load_ctx(self, key, tags, Some(entry)).await
+                    }
+                })
             }
-            _ => {
-                let _ = (key, tags, ctx);
-                true
-            }
-        }
-    }
-
-    /// The context of a refresh: L2 generation and tag versions (one round trip).
-    async fn refresh_ctx(
-        self: &Arc<Self>,
-        key: &str,
-        tags: &[String],
-        stale: Option<Arc<Entry<K::Value>>>,
-    ) -> LoadCtx<K::Value> {
-        match &self.remote {
-            #[cfg(feature = "redis")]
-            Some(remote) => remote.load_ctx(self, key, tags, stale).await,
             _ => {
                 let _ = (key, tags);
-                LoadCtx::local(stale)
+                Some(match from {
+                    RefreshFrom::Known(ctx) => ctx,
+                    RefreshFrom::Stale(entry) => LoadCtx::local(Some(entry)),
+                })
             }
         }
     }
@@ -980,15 +972,9 @@ impl<F: Future + Send + 'static> Future for Detach<F> {
 impl<F: Future + Send + 'static> Drop for Detach<F> {
     fn drop(&mut self) {
         if let Some(fut) = self.0.take() {
-            let rest = async move {
+            crate::io::spawn_here(async move {
                 let _ = fut.await;
-            };
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => {
-                    rt.spawn(rest);
-                }
-                Err(_) => crate::io::spawn(rest),
-            }
+            });
         }
     }
 }

@@ -84,6 +84,20 @@ impl<F: Future> Future for Guarded<F> {
     }
 }
 
+/// Starts `fut` as a task on the caller's tokio runtime (where the user's resources live),
+/// or on the cache's own runtime when the caller is not on one.
+pub(crate) fn spawn_here<F>(fut: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(fut);
+        }
+        Err(_) => spawn(fut),
+    }
+}
+
 /// Starts `fut` on the cache's own runtime and does not wait for it.
 pub(crate) fn spawn<F>(fut: F)
 where
