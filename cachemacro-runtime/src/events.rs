@@ -247,14 +247,8 @@ async fn listen(router: Arc<Router>, channel: String, counters: Arc<ListenerCoun
     let mut failures = 0u32;
     loop {
         let url = backend.urls[failures as usize % backend.urls.len()].clone();
-        let subscribed = async {
-            let client = backend.client(&url)?;
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        match tokio::time::timeout(backend.cfg.connect_timeout, subscribed).await {
-            Ok(Ok(mut pubsub)) => {
+        match backend.subscribe(&url, &channel).await {
+            Ok(mut pubsub) => {
                 failures = 0;
                 counters.subscribed.store(true, Relaxed);
                 let mut messages = pubsub.on_message();
@@ -281,8 +275,10 @@ async fn listen(router: Arc<Router>, channel: String, counters: Arc<ListenerCoun
             }
             _ => failures = failures.saturating_add(1),
         }
-        let backoff = std::time::Duration::from_millis(25u64 << failures.min(6));
-        tokio::time::sleep(backoff.min(std::time::Duration::from_secs(2))).await;
+        tokio::time::sleep(crate::store::redis::RedisBackend::resubscribe_backoff(
+            failures,
+        ))
+        .await;
     }
 }
 

@@ -164,7 +164,6 @@ pub(crate) use listener::{listen_to, register_tier};
 mod listener {
     use std::sync::atomic::Ordering::Release;
     use std::sync::{Arc, Weak};
-    use std::time::Duration;
 
     use futures_util::StreamExt;
 
@@ -214,25 +213,6 @@ mod listener {
         }
     }
 
-    async fn subscribe(
-        backend: &RedisBackend,
-        url: &str,
-    ) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
-        let client = backend.client(url)?;
-        let timeout = backend.cfg.connect_timeout;
-        let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
-            .await
-            .map_err(|_| {
-                redis::RedisError::from((redis::ErrorKind::Io, "subscribe timed out"))
-            })??;
-        tokio::time::timeout(timeout, pubsub.subscribe(backend.channel()))
-            .await
-            .map_err(|_| {
-                redis::RedisError::from((redis::ErrorKind::Io, "subscribe timed out"))
-            })??;
-        Ok(pubsub.split())
-    }
-
     async fn listen(backend: Arc<RedisBackend>) {
         let heartbeat = backend.cfg.heartbeat;
         let mut failures: u32 = 0;
@@ -240,8 +220,9 @@ mod listener {
         loop {
             let url = backend.urls[next_url % backend.urls.len()].clone();
             next_url += 1;
-            match subscribe(&backend, &url).await {
-                Ok((mut sink, mut stream)) => {
+            match backend.subscribe(&url, &backend.channel()).await {
+                Ok(pubsub) => {
+                    let (mut sink, mut stream) = pubsub.split();
                     // Anything may have been invalidated while we were not listening.
                     for t in backend.backplane.tiers() {
                         t.flush();
@@ -280,9 +261,7 @@ mod listener {
                 }
             }
             failures = failures.saturating_add(1);
-            let backoff =
-                Duration::from_millis(25u64 << failures.min(6)).min(Duration::from_secs(2));
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(RedisBackend::resubscribe_backoff(failures)).await;
         }
     }
 }

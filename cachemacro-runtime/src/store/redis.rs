@@ -485,6 +485,23 @@ impl RedisBackend {
         }
     }
 
+    /// A pub/sub connection to `url` subscribed to `channel`, within the connect timeout.
+    pub async fn subscribe(&self, url: &str, channel: &str) -> RedisResult<redis::aio::PubSub> {
+        let subscribed = async {
+            let mut pubsub = self.client(url)?.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok(pubsub)
+        };
+        tokio::time::timeout(self.cfg.connect_timeout, subscribed)
+            .await
+            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "subscribe timed out")))?
+    }
+
+    /// How long a listener waits before subscribing again after `failures` failures.
+    pub fn resubscribe_backoff(failures: u32) -> Duration {
+        Duration::from_millis(25u64 << failures.min(6)).min(Duration::from_secs(2))
+    }
+
     /// A client for one server URL, with the configured TLS root if any.
     pub fn client(&self, url: &str) -> RedisResult<redis::Client> {
         #[cfg(feature = "tls")]
