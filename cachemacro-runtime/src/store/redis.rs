@@ -605,6 +605,18 @@ impl RedisBackend {
         result
     }
 
+    /// `MGET keys` (split by slot on a cluster).
+    async fn mget(self: &Arc<Self>, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, RedisError> {
+        self.op(move |mut c| async move { redis::cmd("MGET").arg(&keys).query_async(&mut c).await })
+            .await
+    }
+
+    /// `keys` followed by the version keys of `tags`.
+    fn with_tag_keys(&self, mut keys: Vec<String>, tags: &[String]) -> Vec<String> {
+        keys.extend(tags.iter().map(|t| self.tag_key(t)));
+        keys
+    }
+
     /// Reads a key's value and the versions of `tags` (the hit path): a `GET` without tags.
     pub async fn read_value(
         self: &Arc<Self>,
@@ -620,33 +632,22 @@ impl RedisBackend {
                 })
                 .await;
         }
-        let mut keys = vec![vk];
-        keys.extend(tags.iter().map(|t| self.tag_key(t)));
-        self.op(move |mut c| async move {
-            let mut got: Vec<Option<Vec<u8>>> =
-                redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
-            let versions = got.iter().skip(1).map(parse_u64).collect();
-            Ok((got.swap_remove(0), versions))
-        })
-        .await
+        let mut got = self.mget(self.with_tag_keys(vec![vk], tags)).await?;
+        let versions = got.iter().skip(1).map(parse_u64).collect();
+        Ok((got.swap_remove(0), versions))
     }
 
     /// Reads a key, its generation and the versions of `tags`, in one round trip.
     pub async fn read(self: &Arc<Self>, key: &str, tags: &[String]) -> Result<Read, RedisError> {
         let vk = self.value_key(key);
-        let mut keys = vec![Self::sibling_key(&vk, "gen"), vk];
-        keys.extend(tags.iter().map(|t| self.tag_key(t)));
-        self.op(move |mut c| async move {
-            let mut got: Vec<Option<Vec<u8>>> =
-                redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
-            let tag_versions = got.iter().skip(2).map(parse_u64).collect();
-            Ok(Read {
-                generation: parse_u64(&got[0]),
-                value: got.swap_remove(1),
-                tag_versions,
-            })
+        let keys = self.with_tag_keys(vec![Self::sibling_key(&vk, "gen"), vk], tags);
+        let mut got = self.mget(keys).await?;
+        let tag_versions = got.iter().skip(2).map(parse_u64).collect();
+        Ok(Read {
+            generation: parse_u64(&got[0]),
+            value: got.swap_remove(1),
+            tag_versions,
         })
-        .await
     }
 
     /// The key's generation and the versions of `tags` (no value), in one round trip.
@@ -655,19 +656,13 @@ impl RedisBackend {
         key: &str,
         tags: &[String],
     ) -> Result<Read, RedisError> {
-        let vk = self.value_key(key);
-        let mut keys = vec![Self::sibling_key(&vk, "gen")];
-        keys.extend(tags.iter().map(|t| self.tag_key(t)));
-        self.op(move |mut c| async move {
-            let got: Vec<Option<Vec<u8>>> =
-                redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
-            Ok(Read {
-                generation: parse_u64(&got[0]),
-                value: None,
-                tag_versions: got.iter().skip(1).map(parse_u64).collect(),
-            })
+        let gen_key = Self::sibling_key(&self.value_key(key), "gen");
+        let got = self.mget(self.with_tag_keys(vec![gen_key], tags)).await?;
+        Ok(Read {
+            generation: parse_u64(&got[0]),
+            value: None,
+            tag_versions: got.iter().skip(1).map(parse_u64).collect(),
         })
-        .await
     }
 
     /// Current versions of `tags`.
@@ -675,13 +670,8 @@ impl RedisBackend {
         if tags.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = tags.iter().map(|t| self.tag_key(t)).collect();
-        self.op(move |mut c| async move {
-            let got: Vec<Option<Vec<u8>>> =
-                redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
-            Ok(got.iter().map(parse_u64).collect())
-        })
-        .await
+        let got = self.mget(self.with_tag_keys(Vec::new(), tags)).await?;
+        Ok(got.iter().map(parse_u64).collect())
     }
 
     /// Writes `bytes` for `ttl` unless the key's generation moved past `generation`.
