@@ -255,6 +255,15 @@ impl<V: CacheValue> Remote<V> {
         }
     }
 
+    /// The key's distributed lock, if no other process holds it.
+    async fn take_lock(&self, key: &str) -> Result<Option<Lock>, crate::store::redis::RedisError> {
+        Ok(self.backend.try_lock(key).await?.map(|token| Lock {
+            backend: self.backend.clone(),
+            key: key.to_owned(),
+            token,
+        }))
+    }
+
     /// `stampede = lock` on a miss: take the key's lock, or wait for the process that holds
     /// it to write the value (woken by its release message on the backplane, with a bounded
     /// backoff as a fallback), then read it. A caller that waits longer than `lock_wait`, or
@@ -271,13 +280,9 @@ impl<V: CacheValue> Remote<V> {
         let mut backoff = Duration::from_millis(5);
         let mut waited = false;
         loop {
-            match self.backend.try_lock(key).await {
-                Ok(Some(token)) => {
-                    ctx.lock = Some(Lock {
-                        backend: self.backend.clone(),
-                        key: key.to_owned(),
-                        token,
-                    });
+            match self.take_lock(key).await {
+                Ok(Some(lock)) => {
+                    ctx.lock = Some(lock);
                     return Locked::Proceed(ctx);
                 }
                 Ok(None) => {}
@@ -324,13 +329,8 @@ impl<V: CacheValue> Remote<V> {
         tags: &[String],
         ctx: &mut LoadCtx<V>,
     ) -> bool {
-        match self.backend.try_lock(key).await {
-            Ok(Some(token)) => {
-                let lock = Lock {
-                    backend: self.backend.clone(),
-                    key: key.to_owned(),
-                    token,
-                };
+        match self.take_lock(key).await {
+            Ok(Some(lock)) => {
                 // Double check under the lock: another process may have refreshed it just
                 // before; then take its value (into L1) instead of loading again.
                 match self.read(engine, key, tags, None, false).await {
