@@ -1,5 +1,7 @@
 //! The expansion names everything by absolute path: a user who shadows prelude names, or
-//! renames the runtime crate, cannot break it.
+//! renames the runtime crate, cannot break it. Denies warnings: the expansion must not make
+//! a user's `-D warnings` build fail.
+#![deny(warnings)]
 #![allow(dead_code, non_camel_case_types, clippy::all)]
 
 struct Result;
@@ -47,6 +49,12 @@ async fn aliased(n: u64) -> Fetched {
 
 type Fetched = ::core::result::Result<u64, ()>;
 
+/// A one-line body with one expression and no `.await`: once expanded to `{ n }` inside the
+/// async block, which rustc's `unused_braces` flags (only on one line, hence `skip`).
+#[::cachemacro_runtime::cached(ttl = 5, key = "expr:<n>")]
+#[rustfmt::skip]
+async fn single_expression(n: u64) -> u64 { n }
+
 #[test]
 fn shadowed_names_and_a_renamed_crate_still_expand() {
     let rt = ::tokio::runtime::Builder::new_current_thread()
@@ -65,5 +73,7 @@ fn shadowed_names_and_a_renamed_crate_still_expand() {
         shadowed_invalidate(1).await.unwrap();
         renamed_refresh(2).await;
         assert_eq!(renamed_stats().loads, 2);
+        assert_eq!(single_expression(3).await, 3);
+        assert_eq!(single_expression_refresh(3).await, 3);
     });
 }

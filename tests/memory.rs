@@ -696,6 +696,40 @@ async fn methods_key_on_named_fields_of_self() {
     assert!(table.contains("memory::find"));
 }
 
+static REGION_CALLS: AtomicU32 = AtomicU32::new(0);
+
+impl Repo {
+    /// The same answer from every `Repo`: the receiver is left out of the key, explicitly.
+    #[cached(ttl = 60, key = "region:<id>")]
+    async fn region(#[key_ignore] &self, id: u64) -> u64 {
+        REGION_CALLS.fetch_add(1, SeqCst);
+        id % 7
+    }
+}
+
+#[tokio::test]
+async fn a_key_ignored_receiver_shares_entries_across_instances() {
+    let a = Repo {
+        tenant: "acme",
+        calls: AtomicU32::new(0),
+    };
+    let b = Repo {
+        tenant: "globex",
+        calls: AtomicU32::new(0),
+    };
+    assert_eq!(a.region(9).await, 2);
+    assert_eq!(b.region(9).await, 2);
+    assert_eq!(REGION_CALLS.load(SeqCst), 1);
+    b.region_invalidate(9).await.unwrap();
+    assert_eq!(a.region(9).await, 2);
+    assert_eq!(REGION_CALLS.load(SeqCst), 2);
+    assert_eq!(b.region_refresh(9).await, 2);
+    assert_eq!(REGION_CALLS.load(SeqCst), 3);
+    b.region_put(9, 5).await.unwrap();
+    assert_eq!(a.region(9).await, 5);
+    assert_eq!(REGION_CALLS.load(SeqCst), 3);
+}
+
 // ---- XFetch --------------------------------------------------------------------------------
 
 #[cached(ttl = 10, key = "xf:<id>", stampede = xfetch)]

@@ -223,7 +223,9 @@ pub fn expand(m: &Model) -> TokenStream {
     }
 
     // ---- the body, with tracing's "fake return edge" for inference and spans -----------
-    let block = &func.block;
+    // The block's statements are spliced in, not the block: a one-line `{ id }` nested in
+    // the async block would be rustc's `unused_braces`.
+    let stmts = &func.block.stmts;
     let body = quote! {
         async move {
             #[allow(
@@ -237,7 +239,7 @@ pub fn expand(m: &Model) -> TokenStream {
                 let __cachemacro_fake_return: #ret = loop {};
                 return __cachemacro_fake_return;
             }
-            #block
+            #(#stmts)*
         }
     };
 

@@ -1,8 +1,10 @@
 //! Key and tag templates: `"user:<id>"`, `"org:<org_id>:<user.id>"`.
 //!
 //! A template is literal text and `<placeholder>`s, each a parameter name optionally
-//! followed by `.field`s. Checked here against the function's parameters; rendered at run
-//! time by `KeyBuilder`, which escapes the template's punctuation inside values.
+//! followed by `.field`s. The literal text has no whitespace or control characters, and at
+//! most one `{…}` pair (a Redis Cluster hash tag). Parsed and checked here (placeholders
+//! are checked against the function's parameters in `model`); rendered at run time by
+//! `KeyBuilder`, which escapes the template's punctuation inside values.
 
 use proc_macro2::Span;
 use syn::LitStr;
@@ -21,7 +23,8 @@ pub struct Template {
 }
 
 impl Template {
-    pub fn parse(lit: &LitStr) -> Result<Self, syn::Error> {
+    /// Parses a key (`what = "key"`) or tag (`what = "tag"`) template.
+    pub fn parse(lit: &LitStr, what: &str) -> Result<Self, syn::Error> {
         let span = lit.span();
         let text = lit.value();
         let err = |msg: String| syn::Error::new(span, msg);
@@ -86,15 +89,21 @@ impl Template {
                 }
             }
         }
+        check_text(&parts, &text, what).map_err(err)?;
         Ok(Self { parts, span })
+    }
+
+    /// Each placeholder's path: `<user.id>` → `["user", "id"]`.
+    pub fn places(&self) -> impl Iterator<Item = &[String]> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Place(path) => Some(path.as_slice()),
+            Part::Lit(_) => None,
+        })
     }
 
     /// The placeholders' first segments (parameter names, or `self`).
     pub fn roots(&self) -> impl Iterator<Item = &str> {
-        self.parts.iter().filter_map(|p| match p {
-            Part::Place(path) => Some(path[0].as_str()),
-            Part::Lit(_) => None,
-        })
+        self.places().map(|path| path[0].as_str())
     }
 
     /// `%` plus every ASCII punctuation character of the literal text, sorted.
@@ -111,12 +120,65 @@ impl Template {
     }
 }
 
+/// The rules for a template's literal text, over all its literal parts in order: no
+/// whitespace or control characters, and at most one non-empty `{…}` hash tag.
+fn check_text(parts: &[Part], text: &str, what: &str) -> Result<(), String> {
+    let lits = || {
+        parts.iter().filter_map(|p| match p {
+            Part::Lit(s) => Some(s.as_str()),
+            Part::Place(_) => None,
+        })
+    };
+    if let Some(c) = lits()
+        .flat_map(str::chars)
+        .find(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "a {what} cannot contain whitespace or control characters (found {c:?} in {text:?}): Redis keys with them are hard to inspect, and the cache reserves them for its own keys"
+        ));
+    }
+    // `None`: outside a hash tag; `Some(empty)`: inside one.
+    let mut open: Option<bool> = None;
+    let mut tags = 0;
+    let mut valid = true;
+    for part in parts {
+        match part {
+            Part::Place(_) => {
+                if let Some(empty) = &mut open {
+                    *empty = false;
+                }
+            }
+            Part::Lit(s) => {
+                for c in s.chars() {
+                    match (c, open) {
+                        ('{', None) if tags == 0 => open = Some(true),
+                        ('{', _) => valid = false,
+                        ('}', Some(false)) => {
+                            open = None;
+                            tags += 1;
+                        }
+                        ('}', _) => valid = false,
+                        (_, Some(_)) => open = Some(false),
+                        (_, None) => {}
+                    }
+                }
+            }
+        }
+    }
+    if !valid || open.is_some() {
+        return Err(format!(
+            "`{{…}}` in a {what} is a Redis Cluster hash tag: write one `{{…}}` pair around the part that decides the slot, e.g. `{{user:<id>}}:profile`"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Template, String> {
-        Template::parse(&LitStr::new(s, Span::call_site())).map_err(|e| e.to_string())
+        Template::parse(&LitStr::new(s, Span::call_site()), "key").map_err(|e| e.to_string())
     }
 
     #[test]
@@ -140,5 +202,72 @@ mod tests {
         assert!(parse("user:<>").unwrap_err().contains("malformed"));
         assert!(parse("user:<a b>").unwrap_err().contains("malformed"));
         assert!(parse("a>b").unwrap_err().contains("without"));
+    }
+
+    #[test]
+    fn no_whitespace_or_control_characters_in_the_text() {
+        for bad in [
+            "user: <id>",
+            "user:<id> ",
+            "\tuser:<id>",
+            "a\nb",
+            "a\u{7f}<id>",
+            "a\u{a0}b",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(
+                e.starts_with("a key cannot contain whitespace or control characters (found "),
+                "{bad:?}: {e}"
+            );
+        }
+        let e = parse("user: <id>").unwrap_err();
+        assert!(e.contains("(found ' ' in \"user: <id>\")"), "{e}");
+        let e = parse("a\tb").unwrap_err();
+        assert!(e.contains("(found '\\t' in \"a\\tb\")"), "{e}");
+        let e = Template::parse(&LitStr::new("org: <id>", Span::call_site()), "tag").unwrap_err();
+        assert!(e.to_string().starts_with("a tag cannot contain"), "{e}");
+        // Inside a placeholder it is a malformed placeholder, not literal text.
+        assert!(parse("user:<a b>").unwrap_err().contains("malformed"));
+        assert!(parse("user-ü:<id>").is_ok());
+    }
+
+    #[test]
+    fn braces_are_one_hash_tag() {
+        for good in [
+            "{user:<id>}:profile",
+            "{<org>}:members",
+            "{user}:<id>",
+            "<org>:{<a>:<b>}:x",
+            "{<a>}",
+            "x:{a}",
+        ] {
+            assert!(parse(good).is_ok(), "{good}: {:?}", parse(good).err());
+        }
+        for bad in [
+            "a{b",
+            "a}b{",
+            "{}x",
+            "{a}{b}",
+            "{a}:{<id>}",
+            "{{a}}",
+            "a}",
+            "{<id>",
+            "<id>}",
+            "{a{b}}",
+            "{}<id>",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(
+                e.starts_with("`{…}` in a key is a Redis Cluster hash tag: write one `{…}` pair around the part that decides the slot, e.g. `{user:<id>}:profile`"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_escape_set_is_the_punctuation_of_the_text() {
+        let t = parse("{user:<id>}:p-<x>").unwrap();
+        assert_eq!(t.escape_set(), b"%-:{}".to_vec());
+        assert_eq!(parse("<id>").unwrap().escape_set(), b"%".to_vec());
     }
 }

@@ -49,11 +49,35 @@ pub struct Model {
     pub warnings: Vec<(Span, &'static str)>,
 }
 
-/// Strips `#[key_ignore]` from the function's parameters; returns what they were.
-pub fn strip_key_ignore(func: &mut ItemFn, errors: &mut Errors) -> Vec<Param> {
+/// The receiver (`&self`, `self: Arc<Self>` …) of a method.
+pub struct Receiver {
+    /// Whether `#[key_ignore]` was given.
+    pub ignored: bool,
+    /// The receiver as written, minus `#[key_ignore]`: errors are spanned on it.
+    pub tokens: TokenStream,
+    /// The receiver as written, for messages: `&self`, `&'a mut self`, `self: Arc<Self>`.
+    pub text: String,
+}
+
+/// Strips `#[key_ignore]` from the function's receiver and parameters; returns what they
+/// were.
+pub fn strip_key_ignore(func: &mut ItemFn, errors: &mut Errors) -> (Option<Receiver>, Vec<Param>) {
+    let mut receiver = None;
     let mut params = Vec::new();
     for arg in func.sig.inputs.iter_mut() {
-        let FnArg::Typed(pt) = arg else { continue };
+        let pt = match arg {
+            FnArg::Receiver(r) => {
+                let before = r.attrs.len();
+                r.attrs.retain(|a| !a.path().is_ident("key_ignore"));
+                receiver = Some(Receiver {
+                    ignored: r.attrs.len() != before,
+                    tokens: r.to_token_stream(),
+                    text: receiver_text(r),
+                });
+                continue;
+            }
+            FnArg::Typed(pt) => pt,
+        };
         let before = pt.attrs.len();
         pt.attrs.retain(|a| !a.path().is_ident("key_ignore"));
         let ignored = pt.attrs.len() != before;
@@ -69,7 +93,65 @@ pub fn strip_key_ignore(func: &mut ItemFn, errors: &mut Errors) -> Vec<Param> {
         }
         params.push(Param { name, ignored });
     }
-    params
+    (receiver, params)
+}
+
+/// `&self`, `&'a mut self`, `mut self`, `self: Arc<Self>`, as a user would write it.
+fn receiver_text(r: &syn::Receiver) -> String {
+    let mutability = if r.mutability.is_some() { "mut " } else { "" };
+    match (&r.colon_token, &r.reference) {
+        (Some(_), _) => format!("{mutability}self: {}", tidy(r.ty.to_token_stream())),
+        (None, Some((_, lifetime))) => {
+            let lifetime = lifetime
+                .as_ref()
+                .map(|l| format!("{l} "))
+                .unwrap_or_default();
+            format!("&{lifetime}{mutability}self")
+        }
+        (None, None) => format!("{mutability}self"),
+    }
+}
+
+/// Tokens as a user would space them: `Pin<&mut Self>`, not `Pin < & mut Self >`.
+fn tidy(tokens: TokenStream) -> String {
+    let mut out = String::new();
+    let mut word_before = false; // the previous token was an identifier or literal
+    for t in tokens {
+        match t {
+            TokenTree::Ident(_) | TokenTree::Literal(_) => {
+                if word_before {
+                    out.push(' ');
+                }
+                out.push_str(&t.to_string());
+                word_before = true;
+            }
+            TokenTree::Punct(p) => {
+                match p.as_char() {
+                    ',' => out.push_str(", "),
+                    '+' | '=' => {
+                        out.push(' ');
+                        out.push(p.as_char());
+                        out.push(' ');
+                    }
+                    c => out.push(c),
+                }
+                word_before = false;
+            }
+            TokenTree::Group(g) => {
+                let (open, close) = match g.delimiter() {
+                    proc_macro2::Delimiter::Parenthesis => ("(", ")"),
+                    proc_macro2::Delimiter::Bracket => ("[", "]"),
+                    proc_macro2::Delimiter::Brace => ("{ ", " }"),
+                    proc_macro2::Delimiter::None => ("", ""),
+                };
+                out.push_str(open);
+                out.push_str(&tidy(g.stream()));
+                out.push_str(close);
+                word_before = false;
+            }
+        }
+    }
+    out
 }
 
 fn has_borrow(tokens: TokenStream) -> bool {
@@ -148,7 +230,7 @@ impl Model {
                 FnArg::Receiver(_) => false,
             });
 
-        let params = strip_key_ignore(&mut func, errors);
+        let (receiver, params) = strip_key_ignore(&mut func, errors);
         let names: Vec<String> = params
             .iter()
             .filter_map(|p| p.name.as_ref().map(|n| n.to_string()))
@@ -236,8 +318,18 @@ impl Model {
             }
         }
 
-        let check = |t: &Template, what: &str, errors: &mut Errors| {
-            for root in t.roots() {
+        // Checks that every placeholder names a parameter; returns the parameters it
+        // suggested for typos (so they are not also reported as missing from the key).
+        let check = |t: &Template, what: &str, errors: &mut Errors| -> Vec<String> {
+            let mut suggested = Vec::new();
+            let candidates = || {
+                names
+                    .iter()
+                    .map(String::as_str)
+                    .chain(has_receiver.then_some("self"))
+            };
+            for path in t.places() {
+                let root = path[0].as_str();
                 if root == "self" {
                     if !has_receiver {
                         errors.push(syn::Error::new(
@@ -250,9 +342,15 @@ impl Model {
                     continue;
                 }
                 if !names.iter().any(|n| n == root) {
-                    let hint = did_you_mean(root, names.iter().map(String::as_str))
-                        .map(|s| format!("did you mean `<{s}>`? "))
-                        .unwrap_or_default();
+                    let hint = match did_you_mean(root, candidates()) {
+                        Some(s) => {
+                            suggested.push(s.to_owned());
+                            let fields: String =
+                                path[1..].iter().map(|f| format!(".{f}")).collect();
+                            format!("did you mean `<{s}{fields}>`? ")
+                        }
+                        None => String::new(),
+                    };
                     errors.push(syn::Error::new(
                         t.span,
                         format!(
@@ -263,17 +361,22 @@ impl Model {
                     ));
                 }
             }
+            suggested
         };
-        let key = opts.key.as_ref().and_then(|k| match Template::parse(k) {
-            Ok(t) => {
-                check(&t, "key", errors);
-                Some(t)
-            }
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        });
+        let mut suggested = Vec::new();
+        let key = opts
+            .key
+            .as_ref()
+            .and_then(|k| match Template::parse(k, "key") {
+                Ok(t) => {
+                    suggested = check(&t, "key", errors);
+                    Some(t)
+                }
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            });
         if let Some(k) = &key {
             let used: Vec<&str> = k.roots().collect();
             for (arg, p) in func
@@ -288,7 +391,7 @@ impl Model {
             {
                 let Some(name) = &p.name else { continue };
                 let in_key = used.iter().any(|u| name == u);
-                if !in_key && !p.ignored {
+                if !in_key && !p.ignored && !suggested.iter().any(|s| name == s) {
                     errors.push(syn::Error::new(
                         arg.pat.span(),
                         format!(
@@ -302,13 +405,45 @@ impl Model {
                     ));
                 }
             }
-        } else if opts.key.is_some() {
-            // the template did not parse; already reported
+        }
+        if let Some(r) = &receiver {
+            let self_place = key.as_ref().and_then(|k| {
+                k.places()
+                    .find(|path| path[0] == "self")
+                    .map(|path| path.join("."))
+            });
+            let text = &r.text;
+            match (&key, self_place, r.ignored) {
+                // The template did not parse: already reported.
+                (None, _, _) if opts.key.is_some() => {}
+                (Some(_), Some(place), true) => errors.push(syn::Error::new_spanned(
+                    &r.tokens,
+                    format!("the receiver `{text}` is marked `#[key_ignore]` but the key uses `<{place}>`: remove one of them"),
+                )),
+                (Some(_), None, false) if !suggested.iter().any(|s| s == "self") => {
+                    errors.push(syn::Error::new_spanned(
+                        &r.tokens,
+                        format!("the receiver `{text}` is not part of the cache key, so every instance would share entries: name what distinguishes instances in `key` (e.g. `<self.tenant>`), or write `#[key_ignore] {text}` if every instance gives the same answer"),
+                    ))
+                }
+                (None, _, false) => {
+                    let example: String = params
+                        .iter()
+                        .filter(|p| !p.ignored)
+                        .filter_map(|p| p.name.as_ref().map(|n| format!(":<{n}>")))
+                        .collect();
+                    errors.push(syn::Error::new_spanned(
+                        &r.tokens,
+                        format!("the receiver `{text}` is not part of the default cache key (the function's path and its arguments), so every instance would share entries: write a `key` naming what distinguishes instances (e.g. `key = \"{}:<self.tenant>{example}\"`), or write `#[key_ignore] {text}` if every instance gives the same answer", func.sig.ident),
+                    ));
+                }
+                _ => {}
+            }
         }
         let mut tags = Vec::new();
         if let Some(t) = &opts.tags {
             for lit in &t.value {
-                match Template::parse(lit) {
+                match Template::parse(lit, "tag") {
                     Ok(t) => {
                         check(&t, "tag", errors);
                         tags.push(t);

@@ -33,7 +33,7 @@ fn method_with_default_key() {
     check(
         quote!(ttl = "5m"),
         quote! {
-            pub async fn find(&self, id: u64, #[key_ignore] trace: &str) -> Option<Row> {
+            pub async fn find(#[key_ignore] &self, id: u64, #[key_ignore] trace: &str) -> Option<Row> {
                 self.db.find(id).await
             }
         },
@@ -54,4 +54,85 @@ fn a_renamed_crate_is_the_only_path_to_the_runtime() {
     .to_string();
     assert!(out.contains("my_cache :: __private"));
     assert!(!out.contains("cachemacro_runtime"), "{out}");
+}
+
+#[test]
+fn key_ignore_is_stripped_from_the_receiver_on_success_and_on_error() {
+    let method = quote! {
+        async fn find(#[key_ignore] &self, #[key_ignore] trace: &str, id: u64) -> u64 {
+            id
+        }
+    };
+    let ok = crate::entry(quote!(ttl = 5, key = "f:<id>"), method.clone()).to_string();
+    assert!(!ok.contains("compile_error"), "{ok}");
+    assert!(!ok.contains("key_ignore"), "{ok}");
+    // `ttl` missing: the function is emitted as written, minus `#[key_ignore]`.
+    let err = crate::entry(quote!(key = "f:<id>"), method).to_string();
+    assert!(err.contains("compile_error"), "{err}");
+    assert!(!err.contains("key_ignore"), "{err}");
+}
+
+#[test]
+fn the_body_is_spliced_into_the_async_block() {
+    let out = crate::entry(
+        quote!(ttl = 5, key = "g:<id>"),
+        quote!(
+            async fn g(id: u64) -> u64 {
+                id
+            }
+        ),
+    );
+    let file: syn::File = syn::parse2(out).unwrap();
+    let text = prettyplease::unparse(&file);
+    // `{ id }` nested as the async block's tail is rustc's `unused_braces`.
+    assert!(!text.contains("{ id }"), "{text}");
+    assert_eq!(
+        text.matches("\n                id\n").count(),
+        2,
+        "main and refresh: {text}"
+    );
+}
+
+#[test]
+fn receiver_errors_name_the_receiver_as_written() {
+    let errors = |attr, item| crate::entry(attr, item).to_string();
+    let out = errors(
+        quote!(ttl = 5, key = "k:<id>"),
+        quote!(
+            async fn f<'a>(&'a mut self, id: u64) -> u64 {
+                id
+            }
+        ),
+    );
+    assert!(
+        out.contains("the receiver `&'a mut self` is not part of the cache key"),
+        "{out}"
+    );
+    assert!(out.contains("write `#[key_ignore] &'a mut self`"), "{out}");
+    let out = errors(
+        quote!(ttl = 5),
+        quote!(
+            async fn f(self: ::std::sync::Arc<Self>, #[key_ignore] t: u8, id: u64) -> u64 {
+                id
+            }
+        ),
+    );
+    assert!(
+        out.contains(
+            "the receiver `self: ::std::sync::Arc<Self>` is not part of the default cache key"
+        ),
+        "{out}"
+    );
+    assert!(out.contains(r#"key = \"f:<self.tenant>:<id>\""#), "{out}");
+    // A typo for `self` is one error, not also "the receiver is not part of the key".
+    let out = errors(
+        quote!(ttl = 5, key = "k:<slf.tenant>:<id>"),
+        quote!(
+            async fn f(&self, id: u64) -> u64 {
+                id
+            }
+        ),
+    );
+    assert!(out.contains("did you mean `<self.tenant>`?"), "{out}");
+    assert_eq!(out.matches("compile_error").count(), 1, "{out}");
 }

@@ -57,7 +57,7 @@ async fn get_user(id: u64) -> Result<User, DbError> {
                     let __cachemacro_fake_return: Result<User, DbError> = loop {};
                     return __cachemacro_fake_return;
                 }
-                { db.fetch_user(id).await }
+                db.fetch_user(id).await
             },
         )
         .await
@@ -148,7 +148,7 @@ async fn get_user_refresh(id: u64) -> Result<User, DbError> {
                     let __cachemacro_fake_return: Result<User, DbError> = loop {};
                     return __cachemacro_fake_return;
                 }
-                { db.fetch_user(id).await }
+                db.fetch_user(id).await
             },
         )
         .await

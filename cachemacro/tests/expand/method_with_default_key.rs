@@ -50,7 +50,7 @@ pub async fn find(&self, id: u64, trace: &str) -> Option<Row> {
                     let __cachemacro_fake_return: Option<Row> = loop {};
                     return __cachemacro_fake_return;
                 }
-                { self.db.find(id).await }
+                self.db.find(id).await
             },
         )
         .await
@@ -129,7 +129,7 @@ pub async fn find_refresh(&self, id: u64, trace: &str) -> Option<Row> {
                     let __cachemacro_fake_return: Option<Row> = loop {};
                     return __cachemacro_fake_return;
                 }
-                { self.db.find(id).await }
+                self.db.find(id).await
             },
         )
         .await
