@@ -368,3 +368,46 @@ async fn dropping_the_last_handle_flushes_in_the_background() {
     })
     .await;
 }
+
+/// `flush()` waits for the first unflushed write of a key even when a later write of that
+/// key replaces it before the flusher takes it: the slot remembers its oldest pending write.
+#[tokio::test]
+async fn flush_waits_for_a_key_overwritten_after_it_started() {
+    let (sink, gate) = Sink::gated();
+    let wb = sink
+        .buffer()
+        .max_batch(1)
+        .flush_interval(Duration::from_secs(60))
+        .build();
+    // Keep the flusher busy: key 0's batch is held at the gate.
+    wb.write(0, 0).await.unwrap();
+    until_real("the sink holds key 0's batch", || gate.entered() == 1).await;
+
+    wb.write(1, 10).await.unwrap(); // accepted before the flush: flush must wait for key 1
+    let mut flush = Box::pin(wb.flush());
+    // Poll the flush exactly once: it records what it waits for.
+    tokio::select! {
+        biased;
+        _ = &mut flush => panic!("flush returned with key 1 pending"),
+        _ = std::future::ready(()) => {}
+    }
+    wb.write(1, 11).await.unwrap(); // overwrites the pending slot before the flusher takes it
+
+    gate.open(1); // key 0's batch completes; the flusher takes key 1 and holds it at the gate
+    until_real("the sink holds key 1's batch", || gate.entered() == 2).await;
+    tokio::select! {
+        biased;
+        _ = &mut flush => panic!("flush returned before key 1 was written"),
+        _ = std::future::ready(()) => {}
+    }
+    assert!(!sink.written().contains_key(&1));
+
+    gate.open(10);
+    common::no_hang("flush", flush).await; // (consumes the flush, which borrows `wb`)
+    assert_eq!(
+        sink.written().get(&1),
+        Some(&11),
+        "key 1 was written (its latest value) before flush returned"
+    );
+    wb.shutdown().await;
+}

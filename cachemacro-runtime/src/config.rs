@@ -4,6 +4,7 @@
 #![cfg_attr(not(feature = "redis"), allow(dead_code))]
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -33,8 +34,8 @@ impl Codec {
 }
 
 /// A Redis backend: one URL (standalone, `redis://` or `rediss://`), or several
-/// comma-separated URLs (Redis Cluster seed nodes).
-#[derive(Debug, Clone)]
+/// comma-separated URLs (Redis Cluster seed nodes). Its `Debug` output hides passwords.
+#[derive(Clone)]
 #[must_use]
 pub struct BackendConfig {
     pub(crate) urls: Vec<String>,
@@ -67,6 +68,82 @@ impl BackendConfig {
     }
 }
 
+impl fmt::Debug for BackendConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackendConfig")
+            .field("urls", &Urls(&self.urls))
+            .field("prefix", &self.prefix)
+            .field("local_tier", &self.local_tier)
+            .finish()
+    }
+}
+
+/// URLs as `Debug` shows them: passwords replaced by `***`.
+struct Urls<'a>(&'a [String]);
+
+impl fmt::Debug for Urls<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|u| redact(u)))
+            .finish()
+    }
+}
+
+/// `url` with any password in it replaced by `***`, for logs, errors and `Debug`: the
+/// password of the user-info part (`redis://user:secret@host` → `redis://user:***@host`,
+/// `redis://:secret@host` → `redis://:***@host`) and the `pass`/`password` query
+/// parameters of Unix-socket URLs (`unix:///run/redis.sock?pass=secret`). User names,
+/// hosts, ports and databases stay; a URL without credentials is returned unchanged. Errs
+/// on the side of hiding: what cannot be told apart from a password is hidden.
+pub(crate) fn redact(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    // The user info ends at the last `@`: a password may hold an unescaped `@`, `/` or `?`.
+    let (userinfo, rest) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at..]),
+        None => (None, rest),
+    };
+    let mut out = String::with_capacity(url.len());
+    out.push_str(scheme);
+    if let Some(userinfo) = userinfo {
+        match userinfo.find(':') {
+            Some(colon) => {
+                out.push_str(&userinfo[..=colon]);
+                out.push_str("***");
+            }
+            None => out.push_str(userinfo),
+        }
+    }
+    match rest.find('?') {
+        Some(q) => {
+            out.push_str(&rest[..=q]);
+            let (query, fragment) = match rest[q + 1..].find('#') {
+                Some(h) => rest[q + 1..].split_at(h),
+                None => (&rest[q + 1..], ""),
+            };
+            for (i, pair) in query.split('&').enumerate() {
+                if i > 0 {
+                    out.push('&');
+                }
+                match pair.split_once('=') {
+                    Some((name, _))
+                        if ["pass", "password"].contains(&name.to_ascii_lowercase().as_str()) =>
+                    {
+                        out.push_str(name);
+                        out.push_str("=***");
+                    }
+                    _ => out.push_str(pair),
+                }
+            }
+            out.push_str(fragment);
+        }
+        None => out.push_str(rest),
+    }
+    out
+}
+
 fn split_urls(s: &str) -> Vec<String> {
     s.split(',')
         .map(str::trim)
@@ -76,8 +153,9 @@ fn split_urls(s: &str) -> Vec<String> {
 }
 
 /// Process-wide settings. Build with [`Config::from_env`] or [`Config::default`], adjust
-/// with the builder methods, and pass to [`configure`] before the first cached call.
-#[derive(Debug, Clone)]
+/// with the builder methods, and pass to [`configure`] before the first cached call. Its
+/// `Debug` output hides the passwords in Redis URLs.
+#[derive(Clone)]
 #[must_use]
 pub struct Config {
     pub(crate) redis_urls: Vec<String>,
@@ -96,6 +174,52 @@ pub struct Config {
     pub(crate) heartbeat: Duration,
     pub(crate) tls_root_pem: Option<Vec<u8>>,
     pub(crate) backends: HashMap<String, BackendConfig>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            redis_urls,
+            prefix,
+            op_timeout,
+            connect_timeout,
+            max_value_bytes,
+            codec,
+            breaker_failures,
+            breaker_cooldown,
+            breaker_max_cooldown,
+            lock_ttl,
+            lock_wait,
+            tag_retention,
+            generation_retention,
+            heartbeat,
+            tls_root_pem,
+            backends,
+        } = self;
+        f.debug_struct("Config")
+            .field("redis_urls", &Urls(redis_urls))
+            .field("prefix", prefix)
+            .field("op_timeout", op_timeout)
+            .field("connect_timeout", connect_timeout)
+            .field("max_value_bytes", max_value_bytes)
+            .field("codec", codec)
+            .field("breaker_failures", breaker_failures)
+            .field("breaker_cooldown", breaker_cooldown)
+            .field("breaker_max_cooldown", breaker_max_cooldown)
+            .field("lock_ttl", lock_ttl)
+            .field("lock_wait", lock_wait)
+            .field("tag_retention", tag_retention)
+            .field("generation_retention", generation_retention)
+            .field("heartbeat", heartbeat)
+            .field(
+                "tls_root_pem",
+                &tls_root_pem
+                    .as_ref()
+                    .map(|pem| format!("{} bytes", pem.len())),
+            )
+            .field("backends", backends)
+            .finish()
+    }
 }
 
 /// `redis://127.0.0.1:6379`.
@@ -259,11 +383,17 @@ pub fn configure(config: Config) -> Result<(), Error> {
     {
         check_url(url)?;
     }
+    for prefix in std::iter::once(&config.prefix)
+        .chain(config.backends.values().filter_map(|b| b.prefix.as_ref()))
+    {
+        check_prefix(prefix)?;
+    }
     CONFIG.set(Arc::new(config)).map_err(|_| {
         Error::Config("configure() must be called once, before the first cached call".into())
     })
 }
 
+/// Checks one URL; its error quotes the URL with any password hidden.
 fn check_url(url: &str) -> Result<(), Error> {
     let ok = url.starts_with("redis://")
         || url.starts_with("rediss://")
@@ -271,20 +401,54 @@ fn check_url(url: &str) -> Result<(), Error> {
         || url.starts_with("unix://");
     if !ok {
         return Err(Error::Config(format!(
-            "`{url}` is not a Redis URL: write redis://host:port, rediss://host:port (TLS) or a comma-separated list of them for a cluster"
+            "`{}` is not a Redis URL: write redis://host:port, rediss://host:port (TLS) or a comma-separated list of them for a cluster",
+            redact(url)
         )));
     }
     if url.starts_with("rediss://") && !cfg!(feature = "tls") {
         return Err(Error::Config(format!(
-            "`{url}` asks for TLS: enable the `tls` feature of cachemacro-runtime"
+            "`{}` asks for TLS: enable the `tls` feature of cachemacro-runtime",
+            redact(url)
         )));
     }
     Ok(())
 }
 
+/// A key prefix may not contain whitespace or control characters: every key the cache
+/// keeps for itself contains a space, so no value key may (docs/FORMAT.md).
+fn check_prefix(prefix: &str) -> Result<(), Error> {
+    match prefix.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        None => Ok(()),
+        Some(c) => Err(Error::Config(format!(
+            "the key prefix {prefix:?} contains {c:?}: a prefix cannot contain whitespace or control characters (the cache reserves them for its own keys)"
+        ))),
+    }
+}
+
 /// The configuration in force: what [`configure`] set, else the environment's.
 pub(crate) fn get() -> Arc<Config> {
-    CONFIG.get_or_init(|| Arc::new(Config::from_env())).clone()
+    CONFIG
+        .get_or_init(|| {
+            let mut c = Config::from_env();
+            if let Err(e) = check_prefix(&c.prefix) {
+                tracing::error!(
+                    "cachemacro: CACHEMACRO_PREFIX: {e}; its whitespace is replaced by `_`"
+                );
+                c.prefix = c
+                    .prefix
+                    .chars()
+                    .map(|c| {
+                        if c.is_whitespace() || c.is_control() {
+                            '_'
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
+            }
+            Arc::new(c)
+        })
+        .clone()
 }
 
 /// Whether a Redis backend was configured explicitly (by [`configure`] or the
@@ -292,4 +456,100 @@ pub(crate) fn get() -> Arc<Config> {
 #[allow(dead_code)]
 pub(crate) fn redis_configured() -> bool {
     CONFIG.get().is_some() || std::env::var_os("CACHEMACRO_REDIS_URL").is_some()
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    #[test]
+    fn a_prefix_with_whitespace_is_refused() {
+        assert!(super::check_prefix("app:").is_ok());
+        let e = super::check_prefix("my app:").unwrap_err().to_string();
+        assert!(e.contains("whitespace"), "{e}");
+        assert!(super::check_prefix("a\tb").is_err());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_passwords_in_urls() {
+        let config = Config::default()
+            .redis_url("redis://:hunter2@10.0.0.1:6379/0,rediss://alice:hunter2@h2:7000")
+            .backend(
+                "sessions",
+                BackendConfig::tiered("redis://bob:hunter2@sessions:6379/1"),
+            );
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        for shown in [
+            "redis://:***@10.0.0.1:6379/0",
+            "rediss://alice:***@h2:7000",
+            "redis://bob:***@sessions:6379/1",
+        ] {
+            assert!(debug.contains(shown), "{shown} in {debug}");
+        }
+        let alternate = format!("{config:#?}");
+        assert!(!alternate.contains("hunter2"), "{alternate}");
+
+        let backend = format!("{:?}", BackendConfig::redis("redis://u:hunter2@h"));
+        assert!(!backend.contains("hunter2"), "{backend}");
+        assert!(backend.contains("redis://u:***@h"), "{backend}");
+    }
+
+    #[test]
+    fn redact_hides_passwords_and_nothing_else() {
+        for (url, shown) in [
+            ("redis://:hunter2@host:6379/0", "redis://:***@host:6379/0"),
+            ("redis://user:hunter2@host", "redis://user:***@host"),
+            (
+                "rediss://user:hunter2@host:6380/2?protocol=resp3",
+                "rediss://user:***@host:6380/2?protocol=resp3",
+            ),
+            ("redis://u:hun@ter/2@host:1", "redis://u:***@host:1"), // unescaped `@`, `/`
+            (
+                "unix:///run/redis.sock?db=1&pass=hunter2",
+                "unix:///run/redis.sock?db=1&pass=***",
+            ),
+            (
+                "redis+unix:///s.sock?user=u&password=hunter2#x",
+                "redis+unix:///s.sock?user=u&password=***#x",
+            ),
+            ("http://:hunter2@x", "http://:***@x"),
+            (":hunter2@x", ":***@x"),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://user@host:6379/0", "redis://user@host:6379/0"),
+            (
+                "rediss://cache.internal:6380/0?protocol=resp3",
+                "rediss://cache.internal:6380/0?protocol=resp3",
+            ),
+            ("unix:///run/redis.sock?db=1", "unix:///run/redis.sock?db=1"),
+            ("", ""),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn urls_without_credentials_print_unchanged() {
+        let urls = "redis://127.0.0.1:6379/0,rediss://cache.internal:6380,redis://user@h:1";
+        let debug = format!("{:?}", Config::default().redis_url(urls));
+        for url in urls.split(',') {
+            assert!(debug.contains(&format!("\"{url}\"")), "{url} in {debug}");
+        }
+    }
+
+    #[test]
+    fn configuration_errors_hide_passwords() {
+        let err = configure(Config::default().redis_url("http://:hunter2@x")).unwrap_err();
+        let message = err.to_string();
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(message.contains("http://:***@x"), "{message}");
+        let err = configure(
+            Config::default().backend("b", BackendConfig::redis("ftp://admin:hunter2@x/0")),
+        )
+        .unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("hunter2"), "{err}");
+    }
 }

@@ -11,36 +11,106 @@
 //! the I/O thread does the socket work, and timeouts use the I/O runtime's clock. No task is
 //! spawned per operation, and the caller's runtime needs neither timers nor I/O enabled, nor
 //! to be a tokio runtime at all.
+//!
+//! User code the cache runs in the background — a write-behind sink, an event handler —
+//! does not run on that thread: code that blocks its thread (a synchronous driver, a
+//! `std::thread::sleep`) would stall every Redis operation and the backplane's heartbeat.
+//! It runs on a second pool of the crate's own ([`spawn_user`]): two threads named
+//! `cachemacro-user`, each driving a single-threaded runtime with timers and I/O, started on
+//! first use and kept for the rest of the process, so such tasks too outlive whichever
+//! runtime started them. (Two single-threaded runtimes rather than tokio's multi-thread
+//! scheduler, which would need tokio's `rt-multi-thread` feature of every user: a task is
+//! placed on the less busy thread and stays there, so one that blocks still holds up the
+//! others on its thread, never the I/O thread.)
 
 #![cfg_attr(not(feature = "redis"), allow(dead_code))]
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use tokio::runtime::Handle;
 
 fn handle() -> &'static Handle {
-    // A current-thread runtime driven by its own thread for the rest of the process; the
-    // thread parks when there is nothing to do.
     static HANDLE: OnceLock<Handle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("cachemacro-io".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("cachemacro: cannot start its I/O runtime");
-                let _ = tx.send(rt.handle().clone());
-                rt.block_on(std::future::pending::<()>());
+    HANDLE.get_or_init(|| start("cachemacro-io"))
+}
+
+/// A current-thread runtime driven by a thread of its own for the rest of the process; the
+/// thread parks when there is nothing to do.
+fn start(name: &str) -> Handle {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cachemacro: cannot start a runtime of its own");
+            let _ = tx.send(rt.handle().clone());
+            rt.block_on(std::future::pending::<()>());
+        })
+        .expect("cachemacro: cannot start a thread of its own");
+    rx.recv()
+        .expect("cachemacro: a thread of its own died on start")
+}
+
+/// How many threads run user code ([`spawn_user`]).
+const USER_THREADS: usize = 2;
+
+/// One thread of the user-code pool and how many tasks it runs now.
+struct UserThread {
+    handle: Handle,
+    tasks: Arc<AtomicUsize>,
+}
+
+fn user_threads() -> &'static [UserThread] {
+    static THREADS: OnceLock<Vec<UserThread>> = OnceLock::new();
+    THREADS.get_or_init(|| {
+        (0..USER_THREADS)
+            .map(|_| UserThread {
+                handle: start("cachemacro-user"),
+                tasks: Arc::default(),
             })
-            .expect("cachemacro: cannot start its I/O thread");
-        rx.recv().expect("cachemacro: its I/O thread died on start")
+            .collect()
     })
+}
+
+/// Starts `fut`, which runs user code, on the crate's user-code pool (see the module docs)
+/// and does not wait for it: never on the I/O thread, nor on the caller's runtime. It goes
+/// to the pool's thread running the fewest tasks, so a task that blocks its thread holds up
+/// as few others as can be. A panic in it is caught and logged.
+pub(crate) fn spawn_user<F: Future<Output = ()> + Send + 'static>(fut: F) {
+    let thread = user_threads()
+        .iter()
+        .min_by_key(|t| t.tasks.load(Ordering::Relaxed))
+        .expect("the pool has threads");
+    let count = Counted::new(thread.tasks.clone());
+    thread.handle.spawn(async move {
+        let _count = count;
+        if guarded(fut).await.is_none() {
+            tracing::error!("cachemacro: a background task running user code panicked");
+        }
+    });
+}
+
+/// Counts a task for [`spawn_user`]'s placement until it ends.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(tasks: Arc<AtomicUsize>) -> Self {
+        tasks.fetch_add(1, Ordering::Relaxed);
+        Self(tasks)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Polls `fut` in the cache runtime's context, from whatever task awaits this. Returns
@@ -84,8 +154,13 @@ impl<F: Future> Future for Guarded<F> {
     }
 }
 
+/// Whether the current task runs on the cache's own I/O runtime.
+pub(crate) fn on_io_runtime() -> bool {
+    Handle::try_current().is_ok_and(|h| h.id() == handle().id())
+}
+
 /// Starts `fut` as a task on the caller's tokio runtime (where the user's resources live),
-/// or on the cache's own runtime when the caller is not on one.
+/// or on the cache's user-code threads when the caller is not on one.
 pub(crate) fn spawn_here<F>(fut: F)
 where
     F: Future<Output = ()> + Send + 'static,
@@ -94,11 +169,12 @@ where
         Ok(rt) => {
             rt.spawn(fut);
         }
-        Err(_) => spawn(fut),
+        Err(_) => spawn_user(fut), // user code (a source): never on the I/O thread
     }
 }
 
-/// Starts `fut` on the cache's own runtime and does not wait for it.
+/// Starts `fut` on the cache's own I/O runtime and does not wait for it. For the cache's
+/// own I/O only: anything that runs user code goes to [`spawn_user`].
 pub(crate) fn spawn<F>(fut: F)
 where
     F: Future<Output = ()> + Send + 'static,

@@ -176,10 +176,23 @@ where
         self
     }
 
-    /// Starts the buffer; its flusher runs on the cache's own I/O runtime, so it outlives
-    /// the runtime that created it.
+    /// Starts the buffer. Its flusher, and so the sink, runs on the crate's own pool of
+    /// threads for user code: not on the caller's runtime (it outlives the runtime that
+    /// created it) nor on the cache's I/O thread (a sink that blocks its thread cannot stall
+    /// the cache's Redis traffic).
     pub fn build(self) -> WriteBehind<K, V> {
-        let shared = Arc::new(Shared {
+        let shared = self.shared();
+        let flusher = shared.clone();
+        crate::io::spawn_user(async move { flusher.run().await });
+        WriteBehind {
+            alive: Arc::new(Alive(shared.clone())),
+            shared,
+        }
+    }
+
+    /// The buffer's state, without its flusher.
+    fn shared(self) -> Arc<Shared<K, V>> {
+        Arc::new(Shared {
             state: Mutex::new(State {
                 pending: HashMap::new(),
                 order: VecDeque::new(),
@@ -194,13 +207,7 @@ where
             counters: Counters::default(),
             sink: self.sink,
             settings: self.settings,
-        });
-        let flusher = shared.clone();
-        crate::io::spawn(async move { flusher.run().await });
-        WriteBehind {
-            alive: Arc::new(Alive(shared.clone())),
-            shared,
-        }
+        })
     }
 }
 
@@ -210,8 +217,24 @@ where
 ///
 /// Bounded: at most `capacity` keys wait; [`WhenFull`] says what happens beyond. Durable
 /// only once flushed: writes accepted less than a flush interval ago (plus a batch being
-/// written) are lost if the process dies; [`WriteBehind::shutdown`] (or dropping the last
-/// handle) flushes everything first. docs/PATTERNS.md measures the window.
+/// written) are lost if the process dies. docs/PATTERNS.md measures the window.
+///
+/// # Stopping
+///
+/// * [`WriteBehind::shutdown`] stops accepting writes and returns once everything pending
+///   has been written (or given up on after its retries). **Await it before the process
+///   exits**: it is the only way to know the writes are done.
+/// * Dropping the last handle (every clone) without `shutdown` closes the buffer too and
+///   starts a final flush of everything pending, but does not wait for it. That flush runs
+///   to completion in the background on the crate's own threads, so it survives the
+///   runtime the handle was dropped on; it cannot complete if the process exits first
+///   (returning from `main` ends the process, background flush or not). Drop does not
+///   block: waiting there could stall or deadlock the caller's runtime.
+///
+/// The sink runs on the crate's own threads for user code, neither on the caller's runtime
+/// nor on the cache's I/O thread. A client it uses that is bound to a runtime (a connection
+/// pool whose tasks live there) works only while that runtime runs; a sink that holds a
+/// handle of its own buffer keeps the buffer open.
 ///
 /// ```
 /// use cachemacro_runtime::WriteBehind;
@@ -251,7 +274,8 @@ impl<K, V> fmt::Debug for WriteBehind<K, V> {
     }
 }
 
-/// Closes the buffer when the last user handle goes: the flusher drains it and stops.
+/// Closes the buffer when the last user handle goes: the flusher, on the crate's own
+/// threads, drains it in the background and stops. Dropping does not wait for that.
 struct Alive<K, V>(Arc<Shared<K, V>>);
 
 impl<K, V> Drop for Alive<K, V> {
@@ -272,13 +296,20 @@ struct Counters {
     dropped: AtomicU64,
 }
 
+/// A key's pending write: the latest value, and the sequence number of the oldest write of
+/// the key not yet handed to the sink (what `flush()` waits for: a later write that
+/// replaces the value does not make the earlier one flushed).
+struct Slot<V> {
+    value: V,
+    first_seq: u64,
+}
+
 struct State<K, V> {
-    /// key → (latest value, sequence number of that write)
-    pending: HashMap<K, (V, u64)>,
-    /// Keys in the order of their first pending write.
+    pending: HashMap<K, Slot<V>>,
+    /// Every pending key once, in the order of its first pending write.
     order: VecDeque<K>,
     next_seq: u64,
-    /// Lowest sequence number in the batch being written, if any.
+    /// Lowest `first_seq` in the batch being written, if any.
     in_flight: Option<u64>,
     /// `flush()` asked for everything pending to be written now.
     flush_requested: bool,
@@ -339,27 +370,28 @@ where
                 }
                 let _ = tokio::time::timeout(deadline - now, self.wake.notified()).await;
             }
-            let (batch, closed) = {
+            let (batch, finished) = {
                 let mut s = self.lock();
                 let n = s.order.len().min(self.settings.max_batch);
                 let mut batch = Vec::with_capacity(n);
                 let mut lowest = u64::MAX;
-                for _ in 0..n {
+                while batch.len() < n {
                     let Some(k) = s.order.pop_front() else { break };
-                    if let Some((v, seq)) = s.pending.remove(&k) {
-                        lowest = lowest.min(seq);
-                        batch.push((k, v));
+                    if let Some(slot) = s.pending.remove(&k) {
+                        lowest = lowest.min(slot.first_seq);
+                        batch.push((k, slot.value));
                     }
                 }
                 s.in_flight = (!batch.is_empty()).then_some(lowest);
                 if s.pending.is_empty() {
                     s.flush_requested = false;
                 }
-                (batch, s.closed)
+                // Closed: drain until nothing is pending, then stop.
+                (batch, s.closed && s.pending.is_empty())
             };
             self.progress.notify_waiters(); // room freed
             if batch.is_empty() {
-                if closed {
+                if finished {
                     break;
                 }
                 continue;
@@ -434,69 +466,69 @@ where
     /// Accepts a write. Returns at once unless the buffer is full and the policy is
     /// [`WhenFull::Wait`].
     pub async fn write(&self, key: K, value: V) -> Result<(), WriteError> {
+        let shared = &*self.shared;
+        let counters = &shared.counters;
         let mut value = Some(value);
         loop {
-            let wait = {
-                let mut s = self.shared.lock();
+            let progress = shared.progress.notified();
+            tokio::pin!(progress);
+            {
+                // One critical section decides and applies the write, so racing writers of
+                // one new key make one slot and one place in the flush order.
+                let mut guard = shared.lock();
+                let s = &mut *guard;
                 if s.closed {
                     return Err(WriteError::Closed);
                 }
                 let seq = s.next_seq;
                 if let Some(slot) = s.pending.get_mut(&key) {
-                    *slot = (value.take().expect("written once"), seq);
+                    slot.value = value.take().expect("written once");
                     s.next_seq += 1;
-                    self.shared.counters.accepted.fetch_add(1, Relaxed);
-                    self.shared.counters.coalesced.fetch_add(1, Relaxed);
+                    counters.accepted.fetch_add(1, Relaxed);
+                    counters.coalesced.fetch_add(1, Relaxed);
                     return Ok(());
                 }
-                if s.pending.len() >= self.shared.settings.capacity {
-                    match self.shared.settings.when_full {
-                        WhenFull::DropNewest => {
-                            self.shared.counters.dropped.fetch_add(1, Relaxed);
-                            return Err(WriteError::Full);
-                        }
-                        WhenFull::DropOldest => {
-                            if let Some(old) = s.order.pop_front() {
-                                s.pending.remove(&old);
-                                self.shared.counters.dropped.fetch_add(1, Relaxed);
-                            }
-                            None
-                        }
-                        WhenFull::Wait => {
-                            let progress = self.shared.progress.notified();
-                            Some(progress)
+                let full = s.pending.len() >= shared.settings.capacity;
+                let policy = shared.settings.when_full;
+                if full && policy == WhenFull::DropNewest {
+                    counters.dropped.fetch_add(1, Relaxed);
+                    return Err(WriteError::Full);
+                }
+                if full && policy == WhenFull::Wait {
+                    // Registered before the lock is released, so the flusher's next "room
+                    // freed" reaches this writer; waits below, then tries again.
+                    progress.as_mut().enable();
+                } else {
+                    if full {
+                        // WhenFull::DropOldest
+                        if let Some(old) = s.order.pop_front() {
+                            s.pending.remove(&old);
+                            counters.dropped.fetch_add(1, Relaxed);
                         }
                     }
-                } else {
-                    None
+                    s.next_seq += 1;
+                    let slot = Slot {
+                        value: value.take().expect("written once"),
+                        first_seq: seq,
+                    };
+                    s.pending.insert(key.clone(), slot);
+                    s.order.push_back(key);
+                    counters.accepted.fetch_add(1, Relaxed);
+                    if s.pending.len() >= shared.settings.max_batch {
+                        shared.wake.notify_one();
+                    }
+                    return Ok(());
                 }
-            };
-            if let Some(progress) = wait {
-                tokio::pin!(progress);
-                progress.as_mut().enable();
-                // Re-check after registering, then wait for the flusher to make room.
-                if self.shared.lock().pending.len() >= self.shared.settings.capacity {
-                    self.shared.wake.notify_one();
-                    progress.await;
-                }
-                continue;
             }
-            let mut s = self.shared.lock();
-            let seq = s.next_seq;
-            s.next_seq += 1;
-            s.pending
-                .insert(key.clone(), (value.take().expect("written once"), seq));
-            s.order.push_back(key);
-            self.shared.counters.accepted.fetch_add(1, Relaxed);
-            if s.pending.len() >= self.shared.settings.max_batch {
-                self.shared.wake.notify_one();
-            }
-            return Ok(());
+            shared.wake.notify_one();
+            progress.await;
         }
     }
 
     /// Waits until every write accepted before this call has been written (or given up
-    /// on). Writes accepted meanwhile do not hold it up.
+    /// on): for each key written before the call, a batch holding that write or a later
+    /// one of the key has been handed to the sink and finished. Writes accepted meanwhile
+    /// do not hold it up.
     pub async fn flush(&self) {
         let upto = {
             let mut s = self.shared.lock();
@@ -509,7 +541,7 @@ where
             progress.as_mut().enable();
             {
                 let s = self.shared.lock();
-                let waiting = s.pending.values().any(|&(_, seq)| seq < upto)
+                let waiting = s.pending.values().any(|slot| slot.first_seq < upto)
                     || s.in_flight.is_some_and(|low| low < upto);
                 if !waiting || s.done {
                     return;
@@ -520,8 +552,10 @@ where
         }
     }
 
-    /// Stops accepting writes, flushes everything pending (retries included) and returns
-    /// the final counters.
+    /// Stops accepting writes (for every clone), flushes everything pending (retries
+    /// included) and returns the final counters once the flusher is done. Await it before
+    /// the process exits; dropping the handles instead does not wait (see
+    /// [Stopping](WriteBehind#stopping)).
     pub async fn shutdown(self) -> WriteBehindStats {
         self.shared.lock().closed = true;
         self.shared.wake.notify_one();
@@ -541,5 +575,45 @@ where
     /// The buffer's counters.
     pub fn stats(&self) -> WriteBehindStats {
         self.shared.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A closed buffer's flusher stops only once nothing is pending, even if the flush
+    /// order holds keys that are no longer pending (it once stopped at the first batch that
+    /// came out empty, losing the writes behind it).
+    #[tokio::test]
+    async fn a_closed_buffer_drains_everything_pending_before_its_flusher_stops() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let shared = WriteBehind::builder({
+            let written = written.clone();
+            move |batch: Vec<(u32, u32)>| {
+                written.lock().unwrap().extend(batch);
+                async { Ok::<_, std::io::Error>(()) }
+            }
+        })
+        .max_batch(1)
+        .shared();
+        {
+            let mut s = shared.lock();
+            s.order.push_back(1); // no longer pending
+            s.pending.insert(
+                2,
+                Slot {
+                    value: 20,
+                    first_seq: 0,
+                },
+            );
+            s.order.push_back(2);
+            s.closed = true;
+        }
+        tokio::time::timeout(Duration::from_secs(10), shared.clone().run())
+            .await
+            .expect("the flusher stops");
+        assert_eq!(*written.lock().unwrap(), vec![(2, 20)]);
+        assert!(shared.lock().done);
     }
 }
