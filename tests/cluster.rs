@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use cachemacro_runtime::{cached, configure, Config};
+use cachemacro_runtime::{cached, configure, BackendConfig, Config};
 use common::child::{eventually, slowest_us, Proc};
 use common::redis::Cluster;
 use common::until_real;
@@ -23,7 +23,9 @@ fn cluster() -> &'static Cluster {
                 .redis_url(c.url())
                 .prefix("cl:")
                 .op_timeout(Duration::from_secs(1))
-                .heartbeat(Duration::from_millis(100)),
+                .heartbeat(Duration::from_millis(100))
+                // One node's URL: the cache finds out it is a cluster.
+                .backend("single", BackendConfig::redis(c.nodes[0].url())),
         )
         .unwrap();
         c
@@ -170,4 +172,89 @@ fn xfetch_keeps_a_hot_key_warm_on_a_cluster() {
         (2..=5).contains(&loads),
         "{loads} loads in 5 s of a 2 s value"
     );
+}
+
+// ---- keys with braces, and a cluster given by one URL ------------------------------------------
+
+static BRACED: AtomicU32 = AtomicU32::new(0);
+
+#[cached(ttl = 60, key = "{acct:<id>}:profile", backend = redis)]
+async fn braced(id: u64) -> u64 {
+    BRACED.fetch_add(1, SeqCst);
+    id
+}
+
+static EMPTY_TAG: AtomicU32 = AtomicU32::new(0);
+
+/// With `name = ""` the key is `cl:x{}y`: an empty hash tag, so Redis hashes the whole key.
+#[cached(ttl = 60, key = "x{<name>}y", backend = redis, stampede = lock)]
+async fn empty_tag(name: String) -> usize {
+    EMPTY_TAG.fetch_add(1, SeqCst);
+    name.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_with_braces_are_cached_and_invalidated() {
+    cluster();
+    for id in 0..30 {
+        assert_eq!(braced(id).await, id);
+        assert_eq!(braced(id).await, id);
+    }
+    assert_eq!(BRACED.load(SeqCst), 30, "{:?}", braced_stats());
+    braced_invalidate(3).await.unwrap();
+    assert_eq!(braced(3).await, 3);
+    assert_eq!(BRACED.load(SeqCst), 31);
+
+    for name in ["", "n", "{"] {
+        let n = EMPTY_TAG.load(SeqCst);
+        assert_eq!(empty_tag(name.into()).await, name.len());
+        assert_eq!(empty_tag(name.into()).await, name.len());
+        assert_eq!(
+            EMPTY_TAG.load(SeqCst),
+            n + 1,
+            "a hit: {:?}",
+            empty_tag_stats()
+        );
+        empty_tag_invalidate(name.into()).await.unwrap();
+        assert_eq!(empty_tag(name.into()).await, name.len());
+        assert_eq!(EMPTY_TAG.load(SeqCst), n + 2, "invalidated");
+    }
+    assert_eq!(braced_stats().backend_errors, 0, "{:?}", braced_stats());
+    assert_eq!(
+        empty_tag_stats().backend_errors,
+        0,
+        "{:?}",
+        empty_tag_stats()
+    );
+    assert!(cachemacro_runtime::health().iter().all(|h| h.reachable));
+}
+
+static SINGLE: AtomicU32 = AtomicU32::new(0);
+
+#[cached(ttl = 60, key = "one:<id>", backend = "single")]
+async fn single(id: u64) -> u64 {
+    SINGLE.fetch_add(1, SeqCst);
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_given_by_one_url_is_used_as_a_cluster() {
+    let c = cluster();
+    for id in 0..60 {
+        assert_eq!(single(id).await, id);
+    }
+    for id in 0..60 {
+        assert_eq!(single(id).await, id);
+    }
+    let s = single_stats();
+    assert_eq!((s.loads, s.backend_errors), (60, 0), "{s:?}");
+    single_invalidate(7).await.unwrap();
+    assert_eq!(single(7).await, 7);
+    assert_eq!(SINGLE.load(SeqCst), 61);
+    let homes = c
+        .nodes
+        .iter()
+        .filter(|n| n.cli(&["keys", "cl:one:*"]).lines().count() > 0)
+        .count();
+    assert_eq!(homes, 3, "the keys are spread over the three masters");
 }

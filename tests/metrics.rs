@@ -27,6 +27,9 @@ async fn stats_are_exported_through_the_metrics_facade() {
         r#"cachemacro_hit_ratio{function="catalogue"} 0.5"#,
         r#"cachemacro_evictions_total{function="catalogue"} 0"#,
         r#"cachemacro_stampede_signal_total{function="catalogue"} 0"#,
+        r#"cachemacro_stampede_escapes_total{function="catalogue"} 0"#,
+        r#"cachemacro_stampede_absorbed_total{function="catalogue"} 0"#,
+        r#"cachemacro_oversized_total{function="catalogue"} 0"#,
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }

@@ -107,3 +107,28 @@ fn a_process_that_loses_its_subscription_stops_trusting_its_l1() {
     );
     assert!(a.stat("tiered", "hits") > 0);
 }
+
+#[test]
+fn after_a_put_in_one_process_another_does_not_serve_its_refresh_in_flight() {
+    let server = Server::start();
+    let mut a = Proc::start(&server.url(), "mp9:");
+    let mut b = Proc::start(&server.url(), "mp9:");
+    assert_eq!(b.version("soft", 1), 1);
+    a.cmd("get soft 0");
+    a.wait_subscribed();
+    b.wait_subscribed();
+    std::thread::sleep(Duration::from_millis(1200)); // past soft_ttl
+                                                     // B serves the stale value at once and refreshes it slowly, reading the old version.
+    b.cmd("delay 3000");
+    assert_eq!(b.version("soft", 1), 1, "stale, at once");
+    // A writes the new value while B's refresh is in flight.
+    assert_eq!(a.cmd("put soft 1 2"), "ok");
+    std::thread::sleep(Duration::from_millis(300)); // the backplane message
+    b.send("get soft 1");
+    let answer = b.answer_within(10);
+    assert_eq!(
+        answer.split(':').nth(1),
+        Some("2"),
+        "B read the put value, it did not wait for its older refresh: {answer}"
+    );
+}

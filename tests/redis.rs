@@ -252,11 +252,11 @@ async fn invalidate_tag_makes_every_value_with_the_tag_a_miss_in_redis() {
     }
     assert_eq!(TAG_CALLS.load(SeqCst), 3);
     cachemacro_runtime::invalidate_tag("org:1").await.unwrap();
-    assert_eq!(
-        s.cli(&["get", "it:cachemacro:tag:org:1"]),
-        "1",
-        "a version, not a scan"
-    );
+    let version: u64 = s
+        .cli(&["get", "it:cm:tag org:1"])
+        .parse()
+        .expect("a version, not a scan");
+    assert!(version > 0);
     for (o, i) in [(1, 1), (1, 2), (2, 1)] {
         member(o, i).await;
     }

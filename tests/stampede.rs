@@ -109,6 +109,18 @@ fn xfetch_keeps_a_hot_key_warm_across_processes_with_about_one_load_per_expiry()
 }
 
 #[test]
+fn xfetch_on_the_redis_backend_never_makes_a_reader_wait_after_the_cold_start() {
+    let _serial = serial();
+    let (misses, loads, slowest) = hot_key("xfetched_remote", "st5:");
+    assert_eq!(misses, 1, "only the cold start missed");
+    assert!(
+        slowest < Duration::from_millis(60),
+        "no reader waited on the 100 ms source, not even on a refresh in flight: slowest {slowest:?}"
+    );
+    assert!((3..=6).contains(&loads), "{loads} loads");
+}
+
+#[test]
 fn negative_control_a_plain_ttl_makes_readers_wait_at_every_expiry() {
     let _serial = serial();
     let (misses, _loads, slowest) = hot_key("plain_ttl", "st4:");

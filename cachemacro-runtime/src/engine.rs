@@ -31,7 +31,7 @@ use crate::entry::{Entry, Freshness, TagStamp};
 use crate::error::Error;
 use crate::flight::{Flights, Landed, Leader, Role};
 use crate::invalidate::{tags as tag_clock, Generations};
-use crate::kind::{ErrorSharing, Kind};
+use crate::kind::{Hooks, Kind};
 use crate::policy::{Backend, Policy, Site, Stampede};
 use crate::stats::{self, Counter, Recorder, Stats};
 use crate::store::memory::MemoryStore;
@@ -70,9 +70,30 @@ pub struct Engine<R, K: Kind<R>> {
     broken: Option<String>,
     flights: Arc<Flights<K::Value>>,
     gens: Generations,
-    /// How errors reach waiters of a failed load (set by the first call).
-    errors: OnceLock<Option<ErrorSharing<K::Error>>>,
+    /// Loads running now, by key: a second one of the same key is a stampede escape.
+    loading: Mutex<HashMap<String, u32>>,
+    /// What the expansion found out about the function's types.
+    hooks: Hooks<K::Value, K::Error>,
     _r: PhantomData<fn() -> R>,
+}
+
+/// What a load saw of the key's invalidation state when it started: its local generation
+/// and the tag epoch. A result is current while neither moved for the key and its tags.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Snapshot {
+    pub generation: u64,
+    pub stamp: u64,
+}
+
+/// How a store decides whether it may write L1.
+#[derive(Debug, Clone, Copy)]
+enum Guard {
+    /// A load: only if nothing invalidated the key since the snapshot.
+    Load(Snapshot),
+    /// A put or `*_refresh`: it supersedes older loads. After the remote write, the key's
+    /// generation moves on from `expected` (so a reader that read the older value from
+    /// Redis cannot put it back in L1), unless an invalidation moved it first.
+    Put { expected: u64, stamp: u64 },
 }
 
 /// What a look-up in L1 decided.
@@ -94,6 +115,10 @@ enum Lookup<V: Clone> {
 pub(crate) struct LoadCtx<V> {
     /// The key's Redis generation when the load started (`None`: unknown, do not write L2).
     pub l2_generation: Option<u64>,
+    /// When that generation was asked for. A generation is remembered in Redis for
+    /// `generation_retention`; a load older than that cannot prove that no invalidation
+    /// happened, so it does not write.
+    pub read_at: std::time::Instant,
     /// Redis versions of the call's tags when the load started.
     pub tag_versions: Vec<u64>,
     /// A value that may stand in for a failing source.
@@ -110,6 +135,7 @@ impl<V> LoadCtx<V> {
     fn local(fallback: Option<Arc<Entry<V>>>) -> Self {
         Self {
             l2_generation: None,
+            read_at: std::time::Instant::now(),
             tag_versions: Vec::new(),
             fallback,
             lock: None,
@@ -128,6 +154,9 @@ enum Stored {
     Superseded,
     /// L2 could not be written (L1 was).
     RemoteFailed,
+    /// Too large for L2: not stored there, and the key's previous value removed (L1 was
+    /// written).
+    TooLarge,
 }
 
 /// What one round of the miss path leaves to do.
@@ -139,13 +168,14 @@ enum Miss<V: Clone, E> {
     /// The flight was abandoned: go round again.
     Retry,
     /// Call the source under this flight (if any) with this context.
-    Load(Option<Leader<V>>, LoadCtx<V>),
+    Load(Option<Leader<V>>, LoadCtx<V>, Snapshot),
     /// L2 had a value due for a refresh (stale, or XFetch-early).
     Stale {
         leader: Option<Leader<V>>,
         value: V,
         early: bool,
         ctx: LoadCtx<V>,
+        snap: Snapshot,
     },
 }
 
@@ -172,7 +202,11 @@ pub(crate) enum Fetched<V> {
 }
 
 impl<R: 'static, K: Kind<R>> Engine<R, K> {
-    fn new(policy: Policy, codec: Option<ValueCodec<K::Value>>) -> Self {
+    fn new(
+        policy: Policy,
+        codec: Option<ValueCodec<K::Value>>,
+        hooks: Hooks<K::Value, K::Error>,
+    ) -> Self {
         let stats = Arc::new(Recorder::new(policy.display_name()));
         let on_evict = {
             let stats = stats.clone();
@@ -200,7 +234,8 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
             policy,
             flights: Arc::new(Flights::new()),
             gens: Generations::new(),
-            errors: OnceLock::new(),
+            loading: Mutex::new(HashMap::new()),
+            hooks,
             _r: PhantomData,
         }
     }
@@ -242,8 +277,8 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
     }
 
     #[inline]
-    fn lookup(&self, key: &str, now: Instant) -> Lookup<K::Value> {
-        let Some(entry) = self.local().and_then(|l1| l1.get(key)) else {
+    fn lookup(&self, l1: &MemoryStore<K::Value>, key: &str, now: Instant) -> Lookup<K::Value> {
+        let Some(entry) = l1.get(key) else {
             return Lookup::Miss { fallback: None };
         };
         match entry.freshness(now) {
@@ -262,26 +297,14 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                 self.stats.hit(false, || now.elapsed());
                 Lookup::Hit(entry.value.clone())
             }
-            Freshness::Stale => {
-                if let Some(leader) = self.flights.try_lead(key) {
-                    return Lookup::Refresh {
-                        leader,
-                        entry,
-                        early: false,
-                    };
-                }
-                self.stats.hit(true, || now.elapsed());
-                Lookup::Hit(entry.value.clone())
-            }
+            Freshness::Stale => self.due(key, entry, false, now),
             Freshness::Expired => {
                 let keep = self
                     .policy
                     .fail_safe
                     .is_some_and(|w| entry.within_fail_safe(now, w));
                 if !keep {
-                    if let Some(l1) = &self.l1 {
-                        l1.remove_entry(key, &entry);
-                    }
+                    l1.remove_entry(key, &entry);
                 }
                 Lookup::Miss {
                     fallback: keep.then_some(entry),
@@ -290,16 +313,84 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         }
     }
 
-    /// `backend = redis` (no L1): the hit path reads Redis before any flight, so hits of
-    /// different callers never wait on each other; only misses coalesce.
-    async fn peek(&self, key: &str, tags: &[String]) -> Option<K::Value> {
+    /// A value due for a refresh (stale, or XFetch-early): this caller leads the key's one
+    /// refresh if none is in flight; either way it is served at once.
+    fn due(
+        &self,
+        key: &str,
+        entry: Arc<Entry<K::Value>>,
+        early: bool,
+        now: Instant,
+    ) -> Lookup<K::Value> {
+        if let Some(leader) = self.flights.try_lead(key) {
+            return Lookup::Refresh {
+                leader,
+                entry,
+                early,
+            };
+        }
+        self.stats.hit(!early, || now.elapsed());
+        Lookup::Hit(entry.value.clone())
+    }
+
+    /// The hit path: L1 when it may be read, else (`backend = redis`, or `tiered` while its
+    /// backplane is down) one Redis read before any flight, so hits of different callers
+    /// never wait on each other, and neither do stale reads: a stale or XFetch-due value is
+    /// served at once while one refresh per key runs.
+    async fn hit_path(&self, key: &str, tags: &[String], now: Instant) -> Lookup<K::Value> {
+        if let Some(l1) = self.local() {
+            return self.lookup(l1, key, now);
+        }
         match &self.remote {
             #[cfg(feature = "redis")]
-            Some(remote) if self.l1.is_none() => remote.peek(self, key, tags).await,
+            Some(remote) => match remote.peek(self, key, tags).await {
+                remote::Peeked::Fresh(v) => Lookup::Hit(v),
+                remote::Peeked::Due { entry, early } => self.due(key, entry, early, now),
+                remote::Peeked::Expired(entry) => Lookup::Miss {
+                    fallback: Some(entry),
+                },
+                remote::Peeked::Miss => Lookup::Miss { fallback: None },
+            },
             _ => {
-                let _ = (key, tags);
-                None
+                let _ = tags;
+                Lookup::Miss { fallback: None }
             }
+        }
+    }
+
+    /// What a load (or a read that fills L1) must check before its result is trusted.
+    pub(crate) fn snapshot(&self, key: &str) -> Snapshot {
+        Snapshot {
+            generation: self.gens.of(key),
+            stamp: tag_clock().epoch(),
+        }
+    }
+
+    /// Whether nothing invalidated `key` (or one of `tags`) since `snap`.
+    fn current(&self, key: &str, tags: &[String], snap: Snapshot) -> bool {
+        self.gens.of(key) == snap.generation && !tag_clock().any_invalidated_after(tags, snap.stamp)
+    }
+
+    /// Lands `leader`'s flight with `value` if it is still current, else tells the waiters
+    /// to go round again: a caller that joined after an invalidation never gets the value
+    /// it invalidated.
+    fn land(
+        &self,
+        leader: Option<Leader<K::Value>>,
+        key: &str,
+        tags: &[String],
+        snap: Snapshot,
+        value: &K::Value,
+        cached: bool,
+    ) {
+        if let Some(l) = leader {
+            l.land_with(|| {
+                if self.current(key, tags, snap) {
+                    Landed::Value(value.clone(), cached)
+                } else {
+                    Landed::Superseded
+                }
+            });
         }
     }
 
@@ -318,6 +409,7 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         self: &Arc<Self>,
         key: &str,
         tags: &[String],
+        snap: Snapshot,
         fallback: Option<Arc<Entry<K::Value>>>,
     ) -> Fetched<K::Value> {
         if self.broken.is_some() {
@@ -325,28 +417,22 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         }
         match &self.remote {
             #[cfg(feature = "redis")]
-            Some(remote) => remote.fetch(self, key, tags, fallback).await,
+            Some(remote) => remote.fetch(self, key, tags, snap, fallback).await,
             _ => {
-                let _ = (key, tags);
+                let _ = (key, tags, snap);
                 Fetched::Miss(LoadCtx::local(fallback))
             }
         }
     }
 
     /// Cache-aside for a source whose future borrows the caller's arguments.
-    pub async fn get<F, Fut>(
-        self: &Arc<Self>,
-        key: String,
-        tags: Vec<String>,
-        errors: Option<ErrorSharing<K::Error>>,
-        source: F,
-    ) -> R
+    pub async fn get<F, Fut>(self: &Arc<Self>, key: String, tags: Vec<String>, source: F) -> R
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = R>,
     {
         let now = Instant::now();
-        let fallback = match self.lookup(&key, now) {
+        let fallback = match self.hit_path(&key, &tags, now).await {
             Lookup::Hit(v) => return K::join(v),
             Lookup::Refresh {
                 leader,
@@ -355,20 +441,19 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
             } => {
                 // The source cannot outlive this call: the winner refreshes in its own task.
                 let from = RefreshFrom::Stale(entry.clone());
+                let snap = self.snapshot(&key);
                 let Some(ctx) = self.refresh_context(&key, &tags, from).await else {
                     // Another process refreshes it: serve what we have.
                     self.stats.hit(!early, || now.elapsed());
                     return K::join(entry.value.clone());
                 };
                 self.count_refresh(early);
-                return self.load(Some(leader), key, tags, source(), ctx).await;
+                return self
+                    .load(Some(leader), key, tags, source(), ctx, Guard::Load(snap))
+                    .await;
             }
             Lookup::Miss { fallback } => fallback,
         };
-        if let Some(v) = self.peek(&key, &tags).await {
-            return K::join(v);
-        }
-        self.errors.get_or_init(|| errors);
         let mut fallback = fallback;
         let mut joined = false;
         loop {
@@ -376,25 +461,28 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                 Miss::Done(v) => return K::join(v),
                 Miss::Fail(e) => return K::fail(e),
                 Miss::Retry => continue,
-                Miss::Load(leader, ctx) => {
-                    return self.load(leader, key, tags, source(), ctx).await;
+                Miss::Load(leader, ctx, snap) => {
+                    return self
+                        .load(leader, key, tags, source(), ctx, Guard::Load(snap))
+                        .await;
                 }
                 Miss::Stale {
                     leader,
                     value,
                     early,
                     ctx,
+                    snap,
                 } => {
                     // Stale in L2: this caller refreshes (it holds the flight), unless
                     // another process does.
                     let from = RefreshFrom::Known(ctx);
                     if let Some(ctx) = self.refresh_context(&key, &tags, from).await {
                         self.count_refresh(early);
-                        return self.load(leader, key, tags, source(), ctx).await;
+                        return self
+                            .load(leader, key, tags, source(), ctx, Guard::Load(snap))
+                            .await;
                     }
-                    if let Some(l) = leader {
-                        l.land(Landed::Value(value.clone(), true));
-                    }
+                    self.land(leader, &key, &tags, snap, &value, true);
                     return K::join(value);
                 }
             }
@@ -407,7 +495,6 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         self: &Arc<Self>,
         key: String,
         tags: Vec<String>,
-        errors: Option<ErrorSharing<K::Error>>,
         source: F,
     ) -> R
     where
@@ -416,7 +503,7 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         R: Send,
     {
         let now = Instant::now();
-        let fallback = match self.lookup(&key, now) {
+        let fallback = match self.hit_path(&key, &tags, now).await {
             Lookup::Hit(v) => return K::join(v),
             Lookup::Refresh {
                 leader,
@@ -430,10 +517,6 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
             }
             Lookup::Miss { fallback } => fallback,
         };
-        if let Some(v) = self.peek(&key, &tags).await {
-            return K::join(v);
-        }
-        self.errors.get_or_init(|| errors);
         let mut fallback = fallback;
         let mut joined = false;
         loop {
@@ -441,10 +524,11 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                 Miss::Done(v) => return K::join(v),
                 Miss::Fail(e) => return K::fail(e),
                 Miss::Retry => continue,
-                Miss::Load(leader, ctx) => {
+                Miss::Load(leader, ctx, snap) => {
                     let this = self.clone();
                     return Detach::new(async move {
-                        this.load(leader, key, tags, source(), ctx).await
+                        this.load(leader, key, tags, source(), ctx, Guard::Load(snap))
+                            .await
                     })
                     .await;
                 }
@@ -453,10 +537,9 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                     value,
                     early,
                     ctx,
+                    snap,
                 } => {
-                    if let Some(l) = leader {
-                        l.land(Landed::Value(value.clone(), true));
-                    }
+                    self.land(leader, &key, &tags, snap, &value, true);
                     if let Some(l) = self.flights.try_lead(&key) {
                         self.refresh_job(l, key, tags, source, early, RefreshFrom::Known(ctx));
                     }
@@ -485,36 +568,38 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                     }
                     Landed::Failed(shared) => {
                         self.stats.incr(Counter::Misses);
-                        let restore = self.errors.get().copied().flatten().map(|s| s.restore);
+                        let restore = self.hooks.errors.map(|s| s.restore);
                         match shared.as_deref().zip(restore).and_then(|(e, r)| r(e)) {
                             // The leader's error is ours too: one source call for all.
                             Some(error) => Miss::Fail(error),
                             // It cannot be shared: call our own source, alone.
-                            None => Miss::Load(None, LoadCtx::local(fallback.take())),
+                            None => Miss::Load(
+                                None,
+                                LoadCtx::local(fallback.take()),
+                                self.snapshot(key),
+                            ),
                         }
                     }
-                    Landed::Abandoned => Miss::Retry,
+                    // The leader went away, or its result was invalidated while it ran:
+                    // go round again (a new flight).
+                    Landed::Abandoned | Landed::Superseded => Miss::Retry,
                 };
             }
             Some(Role::Leader(l)) => Some(l),
             None => None,
         };
-        let land = |leader: Option<Leader<K::Value>>, v: &K::Value| {
-            if let Some(l) = leader {
-                l.land(Landed::Value(v.clone(), true));
-            }
-        };
+        let snap = self.snapshot(key);
         if let Some(v) = self.recheck(key) {
-            land(leader, &v);
+            self.land(leader, key, tags, snap, &v, true);
             return Miss::Done(v);
         }
-        let ctx = match self.fetch(key, tags, fallback.take()).await {
+        let ctx = match self.fetch(key, tags, snap, fallback.take()).await {
             Fetched::Hit {
                 value,
                 refresh: None,
                 ..
             } => {
-                land(leader, &value);
+                self.land(leader, key, tags, snap, &value, true);
                 return Miss::Done(value);
             }
             Fetched::Hit {
@@ -527,6 +612,7 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                     value,
                     early,
                     ctx,
+                    snap,
                 }
             }
             Fetched::Miss(ctx) => ctx,
@@ -534,10 +620,10 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         match self.lock_or_wait(key, tags, ctx).await {
             Ok(ctx) => {
                 self.stats.incr(Counter::Misses);
-                Miss::Load(leader, ctx)
+                Miss::Load(leader, ctx, snap)
             }
             Err(value) => {
-                land(leader, &value);
+                self.land(leader, key, tags, snap, &value, true);
                 Miss::Done(value)
             }
         }
@@ -567,12 +653,14 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         R: Send,
     {
         let this = self.clone();
+        let snap = self.snapshot(&key);
         crate::io::spawn_here(async move {
             let Some(ctx) = this.refresh_context(&key, &tags, from).await else {
                 return; // another process refreshes; the flight is released
             };
             this.count_refresh(early);
-            this.load(Some(leader), key, tags, source(), ctx).await;
+            this.load(Some(leader), key, tags, source(), ctx, Guard::Load(snap))
+                .await;
         });
     }
 
@@ -587,9 +675,12 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
     ) -> Result<LoadCtx<K::Value>, K::Value> {
         match &self.remote {
             #[cfg(feature = "redis")]
-            Some(remote)
-                if self.policy.stampede >= Stampede::Lock && ctx.l2_generation.is_some() =>
-            {
+            Some(remote) if self.policy.stampede >= Stampede::Lock => {
+                if ctx.l2_generation.is_none() {
+                    // Redis did not answer the read: no lock either, an escape.
+                    self.stats.incr(Counter::StampedeEscapes);
+                    return Ok(ctx);
+                }
                 match remote.lock_or_wait(self, key, tags, ctx).await {
                     remote::Locked::Proceed(ctx) => Ok(ctx),
                     remote::Locked::Got(value) => Err(value),
@@ -668,8 +759,23 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         Some(role)
     }
 
-    /// Calls the source and stores its result unless `key` was invalidated meanwhile.
-    /// `ctx.fallback` stands in for an `Err` (a stale value, or fail-safe).
+    /// Registers a load of `key` for as long as the guard lives; a load that starts while
+    /// another of the same key runs is a stampede escape.
+    fn loading(&self, key: &str) -> Loading<'_> {
+        let mut running = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        let n = running.entry(key.to_owned()).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            self.stats.incr(Counter::StampedeEscapes);
+        }
+        Loading {
+            map: &self.loading,
+            key: key.to_owned(),
+        }
+    }
+
+    /// Calls the source and stores its result unless `key` was invalidated meanwhile
+    /// (`guard`). `ctx.fallback` stands in for an `Err` (a stale value, or fail-safe).
     async fn load<Fut>(
         &self,
         leader: Option<Leader<K::Value>>,
@@ -677,12 +783,11 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         tags: Vec<String>,
         source: Fut,
         ctx: LoadCtx<K::Value>,
+        guard: Guard,
     ) -> R
     where
         Fut: Future<Output = R>,
     {
-        let generation = self.gens.of(&key);
-        let stamp = tag_clock().epoch();
         let span = tracing::debug_span!(
             "cachemacro.load",
             function = %self.stats.name(),
@@ -690,6 +795,7 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
             locked = ctx.lock.is_some(),
         );
         let source = tracing::Instrument::instrument(source, span);
+        let loading = self.loading(&key);
         let started = Instant::now();
         // With fail-safe and a value to fall back on, a panicking source is a failure too.
         let result = if ctx.fallback.is_some() && self.policy.fail_safe.is_some() {
@@ -698,27 +804,37 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
             Ok(source.await)
         };
         let delta = started.elapsed();
+        drop(loading);
         let value = match result.map(K::split) {
             Ok(Ok(value)) => value,
-            Ok(Err(error)) => return self.failed(leader, ctx, Ok(error), delta),
-            Err(panic) => return self.failed(leader, ctx, Err(panic), delta),
+            Ok(Err(error)) => {
+                return self.failed(leader, &key, &tags, ctx, Ok(error), delta, guard)
+            }
+            Err(panic) => return self.failed(leader, &key, &tags, ctx, Err(panic), delta, guard),
         };
         self.stats.load(false, delta);
-        self.store(&key, tags, &value, delta, generation, stamp, &ctx)
-            .await;
+        let stored = self.store(&key, &tags, &value, delta, guard, &ctx).await;
         if let Some(leader) = leader {
-            leader.land(Landed::Value(value.clone(), false));
+            match (stored, guard) {
+                (Stored::Superseded, _) => leader.land(Landed::Superseded),
+                (_, Guard::Load(snap)) => self.land(Some(leader), &key, &tags, snap, &value, false),
+                (_, Guard::Put { .. }) => leader.land(Landed::Value(value.clone(), false)),
+            }
         }
         K::join(value)
     }
 
     /// A failed load: the fallback if there is one, else the error (or the panic, resumed).
+    #[allow(clippy::too_many_arguments)]
     fn failed(
         &self,
         leader: Option<Leader<K::Value>>,
+        key: &str,
+        tags: &[String],
         ctx: LoadCtx<K::Value>,
         failure: Result<K::Error, Box<dyn Any + Send>>,
         delta: Duration,
+        guard: Guard,
     ) -> R {
         self.stats.load(true, delta);
         if let Some(entry) = ctx.fallback {
@@ -728,13 +844,20 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                     "cachemacro: the source panicked; serving the fail-safe value"
                 );
             }
-            if let Some(leader) = leader {
-                leader.land(Landed::Value(entry.value.clone(), true));
+            match guard {
+                // Waiters that joined after an invalidation go round again rather than take
+                // the value it dropped.
+                Guard::Load(snap) => self.land(leader, key, tags, snap, &entry.value, true),
+                Guard::Put { .. } => {
+                    if let Some(l) = leader {
+                        l.land(Landed::Value(entry.value.clone(), true));
+                    }
+                }
             }
             return K::join(entry.value.clone());
         }
         if let Some(leader) = leader {
-            let erase = self.errors.get().copied().flatten().map(|s| s.erase);
+            let erase = self.hooks.errors.map(|s| s.erase);
             let shared = match (&failure, erase) {
                 (Ok(error), Some(erase)) => Some(erase(error)),
                 _ => None,
@@ -757,7 +880,10 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         tags: Vec<String>,
         value: K::Value,
     ) -> Result<(), Error> {
-        let generation = self.gens.bump(&key);
+        if self.is_negative(&value) && !self.policy.cache_none {
+            return self.invalidate(key).await; // a `None` that is not cached: absent
+        }
+        let expected = self.gens.of(&key);
         let stamp = tag_clock().epoch();
         let ctx = match &self.remote {
             #[cfg(feature = "redis")]
@@ -770,15 +896,14 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
             }
             _ => LoadCtx::local(None),
         };
-        if K::is_negative(&value) && !self.policy.cache_none {
-            return self.invalidate(key).await; // a `None` that is not cached: absent
-        }
-        match self
-            .store(&key, tags, &value, Duration::ZERO, generation, stamp, &ctx)
-            .await
-        {
+        let guard = Guard::Put { expected, stamp };
+        let stored = self
+            .store(&key, &tags, &value, Duration::ZERO, guard, &ctx)
+            .await;
+        self.flights.forget(&key); // callers from now on do not join an older load
+        match stored {
             Stored::RemoteFailed => Err(self.put_failed(key, "could not write to Redis").await),
-            Stored::Yes | Stored::Superseded | Stored::NotCached => {
+            Stored::Yes | Stored::Superseded | Stored::NotCached | Stored::TooLarge => {
                 #[cfg(feature = "redis")]
                 if let Some(remote) = &self.remote {
                     if let Err(e) = remote.announce(&key).await {
@@ -788,6 +913,12 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
                         return Err(e);
                     }
                 }
+                if stored == Stored::TooLarge {
+                    return Err(Error::Backend {
+                        backend: "redis",
+                        message: "put: the value is larger than max_value_bytes; the key was invalidated in Redis instead".into(),
+                    });
+                }
                 Ok(())
             }
         }
@@ -795,14 +926,23 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
 
     async fn put_failed(&self, key: String, what: &str) -> Error {
         self.stats.incr(Counter::BackendErrors);
-        let error = Error::Backend {
-            backend: "redis",
-            message: format!("put: {what}; the key was invalidated instead"),
+        let message = match self.invalidate(key).await {
+            Ok(()) => format!("put: {what}; the key was invalidated instead"),
+            Err(e) => {
+                tracing::error!(function = %self.stats.name(), error = %e, "cachemacro: a put failed and so did the invalidation; other processes may serve the old value until it expires");
+                format!("put: {what}, and the invalidation that should replace it failed too ({e}); other processes may serve the old value until it expires")
+            }
         };
-        if let Err(e) = self.invalidate(key).await {
-            tracing::error!(function = %self.stats.name(), error = %e, "cachemacro: a put failed and so did the invalidation; the key may be stale until its TTL");
+        Error::Backend {
+            backend: "redis",
+            message,
         }
-        error
+    }
+
+    /// Whether `v` is a negative result (`None`, however the return type nests it), cached
+    /// only with `cache_none`.
+    fn is_negative(&self, v: &K::Value) -> bool {
+        K::is_negative(v) || self.hooks.is_negative(v)
     }
 
     /// The hard and soft TTL of a new value.
@@ -812,18 +952,17 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         (hard, soft)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Writes a new value to L2, then L1, as `guard` allows.
     async fn store(
         &self,
         key: &str,
-        tags: Vec<String>,
+        tags: &[String],
         value: &K::Value,
         delta: Duration,
-        generation: u64,
-        stamp: u64,
+        guard: Guard,
         ctx: &LoadCtx<K::Value>,
     ) -> Stored {
-        let negative = K::is_negative(value);
+        let negative = self.is_negative(value);
         if negative && !self.policy.cache_none {
             return Stored::NotCached;
         }
@@ -833,40 +972,66 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         #[cfg(feature = "redis")]
         if let Some(remote) = &self.remote {
             match remote
-                .store(self, key, &tags, value, delta, hard, soft, ctx)
+                .store(self, key, tags, value, delta, hard, soft, ctx)
                 .await
             {
                 // Invalidated elsewhere during the load: L1 must not keep it either.
-                Some(false) => return Stored::Superseded,
-                None => stored = Stored::RemoteFailed,
-                Some(true) => {}
+                remote::Outcome::Superseded => return Stored::Superseded,
+                remote::Outcome::Failed => stored = Stored::RemoteFailed,
+                remote::Outcome::TooLarge => stored = Stored::TooLarge,
+                remote::Outcome::Written => {}
             }
         }
         let _ = ctx;
+        let (generation, stamp) = match guard {
+            Guard::Load(snap) => {
+                if !self.current(key, tags, snap) {
+                    return Stored::Superseded;
+                }
+                (snap.generation, snap.stamp)
+            }
+            // After the remote write: a reader that got the older value from Redis took
+            // its snapshot before this, so it cannot put that value back in L1.
+            Guard::Put { expected, stamp } => match self.gens.advance(key, expected) {
+                Some(g) => (g, stamp),
+                None => return Stored::Superseded,
+            },
+        };
         let now = Instant::now();
         let entry = Arc::new(Entry {
             value: value.clone(),
             soft: soft.map(|s| now + s),
             hard: now + hard,
             delta,
-            tags: TagStamp::new(tags, stamp),
+            tags: TagStamp::new(tags.to_vec(), stamp),
         });
-        self.put_local(key, entry, generation);
+        if !self.put_local(key, entry, generation) {
+            return Stored::Superseded;
+        }
         stored
     }
 
-    /// Writes `entry` to L1 unless `key`'s local generation moved past `generation`.
-    pub(crate) fn put_local(&self, key: &str, entry: Arc<Entry<K::Value>>, generation: u64) {
-        let Some(l1) = self.local() else { return };
+    /// Writes `entry` to L1 unless `key`'s local generation moved past `generation`;
+    /// `false` if it did.
+    pub(crate) fn put_local(
+        &self,
+        key: &str,
+        entry: Arc<Entry<K::Value>>,
+        generation: u64,
+    ) -> bool {
         if self.gens.of(key) != generation {
-            return; // invalidated (or put) since the load started: it must not overwrite
+            return false; // invalidated (or put) since the load started: it must not overwrite
         }
-        l1.insert(key.to_owned(), entry.clone());
-        // An invalidation that landed during the load wins: it bumped the generation before
-        // removing the key, so either it removed what we just wrote, or we see the bump here.
-        if self.gens.of(key) != generation {
-            l1.remove_entry(key, &entry);
+        if let Some(l1) = self.local() {
+            l1.insert(key.to_owned(), entry.clone());
+            // An invalidation that landed meanwhile wins: it bumped the generation before
+            // removing the key, so either it removed what we just wrote, or we see the bump.
+            if self.gens.of(key) != generation {
+                l1.remove_entry(key, &entry);
+                return false;
+            }
         }
+        true
     }
 
     /// Calls the source now and stores its result (write-through put). Loads already in
@@ -875,13 +1040,16 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
     where
         Fut: Future<Output = R>,
     {
-        self.gens.bump(&key);
+        let expected = self.gens.bump(&key);
+        self.flights.forget(&key);
+        let stamp = tag_clock().epoch();
         let ctx = match &self.remote {
             #[cfg(feature = "redis")]
             Some(remote) => remote.refresh_ctx(self, &key, &tags).await,
             _ => LoadCtx::local(None),
         };
-        let r = self.load(None, key.clone(), tags, source, ctx).await;
+        let guard = Guard::Put { expected, stamp };
+        let r = self.load(None, key.clone(), tags, source, ctx, guard).await;
         #[cfg(feature = "redis")]
         if let Some(remote) = &self.remote {
             // Other processes drop their L1 copy and read the new value from L2.
@@ -894,23 +1062,37 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
     }
 
     /// Removes `key` from every tier (and, tiered, from every process's L1); a load in
-    /// flight for it, here or elsewhere, will not write it back.
+    /// flight for it, here or elsewhere, will not write it back, and a call that starts
+    /// after this returns does not join it.
     pub async fn invalidate(&self, key: String) -> Result<(), Error> {
-        self.gens.bump(&key);
-        if let Some(l1) = &self.l1 {
-            l1.remove(&key);
-        }
         self.stats.incr(Counter::Invalidations);
+        // Redis first, then this process: a reader here that read the old value from Redis
+        // before it was deleted took its snapshot before the local bump below, so it cannot
+        // put that value back in L1.
         #[cfg(feature = "redis")]
-        if let Some(remote) = &self.remote {
-            return remote.invalidate(&key).await.inspect_err(|_| {
-                self.stats.incr(Counter::BackendErrors);
-            });
+        let remote = match &self.remote {
+            Some(r) => Some(r.invalidate(&key).await),
+            None => None,
+        };
+        self.drop_local(&key);
+        #[cfg(feature = "redis")]
+        if let Some(result) = remote {
+            return result.inspect_err(|_| self.stats.incr(Counter::BackendErrors));
         }
         if let Some(why) = &self.broken {
             return Err(Error::Config(why.clone()));
         }
         Ok(())
+    }
+
+    /// Drops `key` from this process: its generation moves on (loads in flight will not
+    /// write it), L1 forgets it, and the next caller starts a new flight.
+    fn drop_local(&self, key: &str) {
+        self.gens.bump(key);
+        if let Some(l1) = &self.l1 {
+            l1.remove(key);
+        }
+        self.flights.forget(key);
     }
 
     /// Drops every entry of this function from the in-process tier.
@@ -919,15 +1101,31 @@ impl<R: 'static, K: Kind<R>> Engine<R, K> {
         if let Some(l1) = &self.l1 {
             l1.clear();
         }
+        self.flights.forget_all();
+    }
+}
+
+/// A load of one key, registered while it runs (see [`Engine::loading`]).
+struct Loading<'a> {
+    map: &'a Mutex<HashMap<String, u32>>,
+    key: String,
+}
+
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        let mut running = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = running.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.key);
+            }
+        }
     }
 }
 
 impl<R: 'static, K: Kind<R>> crate::invalidate::LocalTier for Engine<R, K> {
     fn drop_key(&self, key: &str) {
-        self.gens.bump(key);
-        if let Some(l1) = &self.l1 {
-            l1.remove(key);
-        }
+        self.drop_local(key);
     }
 
     fn flush(&self) {
@@ -1023,11 +1221,11 @@ impl<R: 'static, K: Kind<R>> EngineCell<R, K> {
         }
     }
 
-    /// The function's engine.
+    /// The function's engine; `hooks` is called once, when it is created.
     #[inline]
-    pub fn get(&self) -> &Arc<Engine<R, K>> {
+    pub fn get(&self, hooks: impl FnOnce() -> Hooks<K::Value, K::Error>) -> &Arc<Engine<R, K>> {
         self.engine
-            .get_or_init(|| registered(self.policy, self.codec))
+            .get_or_init(|| registered(self.policy, self.codec, hooks()))
     }
 }
 
@@ -1041,6 +1239,7 @@ fn registry() -> &'static Registry {
 fn registered<R: 'static, K: Kind<R>>(
     policy: Policy,
     codec: Option<ValueCodec<K::Value>>,
+    hooks: Hooks<K::Value, K::Error>,
 ) -> Arc<Engine<R, K>> {
     let mut engines = registry().lock().unwrap_or_else(|e| e.into_inner());
     if let Some(engine) = engines.get(&policy.site) {
@@ -1048,10 +1247,15 @@ fn registered<R: 'static, K: Kind<R>>(
             return engine;
         }
     }
-    let engine = Arc::new(Engine::<R, K>::new(policy, codec));
+    let engine = Arc::new(Engine::<R, K>::new(policy, codec, hooks));
     stats::register(engine.stats.clone());
     #[cfg(feature = "redis")]
     if let Some(remote) = &engine.remote {
+        if let Some(template) = policy.key_template {
+            remote
+                .backend
+                .claim_keys(template, policy.name, policy.display_name());
+        }
         if policy.stampede >= Stampede::Lock {
             crate::invalidate::listen_to(&remote.backend); // lock waiters are woken over it
         }

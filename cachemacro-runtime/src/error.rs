@@ -16,6 +16,14 @@ pub enum Error {
     },
     /// The configuration is unusable (bad URL, unknown named backend, …).
     Config(String),
+    /// An operation that must reach every backend (e.g. `invalidate_tag`) did not reach
+    /// these, as `(backend name, why)`; the others, and this process, were reached.
+    Unreached {
+        /// What was attempted.
+        operation: String,
+        /// The backends that failed, and why.
+        failed: Vec<(String, String)>,
+    },
 }
 
 impl fmt::Display for Error {
@@ -23,6 +31,14 @@ impl fmt::Display for Error {
         match self {
             Error::Backend { backend, message } => write!(f, "{backend} backend error: {message}"),
             Error::Config(message) => write!(f, "cachemacro configuration error: {message}"),
+            Error::Unreached { operation, failed } => {
+                write!(f, "{operation} did not reach ")?;
+                for (i, (backend, why)) in failed.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}backend `{backend}` ({why})")?;
+                }
+                f.write_str("; every other backend and this process were invalidated")
+            }
         }
     }
 }

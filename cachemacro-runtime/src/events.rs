@@ -170,8 +170,12 @@ impl Router {
     }
 
     /// Subscribes to `channel` on the default Redis backend and applies every message as an
-    /// event, in order, on the cache's I/O runtime; resubscribes after a connection loss.
-    /// Stops when the returned [`Listener`] is dropped.
+    /// event, in order. The subscription pings Redis every `Config::heartbeat` and
+    /// resubscribes when a ping goes unanswered or the connection drops, so a half-open
+    /// connection is noticed within two heartbeats ([`Listener::subscribed`] turns false
+    /// meanwhile). Handlers run on the cache's threads for user code, never on its I/O
+    /// thread: a slow handler delays the events after it (they queue, unbounded, so none is
+    /// lost), not the cache's Redis traffic. Stops when the returned [`Listener`] is dropped.
     ///
     /// Every process may listen (invalidation is idempotent; each one reaches Redis), or a
     /// single consumer may apply events for the whole fleet: the invalidations it makes
@@ -182,10 +186,26 @@ impl Router {
         let stop = Arc::new(tokio::sync::Notify::new());
         let router = Arc::new(self);
         let (c, s, channel) = (counters.clone(), stop.clone(), channel.to_owned());
+        let (events, mut queue) = tokio::sync::mpsc::unbounded_channel::<String>();
         crate::io::spawn(async move {
             tokio::select! {
-                _ = listen(router, channel, c) => {}
+                _ = listen(channel, c, events) => {}
                 _ = s.notified() => {}
+            }
+        });
+        let c = counters.clone();
+        crate::io::spawn_user(async move {
+            // Ends when the subscription task does (its sender is dropped).
+            while let Some(event) = queue.recv().await {
+                match router.apply(&event).await {
+                    Ok(0) => {}
+                    Ok(_) => {
+                        c.applied.fetch_add(1, Relaxed);
+                    }
+                    Err(_) => {
+                        c.failed.fetch_add(1, Relaxed);
+                    }
+                }
             }
         });
         Listener { counters, stop }
@@ -235,8 +255,12 @@ impl Drop for Listener {
 }
 
 #[cfg(feature = "redis")]
-async fn listen(router: Arc<Router>, channel: String, counters: Arc<ListenerCounters>) {
-    use futures_util::StreamExt;
+async fn listen(
+    channel: String,
+    counters: Arc<ListenerCounters>,
+    events: tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    use crate::store::redis::Signal;
     let backend = match crate::store::redis::backend_for(&crate::policy::Backend::Redis) {
         Ok(b) => b,
         Err(e) => {
@@ -244,42 +268,20 @@ async fn listen(router: Arc<Router>, channel: String, counters: Arc<ListenerCoun
             return;
         }
     };
-    let mut failures = 0u32;
-    loop {
-        let url = backend.urls[failures as usize % backend.urls.len()].clone();
-        match backend.subscribe(&url, &channel).await {
-            Ok(mut pubsub) => {
-                failures = 0;
-                counters.subscribed.store(true, Relaxed);
-                let mut messages = pubsub.on_message();
-                while let Some(msg) = messages.next().await {
-                    counters.received.fetch_add(1, Relaxed);
-                    let Ok(event) = msg.get_payload::<String>() else {
-                        continue;
-                    };
-                    match router.apply(&event).await {
-                        Ok(0) => {}
-                        Ok(_) => {
-                            counters.applied.fetch_add(1, Relaxed);
-                        }
-                        Err(_) => {
-                            counters.failed.fetch_add(1, Relaxed);
-                        }
-                    }
-                }
-                counters.subscribed.store(false, Relaxed);
-                tracing::warn!(
-                    channel,
-                    "cachemacro: event subscription lost; resubscribing"
-                );
+    let shown = channel.clone();
+    backend
+        .follow(channel, move |signal| match signal {
+            Signal::Up { .. } => counters.subscribed.store(true, Relaxed),
+            Signal::Message(event) => {
+                counters.received.fetch_add(1, Relaxed);
+                let _ = events.send(event.to_owned());
             }
-            _ => failures = failures.saturating_add(1),
-        }
-        tokio::time::sleep(crate::store::redis::RedisBackend::resubscribe_backoff(
-            failures,
-        ))
+            Signal::Down(why) => {
+                counters.subscribed.store(false, Relaxed);
+                tracing::warn!(channel = %shown, error = why, "cachemacro: event subscription lost; resubscribing");
+            }
+        })
         .await;
-    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@ pub(crate) enum Landed<V> {
     Failed(Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>),
     /// The leader went away before landing; a waiter takes over.
     Abandoned,
+    /// An invalidation or put of the key landed while the load ran: its result is older
+    /// than what the cache was told, so waiters go round again (a new flight).
+    Superseded,
 }
 
 #[derive(Debug)]
@@ -108,6 +111,18 @@ impl<V: Clone> Flights<V> {
     pub fn in_flight(&self, key: &str) -> bool {
         self.lock().contains_key(key)
     }
+
+    /// Detaches the flight of `key`, if any: callers from now on start a new one. The old
+    /// flight still lands for those already waiting on it (its writes are refused by the
+    /// generation check, and its waiters told to go round again).
+    pub fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// Detaches every flight (everything was invalidated at once).
+    pub fn forget_all(&self) {
+        self.lock().clear();
+    }
 }
 
 /// The right and duty to land one flight. Dropping it unlanded abandons the flight.
@@ -121,10 +136,19 @@ pub(crate) struct Leader<V: Clone> {
 impl<V: Clone> Leader<V> {
     /// Ends the flight with `landed`, waking every waiter.
     pub fn land(mut self, landed: Landed<V>) {
-        self.finish(landed);
+        self.finish(|| landed);
     }
 
-    fn finish(&mut self, landed: Landed<V>) {
+    /// Ends the flight with what `decide` says, evaluated *after* the flight left the map:
+    /// no caller can join it any more, so a check made in `decide` (has the key been
+    /// invalidated since the load started?) covers every waiter it will wake. A caller that
+    /// joined after an invalidation returned is told [`Landed::Superseded`], never handed the
+    /// older value.
+    pub fn land_with(mut self, decide: impl FnOnce() -> Landed<V>) {
+        self.finish(decide);
+    }
+
+    fn finish(&mut self, decide: impl FnOnce() -> Landed<V>) {
         self.landed = true;
         {
             let mut map = self.flights.lock();
@@ -135,6 +159,7 @@ impl<V: Clone> Leader<V> {
                 map.remove(&self.key);
             }
         }
+        let landed = decide();
         *self.flight.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Done(landed);
         self.flight.done.notify_waiters();
     }
@@ -143,7 +168,7 @@ impl<V: Clone> Leader<V> {
 impl<V: Clone> Drop for Leader<V> {
     fn drop(&mut self) {
         if !self.landed {
-            self.finish(Landed::Abandoned);
+            self.finish(|| Landed::Abandoned);
         }
     }
 }

@@ -43,6 +43,15 @@ impl Generations {
         self.stripe(key).fetch_add(1, SeqCst) + 1
     }
 
+    /// Moves `key`'s generation from `expected` to the next one, unless something else
+    /// moved it first (an invalidation, another put); returns the new generation.
+    pub fn advance(&self, key: &str, expected: u64) -> Option<u64> {
+        self.stripe(key)
+            .compare_exchange(expected, expected + 1, SeqCst, SeqCst)
+            .ok()
+            .map(|g| g + 1)
+    }
+
     /// Moves every stripe on (used when every key is dropped at once).
     pub fn bump_all(&self) {
         for s in self.stripes.iter() {
@@ -54,10 +63,25 @@ impl Generations {
 /// The process's tag clock. `invalidate(tag)` records the tag at a new epoch; an entry
 /// whose load started at epoch `s` is valid while every one of its tags was last
 /// invalidated at or before `s`.
+///
+/// Bounded: it remembers the [`MAX_TAGS`] most recent tag invalidations (its own and those
+/// heard over the backplane). Past that it forgets the older half and raises a *floor*: an
+/// entry with tags whose load started before the floor counts as invalidated (it is
+/// reloaded, never served stale).
 pub(crate) struct TagClock {
     epoch: AtomicU64,
-    invalidated: RwLock<HashMap<String, u64>>,
+    memory: RwLock<TagMemory>,
 }
+
+#[derive(Default)]
+struct TagMemory {
+    invalidated: HashMap<String, u64>,
+    /// Every forgotten invalidation happened at or before this epoch.
+    floor: u64,
+}
+
+/// Tag invalidations a process remembers at most (see [`TagClock`]).
+pub(crate) const MAX_TAGS: usize = 65_536;
 
 impl TagClock {
     pub fn epoch(&self) -> u64 {
@@ -65,15 +89,36 @@ impl TagClock {
     }
 
     pub fn invalidate(&self, tag: &str) {
-        let mut map = self.invalidated.write().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.memory.write().unwrap_or_else(|e| e.into_inner());
         let e = self.epoch.fetch_add(1, SeqCst) + 1;
-        map.insert(tag.to_owned(), e);
+        m.invalidated.insert(tag.to_owned(), e);
+        if m.invalidated.len() > MAX_TAGS {
+            let mut epochs: Vec<u64> = m.invalidated.values().copied().collect();
+            let (_, &mut cutoff, _) = epochs.select_nth_unstable(MAX_TAGS / 2);
+            m.invalidated.retain(|_, &mut at| at > cutoff);
+            m.floor = m.floor.max(cutoff);
+        }
     }
 
     pub fn any_invalidated_after(&self, tags: &[String], stamp: u64) -> bool {
-        let map = self.invalidated.read().unwrap_or_else(|e| e.into_inner());
-        tags.iter()
-            .any(|t| map.get(t.as_str()).is_some_and(|&e| e > stamp))
+        if tags.is_empty() {
+            return false;
+        }
+        let m = self.memory.read().unwrap_or_else(|e| e.into_inner());
+        stamp < m.floor
+            || tags
+                .iter()
+                .any(|t| m.invalidated.get(t.as_str()).is_some_and(|&e| e > stamp))
+    }
+
+    /// Tag invalidations remembered now (at most [`MAX_TAGS`]).
+    #[cfg(test)]
+    pub fn remembered(&self) -> usize {
+        self.memory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .invalidated
+            .len()
     }
 }
 
@@ -81,7 +126,7 @@ pub(crate) fn tags() -> &'static TagClock {
     static CLOCK: OnceLock<TagClock> = OnceLock::new();
     CLOCK.get_or_init(|| TagClock {
         epoch: AtomicU64::new(0),
-        invalidated: RwLock::new(HashMap::new()),
+        memory: RwLock::new(TagMemory::default()),
     })
 }
 
@@ -160,15 +205,51 @@ pub(crate) fn message(kind: char, body: &str) -> String {
 #[cfg(feature = "redis")]
 pub(crate) use listener::{listen_to, register_tier};
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tag_clock_is_bounded_and_never_revalidates_what_it_forgot() {
+        let clock = TagClock {
+            epoch: AtomicU64::new(0),
+            memory: RwLock::new(TagMemory::default()),
+        };
+        clock.invalidate("early");
+        let stamp_before = clock.epoch() - 1; // an entry loaded before "early" was invalidated
+        let stamp_after = clock.epoch();
+        let early = ["early".to_owned()];
+        assert!(clock.any_invalidated_after(&early, stamp_before));
+        assert!(!clock.any_invalidated_after(&early, stamp_after));
+        for i in 0..(MAX_TAGS * 2) {
+            clock.invalidate(&format!("t{i}"));
+        }
+        assert!(
+            clock.remembered() <= MAX_TAGS,
+            "{} remembered",
+            clock.remembered()
+        );
+        // "early" is forgotten, but an entry loaded before it was invalidated stays invalid.
+        assert!(clock.any_invalidated_after(&early, stamp_before));
+        // A recent invalidation is still exact, and an entry loaded now is valid.
+        let now = clock.epoch();
+        let recent = [format!("t{}", MAX_TAGS * 2 - 1)];
+        assert!(clock.any_invalidated_after(&recent, now - 1));
+        assert!(!clock.any_invalidated_after(&recent, now));
+        assert!(
+            !clock.any_invalidated_after(&[], 0),
+            "an entry without tags is never invalidated by tags"
+        );
+    }
+}
+
 #[cfg(feature = "redis")]
 mod listener {
     use std::sync::atomic::Ordering::Release;
     use std::sync::{Arc, Weak};
 
-    use futures_util::StreamExt;
-
     use super::{origin, tags, LocalTier};
-    use crate::store::redis::RedisBackend;
+    use crate::store::redis::{RedisBackend, Signal};
 
     /// Adds a tiered engine to its backend's backplane, starting the listener if needed.
     pub(crate) fn register_tier(backend: &Arc<RedisBackend>, tier: Weak<dyn LocalTier>) {
@@ -214,54 +295,29 @@ mod listener {
     }
 
     async fn listen(backend: Arc<RedisBackend>) {
-        let heartbeat = backend.cfg.heartbeat;
-        let mut failures: u32 = 0;
-        let mut next_url = 0;
-        loop {
-            let url = backend.urls[next_url % backend.urls.len()].clone();
-            next_url += 1;
-            match backend.subscribe(&url, &backend.channel()).await {
-                Ok(pubsub) => {
-                    let (mut sink, mut stream) = pubsub.split();
+        let b = backend.clone();
+        backend
+            .follow(b.channel(), move |signal| match signal {
+                Signal::Up { again } => {
                     // Anything may have been invalidated while we were not listening.
-                    for t in backend.backplane.tiers() {
+                    for t in b.backplane.tiers() {
                         t.flush();
                     }
-                    backend.backplane.healthy.store(true, Release);
-                    if failures > 0 {
-                        tracing::warn!(backend = %backend.name, "cachemacro: backplane subscribed again; L1 flushed and back in use");
-                    }
-                    failures = 0;
-                    loop {
-                        tokio::select! {
-                            msg = stream.next() => match msg {
-                                Some(msg) => {
-                                    if let Ok(payload) = msg.get_payload::<String>() {
-                                        handle(&backend, &payload);
-                                    }
-                                }
-                                None => break,
-                            },
-                            _ = tokio::time::sleep(heartbeat) => {
-                                let ping = tokio::time::timeout(heartbeat, sink.ping::<redis::Value>()).await;
-                                if !matches!(ping, Ok(Ok(_))) {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    backend.backplane.healthy.store(false, Release);
-                    tracing::warn!(backend = %backend.name, "cachemacro: backplane subscription lost; L1 bypassed until it is back");
-                }
-                Err(e) => {
-                    backend.backplane.healthy.store(false, Release);
-                    if failures == 0 {
-                        tracing::warn!(backend = %backend.name, error = %e, "cachemacro: cannot subscribe to the backplane; L1 bypassed until it can");
+                    b.backplane.healthy.store(true, Release);
+                    if again {
+                        tracing::warn!(backend = %b.name, "cachemacro: backplane subscribed again; L1 flushed and back in use");
                     }
                 }
-            }
-            failures = failures.saturating_add(1);
-            tokio::time::sleep(RedisBackend::resubscribe_backoff(failures)).await;
-        }
+                Signal::Message(payload) => handle(&b, payload),
+                Signal::Down(None) => {
+                    b.backplane.healthy.store(false, Release);
+                    tracing::warn!(backend = %b.name, "cachemacro: backplane subscription lost; L1 bypassed until it is back");
+                }
+                Signal::Down(Some(error)) => {
+                    b.backplane.healthy.store(false, Release);
+                    tracing::warn!(backend = %b.name, error, "cachemacro: cannot subscribe to the backplane; L1 bypassed until it can");
+                }
+            })
+            .await;
     }
 }

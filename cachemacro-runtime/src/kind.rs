@@ -104,6 +104,35 @@ impl<T: CacheValue> Kind<Option<T>> for OptionKind {
 pub trait RemoteValue: CacheValue + serde::Serialize + serde::de::DeserializeOwned {}
 impl<T: CacheValue + serde::Serialize + serde::de::DeserializeOwned> RemoteValue for T {}
 
+/// What the engine needs to know of a function's types, found by probes at the expansion
+/// site (where the types are known): how its errors are shared, and which cached values
+/// are negative (`None`, cached only with `cache_none`).
+pub struct Hooks<V, E> {
+    pub(crate) errors: Option<ErrorSharing<E>>,
+    pub(crate) negative: Option<fn(&V) -> bool>,
+}
+
+impl<V, E> Hooks<V, E> {
+    /// The hooks of one function.
+    pub fn new(errors: Option<ErrorSharing<E>>, negative: Option<fn(&V) -> bool>) -> Self {
+        Self { errors, negative }
+    }
+
+    /// Whether `v` is a negative result (`None`, possibly nested in a `Result`).
+    pub(crate) fn is_negative(&self, v: &V) -> bool {
+        self.negative.is_some_and(|f| f(v))
+    }
+}
+
+impl<V, E> std::fmt::Debug for Hooks<V, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("shares_errors", &self.errors.is_some())
+            .field("option", &self.negative.is_some())
+            .finish()
+    }
+}
+
 /// How a function's error is handed to the callers that waited on a failed load: cloned,
 /// when the error type is `Clone + Send + Sync + 'static`. Built at the expansion site (see
 /// `__private::ErrProbe`), where that is known.

@@ -78,18 +78,35 @@ pub use write::{
 /// # }
 /// ```
 ///
-/// With Redis in use (or configured), the tag's version in Redis moves on too, so every
-/// process's L2 reads miss, and a message on the backplane makes every process drop its L1
-/// entries carrying the tag. If Redis cannot be reached the local invalidation still
-/// happens and the error is returned.
+/// With Redis in use or configured, the tag's version moves on in every configured
+/// backend (the default one, when Redis was configured or used, and every named one), so
+/// every process's L2 reads miss, and a message on each backplane makes every process drop
+/// its L1 entries carrying the tag. Every backend is tried even if one fails; the local
+/// invalidation always happens; [`Error::Unreached`] names the backends that failed.
 pub async fn invalidate_tag(tag: &str) -> Result<(), Error> {
-    invalidate::tags().invalidate(tag);
+    #[allow(unused_mut)]
+    let mut failed: Vec<(String, String)> = Vec::new();
     #[cfg(feature = "redis")]
-    for backend in store::redis::active_backends() {
-        backend.bump_tag(tag).await?;
-        backend.publish(invalidate::message('t', tag)).await?;
+    for backend in store::redis::configured_backends() {
+        let reached = async {
+            backend.bump_tag(tag).await?;
+            backend.publish(invalidate::message('t', tag)).await
+        };
+        if let Err(e) = reached.await {
+            failed.push((backend.name.clone(), e.to_string()));
+        }
     }
-    Ok(())
+    // After Redis: a reader here that read an older value from Redis took its tag stamp
+    // before this, so the entry it fills L1 with is already invalid.
+    invalidate::tags().invalidate(tag);
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Unreached {
+            operation: format!("invalidate_tag({tag:?})"),
+            failed,
+        })
+    }
 }
 
 /// The state of one Redis backend in this process, for readiness probes and dashboards.
@@ -105,6 +122,10 @@ pub struct BackendHealth {
     /// backplane (invalidations, lock wake-ups) is subscribed; while it is not, L1 is
     /// bypassed. `None` when no such function uses the backend.
     pub subscribed: Option<bool>,
+    /// Functions on this backend whose keys can collide (two templates that render the
+    /// same keys, without a shared `name`): each would read and overwrite the other's
+    /// values. Also logged at `error` when the second function is first called.
+    pub conflicts: Vec<String>,
 }
 
 /// The Redis backends this process has used so far, and their state.
@@ -117,6 +138,11 @@ pub fn health() -> Vec<BackendHealth> {
                 backend: b.name.clone(),
                 reachable: b.breaker.allow_without_probe(),
                 subscribed: b.backplane.listening().then(|| b.backplane.healthy()),
+                conflicts: b
+                    .conflicts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
             })
             .collect();
         all.sort_by(|a, b| a.backend.cmp(&b.backend));
@@ -135,7 +161,7 @@ pub mod __private {
     pub use crate::engine::{Engine, EngineCell};
     pub use crate::key::KeyBuilder;
     pub use crate::kind::{
-        CacheValue, ErrorSharing, Kind, OptionKind, RemoteValue, ResultKind, ValueKind,
+        CacheValue, ErrorSharing, Hooks, Kind, OptionKind, RemoteValue, ResultKind, ValueKind,
     };
     pub use crate::policy::{Backend, Policy, Site, Stampede};
     pub use crate::stats::Stats;
@@ -176,6 +202,50 @@ pub mod __private {
             None
         }
     }
+
+    /// Finds out, at the expansion site, whether a cached value is an `Option` (autoref
+    /// specialisation), so `None` is treated as negative however the return type nests it
+    /// (`Option<T>`, `Result<Option<T>, E>`, an alias of either).
+    pub struct NoneProbe<V>(PhantomData<V>);
+
+    #[allow(clippy::new_without_default)]
+    impl<V> NoneProbe<V> {
+        /// A probe for `V`.
+        pub const fn new() -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    #[allow(missing_docs)]
+    pub trait ProbeSome<V> {
+        fn negative(&self) -> Option<fn(&V) -> bool>;
+    }
+    impl<T> ProbeSome<Option<T>> for NoneProbe<Option<T>> {
+        fn negative(&self) -> Option<fn(&Option<T>) -> bool> {
+            Some(Option::is_none)
+        }
+    }
+    #[allow(missing_docs)]
+    pub trait ProbeNone<V> {
+        fn negative(&self) -> Option<fn(&V) -> bool>;
+    }
+    impl<V> ProbeNone<V> for &NoneProbe<V> {
+        fn negative(&self) -> Option<fn(&V) -> bool> {
+            None
+        }
+    }
+
+    /// Implemented only by `Option`s.
+    #[diagnostic::on_unimplemented(
+        message = "`cache_none` caches `None`, but the cached value `{Self}` is not an `Option`",
+        label = "the return type",
+        note = "`cache_none` applies to `Option<T>` and `Result<Option<T>, E>`; remove it, or return an `Option`"
+    )]
+    pub trait OptionValue {}
+    impl<T> OptionValue for Option<T> {}
+
+    /// Fails to compile (with the message above) unless `V` is an `Option`.
+    pub fn cache_none_needs_option<V: OptionValue>() {}
 
     /// Checks, at the expansion site, that a return type the macro took for a plain value is
     /// not a `Result` or an `Option` reached through an alias (which would cache `Err` or

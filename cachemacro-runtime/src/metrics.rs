@@ -10,7 +10,9 @@
 //! | metric | kind |
 //! |---|---|
 //! | `cachemacro_{hits,stale_hits,misses,loads,load_errors,coalesced,lock_waits,early_refreshes,background_refreshes,invalidations,evictions,backend_errors}_total` | counter |
-//! | `cachemacro_stampede_signal_total` (coalesced + lock waits: concurrent rebuild attempts absorbed) | counter |
+//! | `cachemacro_stampede_escapes_total`, `cachemacro_oversized_total` | counter |
+//! | `cachemacro_stampede_signal_total` (the seed's signal: concurrent misses of one key that reached the source; near zero while protection works) | counter |
+//! | `cachemacro_stampede_absorbed_total` (coalesced + lock waits: concurrent misses kept from the source) | counter |
 //! | `cachemacro_hit_ratio` | gauge |
 //! | `cachemacro_hit_latency_seconds`, `cachemacro_load_latency_seconds` (`quantile`) | gauge |
 //! | `cachemacro_hit_latency_samples`, `cachemacro_load_latency_samples` | counter |
@@ -24,7 +26,7 @@ const QUANTILES: [(f64, &str); 4] = [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"),
 
 fn export_one(s: &Stats) {
     let f = s.name.clone();
-    let counters: [(&'static str, u64); 13] = [
+    let counters: [(&'static str, u64); 16] = [
         ("cachemacro_hits_total", s.hits),
         ("cachemacro_stale_hits_total", s.stale_hits),
         ("cachemacro_misses_total", s.misses),
@@ -40,7 +42,10 @@ fn export_one(s: &Stats) {
         ("cachemacro_invalidations_total", s.invalidations),
         ("cachemacro_evictions_total", s.evictions),
         ("cachemacro_backend_errors_total", s.backend_errors),
+        ("cachemacro_stampede_escapes_total", s.stampede_escapes),
+        ("cachemacro_oversized_total", s.oversized),
         ("cachemacro_stampede_signal_total", s.stampede_signal()),
+        ("cachemacro_stampede_absorbed_total", s.stampede_absorbed()),
     ];
     for (name, value) in counters {
         ::metrics::counter!(name, "function" => f.clone()).absolute(value);
@@ -112,8 +117,20 @@ pub fn describe() {
         "backend failures survived by going to the source"
     );
     describe_counter!(
+        "cachemacro_stampede_escapes_total",
+        "loads that stampede protection did not prevent (a second load of a key in flight, or a load without the lock)"
+    );
+    describe_counter!(
+        "cachemacro_oversized_total",
+        "values too large for the remote tier (not stored; the previous value removed)"
+    );
+    describe_counter!(
         "cachemacro_stampede_signal_total",
-        "concurrent rebuild attempts absorbed (coalesced + lock waits)"
+        "concurrent misses of one key that reached the source (near zero while protection works)"
+    );
+    describe_counter!(
+        "cachemacro_stampede_absorbed_total",
+        "concurrent misses kept from the source (coalesced + lock waits)"
     );
     describe_gauge!("cachemacro_hit_ratio", "hits / (hits + misses)");
     describe_gauge!(

@@ -94,6 +94,9 @@ pub struct Policy {
     pub fail_safe: Option<Duration>,
     /// Where values live.
     pub backend: Backend,
+    /// The key template (`user:<id>`; the default key spelled out), for remote backends:
+    /// the runtime refuses to let two functions share keys silently.
+    pub key_template: Option<&'static str>,
 }
 
 /// In-process entries per function when `max_capacity` is not given.
@@ -115,6 +118,7 @@ impl Policy {
             none_ttl: None,
             fail_safe: None,
             backend: Backend::Memory,
+            key_template: None,
         }
     }
 
@@ -162,6 +166,11 @@ impl Policy {
     /// Sets the backend.
     pub const fn with_backend(mut self, b: Backend) -> Self {
         self.backend = b;
+        self
+    }
+    /// Sets the key template (placeholders written `<param.field>`).
+    pub const fn with_key_template(mut self, template: &'static str) -> Self {
+        self.key_template = Some(template);
         self
     }
 

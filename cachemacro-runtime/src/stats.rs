@@ -29,9 +29,11 @@ pub enum Counter {
     Invalidations,
     Evictions,
     BackendErrors,
+    StampedeEscapes,
+    Oversized,
 }
 
-const COUNTERS: usize = 12;
+const COUNTERS: usize = 14;
 
 /// Histogram layout: values in nanoseconds, log2 major buckets with `SUB` linear
 /// sub-buckets each (relative error under 1/SUB), from 1 ns to about 2^MAX_POW ns (≈ 275 s).
@@ -220,6 +222,8 @@ impl Recorder {
             invalidations: c[Counter::Invalidations as usize],
             evictions: c[Counter::Evictions as usize],
             backend_errors: c[Counter::BackendErrors as usize],
+            stampede_escapes: c[Counter::StampedeEscapes as usize],
+            oversized: c[Counter::Oversized as usize],
             hit_hist: LatencyHistogram(hit.into()),
             load_hist: LatencyHistogram(load.into()),
         }
@@ -311,6 +315,14 @@ pub struct Stats {
     /// Backend failures (timeouts, connection errors, undecodable values) that the call
     /// survived by going to the source.
     pub backend_errors: u64,
+    /// Source calls that stampede protection did not prevent: a load of a key while
+    /// another load of the same key was running in this process, or (with `stampede =
+    /// lock | xfetch`) a load made without the distributed lock because `lock_wait` ran out
+    /// or Redis failed. Near zero when protection works; see [`Stats::stampede_signal`].
+    pub stampede_escapes: u64,
+    /// Values too large for the remote tier (`Config::max_value_bytes`): not stored, and
+    /// the key's previous value removed so it is not served instead.
+    pub oversized: u64,
     /// Latency of calls answered from the cache.
     pub hit_hist: LatencyHistogram,
     /// Latency of source calls.
@@ -339,14 +351,27 @@ impl Stats {
         self.load_hist.quantile(q)
     }
 
-    /// The stampede signal: source calls beyond one per miss that coalescing or locks
-    /// absorbed. High `coalesced + lock_waits` with low `loads` means protection works.
+    /// The stampede signal, as the seed defines it: concurrent misses of one key that
+    /// *reached the source* ([`Stats::stampede_escapes`]). It sits near zero while
+    /// coalescing and locks work; a rising value means the source is being stampeded.
     pub fn stampede_signal(&self) -> u64 {
+        self.stampede_escapes
+    }
+
+    /// Concurrent misses that protection absorbed: callers that joined a load in flight
+    /// (`coalesced`) or waited for another process's lock (`lock_waits`) instead of
+    /// calling the source.
+    pub fn stampede_absorbed(&self) -> u64 {
         self.coalesced + self.lock_waits
     }
 }
 
 /// The table an operator reads: one row per function.
+///
+/// `src err` counts source calls that failed (`load_errors`); `backend` counts cache
+/// backend failures the calls survived (`backend_errors`); `absorbed` is concurrent misses
+/// that coalescing or locks kept from the source, `escaped` those that reached it anyway
+/// (the stampede signal: near zero while protection works).
 ///
 /// ```
 /// let text = cachemacro_runtime::stats::table(&cachemacro_runtime::stats::all());
@@ -363,22 +388,24 @@ pub fn table(rows: &[Stats]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<width$}  {:>7} {:>9} {:>7} {:>7} {:>7} {:>6} {:>9} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9}",
-        "function", "hit%", "hits", "stale", "misses", "loads", "errors", "coalesced", "refresh",
-        "evict", "inval", "hit p50", "hit p99", "load p50", "load p99",
+        "{:<width$}  {:>6} {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>8} {:>7} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8}",
+        "function", "hit%", "hits", "stale", "misses", "loads", "src err", "backend", "absorbed",
+        "escaped", "refresh", "evict", "inval", "hit p50", "hit p99", "load p50", "load p99",
     );
     for s in rows {
         let _ = writeln!(
             out,
-            "{:<width$}  {:>6.1}% {:>9} {:>7} {:>7} {:>7} {:>6} {:>9} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9}",
+            "{:<width$}  {:>5.1}% {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>8} {:>7} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8}",
             s.name,
             s.hit_ratio() * 100.0,
             s.hits,
             s.stale_hits,
             s.misses,
             s.loads,
-            s.load_errors + s.backend_errors,
-            s.coalesced + s.lock_waits,
+            s.load_errors,
+            s.backend_errors,
+            s.stampede_absorbed(),
+            s.stampede_escapes,
             s.background_refreshes + s.early_refreshes,
             s.evictions,
             s.invalidations,

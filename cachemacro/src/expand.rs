@@ -163,6 +163,21 @@ pub fn expand(m: &Model) -> TokenStream {
         Backend::Tiered => with.push(quote!(.with_backend(#p::Backend::Tiered))),
         Backend::Named(n) => with.push(quote!(.with_backend(#p::Backend::Named(#n)))),
     }
+    if m.backend.is_remote() {
+        // What the runtime compares when a second function registers on the same backend:
+        // two templates that can render the same key must not share entries silently.
+        let template = match &m.key {
+            Some(t) => {
+                let text = t.text();
+                quote!(#text)
+            }
+            None => {
+                let rest = m.key_parts_text();
+                quote!(::core::concat!(::core::module_path!(), "::", #fn_name, #rest))
+            }
+        };
+        with.push(quote!(.with_key_template(#template)));
+    }
     // Spanned on the return type, so an unusable value type is reported there.
     let pr = respan(p.clone(), ret_span);
     let kind_r = respan(kind.clone(), ret_span);
@@ -200,6 +215,13 @@ pub fn expand(m: &Model) -> TokenStream {
 
     // ---- compile-time checks, in the main function only --------------------------------
     let mut checks = Vec::new();
+    if m.cache_none {
+        // `cache_none` caches `None`: the cached value (the function's `Option`, or the `Ok`
+        // of its `Result`) must be an `Option`.
+        checks.push(quote_spanned! {ret_span=>
+            #p::cache_none_needs_option::<<#kind_r as #pr::Kind<#ret>>::Value>();
+        });
+    }
     if m.returns == Returns::Value && m.returns_guessed {
         checks.push(quote_spanned! {ret_span=>
             {
@@ -252,16 +274,21 @@ pub fn expand(m: &Model) -> TokenStream {
     let cfgs: Vec<_> = attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
     // Every use of the engine is spanned on the return type: if the type cannot be cached,
     // that is where the (deduplicated) error points.
-    let engine = quote_spanned!(ret_span=> __CACHEMACRO.get());
-    // Whether the error type can be handed to the callers of a failed load (spanned on the
-    // return type, like every use of the engine).
-    let errors = quote_spanned! {ret_span=>
-        {
+    // What the engine needs to know of the types, found where they are known (autoref
+    // probes): whether errors can be handed to the callers of a failed load, and whether
+    // the cached value is an `Option` (its `None` is cached only with `cache_none`).
+    // Evaluated once, when the engine is created.
+    let hooks = quote_spanned! {ret_span=>
+        || {
             #[allow(unused_imports)]
-            use #pr::ShareErrors as _;
-            (&#pr::ErrProbe::<<#kind_r as #pr::Kind<#ret>>::Error>::new()).sharing()
+            use #pr::{ProbeNone as _, ProbeSome as _, ShareErrors as _};
+            #pr::Hooks::new(
+                (&#pr::ErrProbe::<<#kind_r as #pr::Kind<#ret>>::Error>::new()).sharing(),
+                (&#pr::NoneProbe::<<#kind_r as #pr::Kind<#ret>>::Value>::new()).negative(),
+            )
         }
     };
+    let engine = quote_spanned!(ret_span=> __CACHEMACRO.get(#hooks));
     let main = quote! {
         #(#attrs)*
         #vis #sig {
@@ -269,9 +296,8 @@ pub fn expand(m: &Model) -> TokenStream {
             #(#checks)*
             let __cachemacro_key = #key;
             let __cachemacro_tags = #tags;
-            let __cachemacro_errors = #errors;
             #engine
-                .#get(__cachemacro_key, __cachemacro_tags, __cachemacro_errors, move || #body)
+                .#get(__cachemacro_key, __cachemacro_tags, move || #body)
                 .await
         }
     };

@@ -106,6 +106,12 @@ impl Template {
         self.places().map(|path| path[0].as_str())
     }
 
+    /// The template as text, placeholders written `<a.b>` (what the runtime compares to
+    /// find two functions whose keys could collide).
+    pub fn text(&self) -> String {
+        parts_text(&self.parts)
+    }
+
     /// `%` plus every ASCII punctuation character of the literal text, sorted.
     pub fn escape_set(&self) -> Vec<u8> {
         let mut set = vec![b'%'];
@@ -171,6 +177,22 @@ fn check_text(parts: &[Part], text: &str, what: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `parts` as template text.
+pub fn parts_text(parts: &[Part]) -> String {
+    let mut out = String::new();
+    for p in parts {
+        match p {
+            Part::Lit(s) => out.push_str(s),
+            Part::Place(path) => {
+                out.push('<');
+                out.push_str(&path.join("."));
+                out.push('>');
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

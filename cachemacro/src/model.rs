@@ -262,10 +262,10 @@ impl Model {
         };
         let cache_none = opts.cache_none.as_ref().is_some_and(|c| c.value);
         if let Some(c) = &opts.cache_none {
-            if returns != Returns::Option {
+            if returns == Returns::Value {
                 errors.push(syn::Error::new(
                     c.span,
-                    "`cache_none` applies to functions returning `Option<T>`",
+                    "`cache_none` applies to functions returning `Option<T>` (or `Result<Option<T>, E>`)",
                 ));
             }
         }
@@ -484,6 +484,12 @@ impl Model {
             detached,
             warnings,
         })
+    }
+
+    /// The default key's text after the function's path (`:<a>:<b>`), for the runtime's
+    /// collision check.
+    pub fn key_parts_text(&self) -> String {
+        crate::key::parts_text(&self.key_parts())
     }
 
     /// The key template's parts, or the default: every key parameter, `:`-separated.

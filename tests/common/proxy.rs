@@ -9,8 +9,10 @@
 //! so pushes to a subscriber keep flowing while one of its commands is held. Every thread
 //! is joined when the [`Proxy`] is dropped.
 //!
-//! Bytes that arrive while frozen are discarded, as a dead network would lose them; a
-//! connection that was mid-command when frozen is out of step with the server afterwards.
+//! While frozen, nothing is forwarded and nothing is lost: what was read waits in the proxy,
+//! what was not read waits in the kernel's socket buffers, as on a partitioned network
+//! that heals before TCP gives up (a live TCP connection never loses bytes: it retransmits
+//! them). The peers see silence; when unfrozen, everything flows in order.
 //! Client bytes that cannot be parsed as commands are forwarded raw for the rest of that
 //! connection (the server then answers with its protocol error), no longer counted or held.
 #![allow(dead_code)]
@@ -123,14 +125,16 @@ impl Proxy {
     }
 
     /// Half-open: stops forwarding bytes in both directions on every connection, current and
-    /// new, without closing anything. Bytes received meanwhile are discarded, not buffered
-    /// (with any partial command read before), and so is a held command released meanwhile.
+    /// new, without closing anything; nothing is lost (see the module docs).
     pub fn freeze(&self) {
         self.shared.frozen.store(true, SeqCst);
     }
 
+    /// Forwards again, starting with what waited.
     pub fn unfreeze(&self) {
+        let _holds = lock(&self.shared.holds);
         self.shared.frozen.store(false, SeqCst);
+        self.shared.holds_changed.notify_all();
     }
 
     /// Closes every current connection (FIN both ways), as a server restart would; new
@@ -282,9 +286,28 @@ impl Shared {
         }
     }
 
-    /// Counts and writes a batch of whole commands to the server, or drops it when frozen.
+    /// Waits while the proxy is frozen; false if the connection closed meanwhile.
+    fn wait_thawed(&self, conn: &Conn) -> bool {
+        let mut holds = lock(&self.holds);
+        while self.frozen.load(SeqCst) {
+            if conn.closed.load(SeqCst) || self.shutdown.load(SeqCst) {
+                return false;
+            }
+            holds = self
+                .holds_changed
+                .wait_timeout(holds, Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        !conn.closed.load(SeqCst)
+    }
+
+    /// Counts and writes a batch of whole commands to the server, once not frozen.
     fn flush(&self, conn: &Conn, batch: &mut Batch) -> io::Result<()> {
-        if !self.frozen.load(SeqCst) && !batch.bytes.is_empty() {
+        if !batch.bytes.is_empty() && !self.wait_thawed(conn) {
+            return Err(io::ErrorKind::ConnectionAborted.into());
+        }
+        if !batch.bytes.is_empty() {
             if !batch.names.is_empty() {
                 let mut by_cmd = lock(&self.by_cmd);
                 for n in batch.names.drain(..) {
@@ -387,8 +410,8 @@ fn server_to_client(shared: &Shared, conn: &Conn) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return,
         };
-        if shared.frozen.load(SeqCst) {
-            continue;
+        if !shared.wait_thawed(conn) {
+            return;
         }
         if (&conn.client).write_all(&buf[..n]).is_err() {
             return;
@@ -415,13 +438,8 @@ fn client_to_server(shared: &Shared, conn: &Arc<Conn>) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return,
         };
-        if shared.frozen.load(SeqCst) {
-            // Lost in the network, with the partial command before them.
-            pending.clear();
-            continue;
-        }
         if raw {
-            if (&conn.server).write_all(&buf[..n]).is_err() {
+            if !shared.wait_thawed(conn) || (&conn.server).write_all(&buf[..n]).is_err() {
                 return;
             }
             continue;

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use super::{Engine, Fetched, LoadCtx};
+use super::{Engine, Fetched, LoadCtx, Snapshot};
 use crate::codec::{self, Meta, Reject, ValueCodec};
 use crate::config::Codec;
 use crate::entry::{Entry, TagStamp};
@@ -44,6 +44,30 @@ pub(crate) enum Locked<V> {
     Proceed(LoadCtx<V>),
     /// Another process loaded it meanwhile.
     Got(V),
+}
+
+/// What the hit path found in Redis.
+pub(crate) enum Peeked<V> {
+    /// A fresh value.
+    Fresh(V),
+    /// A value to serve at once and refresh: stale (`early: false`) or XFetch-due.
+    Due { entry: Arc<Entry<V>>, early: bool },
+    /// Past its hard TTL, within the fail-safe window: only a fallback for the load.
+    Expired(Arc<Entry<V>>),
+    /// Nothing usable (or Redis failed: the leader's read counts it).
+    Miss,
+}
+
+/// What became of a write to Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Written,
+    /// The key's generation moved (an invalidation or put anywhere): not written.
+    Superseded,
+    /// Over `max_value_bytes`: not written, and the key's previous value removed.
+    TooLarge,
+    /// Redis failed, or the generation was unknown: not written.
+    Failed,
 }
 
 /// What bytes read from Redis are worth.
@@ -163,36 +187,47 @@ impl<V: CacheValue> Remote<V> {
         })
     }
 
-    /// The hit path of `backend = redis` (no L1): one `GET`, no flight. Only a fresh value
-    /// is returned; anything else (miss, stale, XFetch-due, error) goes to the key's leader.
+    /// The hit path when L1 is not in use (`backend = redis`, or `tiered` while its
+    /// backplane is down): one `GET` (or `MGET` with tags), no flight.
     pub async fn peek<R: 'static, K: Kind<R, Value = V>>(
         &self,
         engine: &Engine<R, K>,
         key: &str,
         tags: &[String],
-    ) -> Option<V> {
+    ) -> Peeked<V> {
         let started = Instant::now();
+        let stamp = tag_clock().epoch();
         // Failures are left for the leader's read to count and log, once per call.
-        let (bytes, versions) = self.backend.read_value(key, tags).await.ok()?;
-        match self.judge(engine, key, &bytes?, &versions, false) {
+        let Ok((Some(bytes), versions)) = self.backend.read_value(key, tags).await else {
+            return Peeked::Miss;
+        };
+        match self.judge(engine, key, &bytes, &versions, false) {
             Verdict::Usable(_, value, _, None) => {
                 engine.stats.hit(false, || started.elapsed());
-                Some(value)
+                Peeked::Fresh(value)
             }
-            _ => None,
+            Verdict::Usable(meta, value, now_ms, Some(early)) => Peeked::Due {
+                entry: Self::entry(&meta, value, now_ms, tags, stamp),
+                early,
+            },
+            Verdict::Expired(meta, value, now_ms) => {
+                Peeked::Expired(Self::entry(&meta, value, now_ms, tags, stamp))
+            }
+            Verdict::Miss => Peeked::Miss,
         }
     }
 
     /// Reads the key from Redis as its leader, with its generation (for the load that may
-    /// follow). A hit fills L1 with the remaining TTL.
+    /// follow). A hit fills L1 with the remaining TTL, unless `snap` is no longer current.
     pub async fn fetch<R: 'static, K: Kind<R, Value = V>>(
         &self,
         engine: &Arc<Engine<R, K>>,
         key: &str,
         tags: &[String],
+        snap: Snapshot,
         fallback: Option<Arc<Entry<V>>>,
     ) -> Fetched<V> {
-        self.read(engine, key, tags, fallback, true).await
+        self.read(engine, key, tags, snap, fallback, true).await
     }
 
     /// [`Remote::fetch`]; `for_caller: false` for the cache's own reads (a refresh checking
@@ -202,12 +237,12 @@ impl<V: CacheValue> Remote<V> {
         engine: &Arc<Engine<R, K>>,
         key: &str,
         tags: &[String],
+        snap: Snapshot,
         fallback: Option<Arc<Entry<V>>>,
         for_caller: bool,
     ) -> Fetched<V> {
         let started = Instant::now();
-        let local_generation = engine.gens.of(key);
-        let stamp = tag_clock().epoch();
+        let read_at = std::time::Instant::now();
         let read = match self.backend.read(key, tags).await {
             Ok(read) => read,
             Err(e) => {
@@ -218,6 +253,7 @@ impl<V: CacheValue> Remote<V> {
         };
         let ctx = |fallback| LoadCtx {
             l2_generation: Some(read.generation),
+            read_at,
             tag_versions: read.tag_versions.clone(),
             fallback,
             lock: None,
@@ -227,9 +263,9 @@ impl<V: CacheValue> Remote<V> {
         };
         match self.judge(engine, key, bytes, &read.tag_versions, true) {
             Verdict::Miss => Fetched::Miss(ctx(fallback)),
-            Verdict::Expired(meta, value, now_ms) => {
-                Fetched::Miss(ctx(Some(Self::entry(&meta, value, now_ms, tags, stamp))))
-            }
+            Verdict::Expired(meta, value, now_ms) => Fetched::Miss(ctx(Some(Self::entry(
+                &meta, value, now_ms, tags, snap.stamp,
+            )))),
             Verdict::Usable(meta, value, now_ms, refresh) => {
                 if for_caller {
                     engine
@@ -244,8 +280,8 @@ impl<V: CacheValue> Remote<V> {
                         ctx: ctx(None),
                     };
                 }
-                let entry = Self::entry(&meta, value, now_ms, tags, stamp);
-                engine.put_local(key, entry.clone(), local_generation);
+                let entry = Self::entry(&meta, value, now_ms, tags, snap.stamp);
+                engine.put_local(key, entry.clone(), snap.generation);
                 Fetched::Hit {
                     value: entry.value.clone(),
                     refresh,
@@ -282,12 +318,36 @@ impl<V: CacheValue> Remote<V> {
         loop {
             match self.take_lock(key).await {
                 Ok(Some(lock)) => {
+                    // Double check under the lock: the process that held it (or one that
+                    // was quicker between our read and our lock) may have just written the
+                    // value; then take it instead of loading it again.
+                    {
+                        match self
+                            .read(engine, key, tags, engine.snapshot(key), None, false)
+                            .await
+                        {
+                            Fetched::Hit {
+                                value,
+                                refresh: None,
+                                ..
+                            } => return Locked::Got(value), // `lock` released on drop
+                            Fetched::Hit { ctx: fresh, .. } | Fetched::Miss(fresh) => {
+                                if fresh.l2_generation.is_some() {
+                                    ctx.l2_generation = fresh.l2_generation;
+                                    ctx.read_at = fresh.read_at;
+                                    ctx.tag_versions = fresh.tag_versions;
+                                }
+                                ctx.fallback = ctx.fallback.take().or(fresh.fallback);
+                            }
+                        }
+                    }
                     ctx.lock = Some(lock);
                     return Locked::Proceed(ctx);
                 }
                 Ok(None) => {}
                 Err(_) => {
                     engine.stats.incr(Counter::BackendErrors);
+                    engine.stats.incr(Counter::StampedeEscapes);
                     return Locked::Proceed(ctx);
                 }
             }
@@ -297,6 +357,7 @@ impl<V: CacheValue> Remote<V> {
             }
             let now = std::time::Instant::now();
             if now >= deadline {
+                engine.stats.incr(Counter::StampedeEscapes);
                 tracing::warn!(function = %engine.stats.name(), key, "cachemacro: waited lock_wait for another process's load; loading without the lock");
                 return Locked::Proceed(ctx);
             }
@@ -307,7 +368,10 @@ impl<V: CacheValue> Remote<V> {
             })
             .await;
             backoff = (backoff * 2).min(Duration::from_millis(200));
-            match self.fetch(engine, key, tags, None).await {
+            match self
+                .fetch(engine, key, tags, engine.snapshot(key), None)
+                .await
+            {
                 Fetched::Hit { value, .. } => return Locked::Got(value),
                 Fetched::Miss(fresh) => {
                     ctx = LoadCtx {
@@ -333,11 +397,15 @@ impl<V: CacheValue> Remote<V> {
             Ok(Some(lock)) => {
                 // Double check under the lock: another process may have refreshed it just
                 // before; then take its value (into L1) instead of loading again.
-                match self.read(engine, key, tags, None, false).await {
+                match self
+                    .read(engine, key, tags, engine.snapshot(key), None, false)
+                    .await
+                {
                     Fetched::Hit { refresh: None, .. } => false,
                     Fetched::Hit { ctx: fresh, .. } | Fetched::Miss(fresh) => {
-                        ctx.l2_generation = fresh.l2_generation.or(ctx.l2_generation);
                         if fresh.l2_generation.is_some() {
+                            ctx.l2_generation = fresh.l2_generation;
+                            ctx.read_at = fresh.read_at;
                             ctx.tag_versions = fresh.tag_versions;
                         }
                         ctx.lock = Some(lock);
@@ -348,7 +416,8 @@ impl<V: CacheValue> Remote<V> {
             Ok(None) => {
                 if engine.l1.is_some() {
                     // Another process refreshes; take what Redis holds (perhaps newer).
-                    let _ = self.read(engine, key, tags, None, false).await;
+                    let snap = engine.snapshot(key);
+                    let _ = self.read(engine, key, tags, snap, None, false).await;
                 }
                 false
             }
@@ -367,9 +436,11 @@ impl<V: CacheValue> Remote<V> {
         tags: &[String],
         stale: Option<Arc<Entry<V>>>,
     ) -> LoadCtx<V> {
+        let read_at = std::time::Instant::now();
         match self.backend.read_meta(key, tags).await {
             Ok(read) => LoadCtx {
                 l2_generation: Some(read.generation),
+                read_at,
                 tag_versions: read.tag_versions,
                 fallback: stale,
                 lock: None,
@@ -389,11 +460,13 @@ impl<V: CacheValue> Remote<V> {
         key: &str,
         tags: &[String],
     ) -> LoadCtx<V> {
+        let read_at = std::time::Instant::now();
         let generation = self.backend.bump(key, false).await;
         let versions = self.backend.tag_versions(tags).await;
         match (generation, versions) {
             (Ok(g), Ok(v)) => LoadCtx {
                 l2_generation: Some(g),
+                read_at,
                 tag_versions: v,
                 fallback: None,
                 lock: None,
@@ -405,8 +478,7 @@ impl<V: CacheValue> Remote<V> {
         }
     }
 
-    /// Writes a loaded value to Redis. `Some(false)`: an invalidation won; `None`: not
-    /// attempted or failed (the value may still go to L1).
+    /// Writes a new value to Redis unless the key's generation moved since `ctx` read it.
     #[allow(clippy::too_many_arguments)]
     pub async fn store<R: 'static, K: Kind<R, Value = V>>(
         &self,
@@ -418,8 +490,16 @@ impl<V: CacheValue> Remote<V> {
         hard: Duration,
         soft: Option<Duration>,
         ctx: &LoadCtx<V>,
-    ) -> Option<bool> {
-        let generation = ctx.l2_generation?;
+    ) -> Outcome {
+        let Some(generation) = ctx.l2_generation else {
+            return Outcome::Failed;
+        };
+        // Leave a margin for the clock of Redis and the round trips.
+        let retention = self.backend.cfg.generation_retention;
+        if ctx.read_at.elapsed() + Duration::from_secs(1).min(retention / 10) >= retention {
+            tracing::warn!(function = %engine.stats.name(), key, "cachemacro: a load took longer than generation_retention; its result is not written to Redis (an invalidation during it could not be ruled out)");
+            return Outcome::Superseded;
+        }
         let now_ms = unix_ms();
         let meta = Meta {
             created_ms: now_ms,
@@ -434,7 +514,7 @@ impl<V: CacheValue> Remote<V> {
             Err(why) => {
                 engine.stats.incr(Counter::BackendErrors);
                 tracing::warn!(function = %engine.stats.name(), %why, "cachemacro: value does not encode; not written to Redis");
-                return None;
+                return Outcome::Failed;
             }
         };
         let mut ttl = hard + engine.policy.fail_safe.unwrap_or(Duration::ZERO);
@@ -443,12 +523,23 @@ impl<V: CacheValue> Remote<V> {
             ttl = ttl.min(self.backend.cfg.tag_retention);
         }
         match self.backend.write_if(key, bytes, ttl, generation).await {
-            Ok(Written::Yes | Written::TooLarge) => Some(true),
-            Ok(Written::GenerationMoved) => Some(false),
+            Ok(Written::Yes) => Outcome::Written,
+            Ok(Written::GenerationMoved) => Outcome::Superseded,
+            Ok(Written::TooLarge) => {
+                // The previous value must not be served in its place (nor refreshed in a
+                // loop when it is stale): remove it, as an invalidation would.
+                engine.stats.incr(Counter::Oversized);
+                if let Err(e) = self.backend.bump(key, true).await {
+                    engine.stats.incr(Counter::BackendErrors);
+                    tracing::debug!(function = %engine.stats.name(), error = %e, "cachemacro: could not remove the previous value of an oversized one");
+                    return Outcome::Failed;
+                }
+                Outcome::TooLarge
+            }
             Err(e) => {
                 engine.stats.incr(Counter::BackendErrors);
                 tracing::debug!(function = %engine.stats.name(), error = %e, "cachemacro: Redis write failed");
-                None
+                Outcome::Failed
             }
         }
     }

@@ -125,17 +125,31 @@ impl Breaker {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether to try Redis now. While open, one caller per cooldown gets to probe.
-    pub fn allow(&self) -> bool {
+    /// Whether to try Redis now: a permit, or `None` while the circuit is open. While open,
+    /// one caller per cooldown gets a *probe* permit. A permit dropped without a verdict
+    /// (its caller was cancelled: a request timeout, a client gone) lets the next call
+    /// probe at once, so a cancelled probe never keeps the circuit open.
+    pub fn allow(&self) -> Option<Permit<'_>> {
         if !self.open.load(Relaxed) {
-            return true;
+            return Some(Permit {
+                breaker: self,
+                probe: false,
+            });
         }
         let mut s = self.lock();
         if !s.probing && Instant::now() >= s.until {
             s.probing = true;
-            return true;
+            return Some(Permit {
+                breaker: self,
+                probe: true,
+            });
         }
-        false
+        None
+    }
+
+    /// When the next probe may run, while the circuit is open.
+    fn next_probe(&self) -> Option<Instant> {
+        self.open.load(Relaxed).then(|| self.lock().until)
     }
 
     /// Whether calls currently try Redis (closed circuit).
@@ -189,6 +203,48 @@ impl Breaker {
     }
 }
 
+/// What a followed channel says (see [`RedisBackend::follow`]).
+pub(crate) enum Signal<'a> {
+    /// Subscribed; `again` after a loss.
+    Up { again: bool },
+    /// A message on the channel.
+    Message(&'a str),
+    /// The subscription was lost, or (with the error) could not be made.
+    Down(Option<&'a str>),
+}
+
+/// The right to try one Redis operation (see [`Breaker::allow`]).
+pub(crate) struct Permit<'a> {
+    breaker: &'a Breaker,
+    /// This operation probes an open circuit.
+    probe: bool,
+}
+
+impl Permit<'_> {
+    /// Records how the operation went.
+    pub fn record<T>(mut self, backend: &str, result: &Result<T, RedisError>) {
+        self.probe = false; // a verdict: nothing for `drop` to undo
+        match result {
+            Ok(_) => self.breaker.success(backend),
+            Err(e) => self.breaker.failure(backend, e),
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe {
+            // The probe's caller went away before Redis answered: no verdict. Let the next
+            // call probe instead of waiting for a verdict that will never come.
+            let mut s = self.breaker.lock();
+            if s.probing {
+                s.probing = false;
+                s.until = Instant::now();
+            }
+        }
+    }
+}
+
 /// One Redis backend: the default one, or one registered by name.
 pub(crate) struct RedisBackend {
     pub name: String,
@@ -198,6 +254,10 @@ pub(crate) struct RedisBackend {
     pub cfg: Arc<Config>,
     pub breaker: Breaker,
     conn: OnceCell<Conn>,
+    /// Found to be a cluster although given one URL.
+    cluster: AtomicBool,
+    /// A task probes the open circuit (see [`RedisBackend::watch_breaker`]).
+    watching: AtomicBool,
     /// Warned already about an unusable value size.
     warned_size: AtomicBool,
     /// Connections on callers' runtimes (standalone servers only).
@@ -206,6 +266,11 @@ pub(crate) struct RedisBackend {
     in_flight: std::sync::atomic::AtomicUsize,
     /// The tiered backplane of this backend (see [`crate::invalidate`]).
     pub backplane: crate::invalidate::Backplane,
+    /// The key templates of the functions on this backend: (template, `name` option, name
+    /// in stats).
+    keyspace: Mutex<Vec<(&'static str, Option<&'static str>, String)>>,
+    /// Functions found to share keys by accident (see [`RedisBackend::claim_keys`]).
+    pub conflicts: Mutex<Vec<String>>,
 }
 
 static WRITE_IF_GENERATION: LazyLock<Script> = LazyLock::new(|| {
@@ -218,14 +283,24 @@ static WRITE_IF_GENERATION: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Moves a generation or a tag version on. Versions never repeat for a key, even after
+/// the key expired and was forgotten: the new version is the larger of the old one + 1 and
+/// the server's clock in microseconds, so it is always past every version handed out
+/// before (INCR would restart at 1 and make an invalidated value valid again).
+const NEXT_VERSION: &str = r"
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local v = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+    local n = v + 1
+    if n < now then n = now end
+    redis.call('SET', KEYS[2], string.format('%.0f', n), 'PX', ARGV[1])";
+
 static BUMP_GENERATION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local g = redis.call('INCR', KEYS[2])
-        redis.call('PEXPIRE', KEYS[2], ARGV[1])
+    Script::new(&format!(
+        "{NEXT_VERSION}
         if ARGV[2] == '1' then redis.call('DEL', KEYS[1]) end
-        return g",
-    )
+        return n"
+    ))
 });
 
 static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
@@ -240,14 +315,9 @@ static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-static BUMP_TAG: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local v = redis.call('INCR', KEYS[1])
-        redis.call('PEXPIRE', KEYS[1], ARGV[1])
-        return v",
-    )
-});
+/// `KEYS[1]` is unused (the script's key list is shaped like [`BUMP_GENERATION`]'s).
+static BUMP_TAG: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{NEXT_VERSION}\n        return n")));
 
 /// Above this many requests in flight, requests take the I/O thread's connection.
 const BUSY: usize = 4;
@@ -365,11 +435,6 @@ pub(crate) struct Read {
     pub tag_versions: Vec<u64>,
 }
 
-fn has_hash_tag(key: &str) -> bool {
-    key.find('{')
-        .is_some_and(|open| key[open + 1..].find('}').is_some_and(|len| len > 0))
-}
-
 fn parse_u64(v: &Option<Vec<u8>>) -> u64 {
     v.as_deref()
         .and_then(|b| std::str::from_utf8(b).ok())
@@ -395,15 +460,46 @@ impl RedisBackend {
             ),
             cfg,
             conn: OnceCell::new(),
+            cluster: AtomicBool::new(false),
+            watching: AtomicBool::new(false),
             warned_size: AtomicBool::new(false),
             locals: LocalConns::default(),
             in_flight: Default::default(),
             backplane: Default::default(),
+            keyspace: Default::default(),
+            conflicts: Default::default(),
         }
     }
 
+    /// Records that a function keys its values on this backend with `template`. If another
+    /// function's template can render the same keys (and the two do not share a `name` on
+    /// purpose), they would read and overwrite each other's values: say so loudly, in the
+    /// log and in [`crate::health`].
+    pub fn claim_keys(&self, template: &'static str, name: Option<&'static str>, shown: String) {
+        let mut keyspace = self.keyspace.lock().unwrap_or_else(|e| e.into_inner());
+        for (other, other_name, other_shown) in keyspace.iter() {
+            if name.is_some() && name == *other_name {
+                continue; // the same `name`: sharing entries is the point
+            }
+            if crate::key::templates_overlap(other, template) {
+                let conflict = format!(
+                    "`{shown}` (key \"{template}\") and `{other_shown}` (key \"{other}\") can render the same keys on backend `{}`, so they would read and overwrite each other's values: give one of them a distinct key, or both the same `name = \"…\"` if they are meant to share entries",
+                    self.name
+                );
+                tracing::error!("cachemacro: {conflict}");
+                self.conflicts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(conflict);
+            }
+        }
+        keyspace.push((template, name, shown));
+    }
+
+    /// Whether this backend is a Redis Cluster: several seed URLs, or one URL of a server
+    /// that said `cluster_enabled:1` when first connected.
     pub fn is_cluster(&self) -> bool {
-        self.urls.len() > 1
+        self.urls.len() > 1 || self.cluster.load(Relaxed)
     }
 
     /// The Redis key of a rendered cache key.
@@ -414,28 +510,71 @@ impl RedisBackend {
         k
     }
 
-    /// A key in the same cluster slot as `value_key`.
+    /// A key of the cache's own in the same cluster slot as `value_key` (see
+    /// [`super::keys`]).
     pub fn sibling_key(value_key: &str, suffix: &str) -> String {
-        if has_hash_tag(value_key) {
-            format!("{value_key}:cm:{suffix}")
-        } else {
-            format!("{{{value_key}}}:cm:{suffix}")
-        }
+        super::keys::sibling(value_key, suffix)
     }
 
     pub fn tag_key(&self, tag: &str) -> String {
-        format!("{}cachemacro:tag:{tag}", self.prefix)
+        super::keys::tag(&self.prefix, tag)
     }
 
     pub fn channel(&self) -> String {
         format!("{}cachemacro:invalidate", self.prefix)
     }
 
+    /// TCP settings of every connection: keepalive probes, so a connection whose peer
+    /// vanished (a half-open connection: a crashed host, a dropped NAT entry) is noticed
+    /// even while idle, and a bound on unacknowledged data.
+    fn tcp_settings(&self) -> redis::io::tcp::TcpSettings {
+        use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
+        let keepalive = TcpKeepalive::new()
+            .with_time(Duration::from_secs(10))
+            .with_interval(Duration::from_secs(5))
+            .with_retries(3);
+        let settings = TcpSettings::default()
+            .set_nodelay(true)
+            .set_keepalive(keepalive);
+        #[cfg(target_os = "linux")]
+        let settings = settings.set_user_timeout(Duration::from_secs(30));
+        settings
+    }
+
+    /// Whether the server at `url` runs in cluster mode (`INFO cluster`).
+    async fn cluster_enabled(&self, url: &str) -> RedisResult<bool> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.cfg.connect_timeout))
+            .set_response_timeout(Some(self.cfg.op_timeout.max(Duration::from_millis(500))));
+        let mut c = self
+            .client(url)?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut c)
+            .await?;
+        Ok(info.contains("cluster_enabled:1"))
+    }
+
     async fn connect(&self) -> RedisResult<Conn> {
         let timeout = self.cfg.connect_timeout;
+        if self.urls.len() == 1 && !self.is_cluster() && self.cluster_enabled(&self.urls[0]).await?
+        {
+            tracing::info!(backend = %self.name, "cachemacro: the Redis URL is a cluster node; using Redis Cluster");
+            self.cluster.store(true, Relaxed);
+        }
         if self.is_cluster() {
+            let mut seeds = Vec::with_capacity(self.urls.len());
+            for url in &self.urls {
+                seeds.push(
+                    redis::IntoConnectionInfo::into_connection_info(url.as_str())?
+                        .set_tcp_settings(self.tcp_settings()),
+                );
+            }
             #[allow(unused_mut)]
-            let mut builder = redis::cluster::ClusterClient::builder(self.urls.clone())
+            let mut builder = redis::cluster::ClusterClient::builder(seeds)
+                .tcp_settings(self.tcp_settings())
                 .connection_timeout(timeout)
                 .response_timeout(self.cfg.op_timeout)
                 .retries(1);
@@ -497,19 +636,73 @@ impl RedisBackend {
             .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "subscribe timed out")))?
     }
 
+    /// Follows `channel` for as long as the returned future is polled: subscribes (trying
+    /// each URL in turn), pings every `heartbeat` and resubscribes (with a growing backoff)
+    /// when a ping is not answered within a heartbeat or the connection drops. So a
+    /// half-open connection, silent but not closed, is noticed within two heartbeats.
+    /// `on` hears every change and every message, in order.
+    pub async fn follow(self: Arc<Self>, channel: String, mut on: impl FnMut(Signal<'_>) + Send) {
+        use futures_util::StreamExt;
+        let heartbeat = self.cfg.heartbeat;
+        let mut failures: u32 = 0;
+        let mut next_url = 0;
+        loop {
+            let url = self.urls[next_url % self.urls.len()].clone();
+            next_url += 1;
+            match self.subscribe(&url, &channel).await {
+                Ok(pubsub) => {
+                    let (mut sink, mut stream) = pubsub.split();
+                    on(Signal::Up {
+                        again: failures > 0,
+                    });
+                    failures = 0;
+                    loop {
+                        tokio::select! {
+                            msg = stream.next() => match msg {
+                                Some(msg) => {
+                                    if let Ok(payload) = msg.get_payload::<String>() {
+                                        on(Signal::Message(&payload));
+                                    }
+                                }
+                                None => break,
+                            },
+                            _ = tokio::time::sleep(heartbeat) => {
+                                let ping = tokio::time::timeout(heartbeat, sink.ping::<redis::Value>()).await;
+                                if !matches!(ping, Ok(Ok(_))) {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    on(Signal::Down(None));
+                }
+                Err(e) => {
+                    if failures == 0 {
+                        on(Signal::Down(Some(&e.to_string())));
+                    }
+                }
+            }
+            failures = failures.saturating_add(1);
+            tokio::time::sleep(Self::resubscribe_backoff(failures)).await;
+        }
+    }
+
     /// How long a listener waits before subscribing again after `failures` failures.
     pub fn resubscribe_backoff(failures: u32) -> Duration {
         Duration::from_millis(25u64 << failures.min(6)).min(Duration::from_secs(2))
     }
 
-    /// A client for one server URL, with the configured TLS root if any.
+    /// A client for one server URL, with the configured TLS root if any, and the cache's
+    /// TCP settings.
     pub fn client(&self, url: &str) -> RedisResult<redis::Client> {
+        let info = redis::IntoConnectionInfo::into_connection_info(url)?
+            .set_tcp_settings(self.tcp_settings());
         #[cfg(feature = "tls")]
         if url.starts_with("rediss://") {
             install_crypto();
             if let Some(pem) = &self.cfg.tls_root_pem {
                 return redis::Client::build_with_tls(
-                    url,
+                    info,
                     redis::TlsCertificates {
                         client_tls: None,
                         root_cert: Some(pem.clone()),
@@ -517,13 +710,13 @@ impl RedisBackend {
                 );
             }
         }
-        redis::Client::open(url)
+        redis::Client::open(info)
     }
 
     /// A connection whose driver runs on the caller's own runtime, if that runtime has
     /// one ready (see [`LocalConns`]).
     fn local_conn(self: &Arc<Self>) -> Option<Conn> {
-        if self.is_cluster() {
+        if self.is_cluster() || io::on_io_runtime() {
             return None;
         }
         let handle = tokio::runtime::Handle::try_current().ok()?;
@@ -554,9 +747,9 @@ impl RedisBackend {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        if !self.breaker.allow() {
+        let Some(permit) = self.breaker.allow() else {
             return Err(RedisError::Open);
-        }
+        };
         let to_error = |e: redis::RedisError| {
             if e.is_timeout() {
                 RedisError::Timeout
@@ -574,10 +767,8 @@ impl RedisBackend {
                 .await
                 .unwrap_or_else(|| Err(redis::RedisError::from((redis::ErrorKind::Io, "panicked"))))
                 .map_err(to_error);
-            match &result {
-                Ok(_) => self.breaker.success(&self.name),
-                Err(e) => self.breaker.failure(&self.name, e),
-            }
+            permit.record(&self.name, &result);
+            self.watch_breaker();
             return result;
         }
         let result = io::run(async move {
@@ -598,11 +789,30 @@ impl RedisBackend {
         })
         .await
         .unwrap_or_else(|| Err(RedisError::Redis("I/O task failed".into())));
-        match &result {
-            Ok(_) => self.breaker.success(&self.name),
-            Err(e) => self.breaker.failure(&self.name, e),
-        }
+        permit.record(&self.name, &result);
+        self.watch_breaker();
         result
+    }
+
+    /// While the circuit is open, a task of the cache's own probes Redis (a `PING`) each
+    /// time the cool-down ends, so the circuit closes as soon as Redis answers, whether or
+    /// not any call needs Redis (a tiered function whose every call is an L1 hit never
+    /// would), and `health()` says so.
+    fn watch_breaker(self: &Arc<Self>) {
+        if self.breaker.allow_without_probe() || self.watching.swap(true, Relaxed) {
+            return;
+        }
+        let this = self.clone();
+        io::spawn(async move {
+            while let Some(at) = this.breaker.next_probe() {
+                let wait = at.saturating_duration_since(Instant::now());
+                tokio::time::sleep(wait + Duration::from_millis(1)).await;
+                let _ = this.command::<redis::Value>(redis::cmd("PING")).await;
+            }
+            this.watching.store(false, Relaxed);
+            // Opened again between the last check and the flag: watch again.
+            this.watch_breaker();
+        });
     }
 
     /// `MGET keys` (split by slot on a cluster).
@@ -736,9 +946,14 @@ impl RedisBackend {
     pub async fn bump_tag(self: &Arc<Self>, tag: &str) -> Result<u64, RedisError> {
         let tk = self.tag_key(tag);
         let retention = ms(self.cfg.tag_retention);
-        self.op(
-            move |mut c| async move { BUMP_TAG.key(tk).arg(retention).invoke_async(&mut c).await },
-        )
+        self.op(move |mut c| async move {
+            BUMP_TAG
+                .key(&tk)
+                .key(&tk)
+                .arg(retention)
+                .invoke_async(&mut c)
+                .await
+        })
         .await
     }
 
@@ -794,8 +1009,7 @@ impl RedisBackend {
         .await
     }
 
-    /// Runs an arbitrary command (tests, tools).
-    #[allow(dead_code)]
+    /// Runs an arbitrary command.
     pub async fn command<T: redis::FromRedisValue + Send + 'static>(
         self: &Arc<Self>,
         cmd: Cmd,
@@ -837,16 +1051,16 @@ pub(crate) fn backend_for(backend: &crate::policy::Backend) -> Result<Arc<RedisB
             }
         },
     };
+    Ok(get_or_create(&name, &spec, &cfg))
+}
+
+/// The backend registered as `name` (`""` for the default), created on first use.
+fn get_or_create(name: &str, spec: &BackendConfig, cfg: &Arc<Config>) -> Arc<RedisBackend> {
     let mut map = registry().lock().unwrap_or_else(|e| e.into_inner());
-    let shown = if name.is_empty() {
-        "default"
-    } else {
-        name.as_str()
-    };
-    Ok(map
-        .entry(name.clone())
-        .or_insert_with(|| Arc::new(RedisBackend::new(shown, &spec, cfg.clone())))
-        .clone())
+    let shown = if name.is_empty() { "default" } else { name };
+    map.entry(name.to_owned())
+        .or_insert_with(|| Arc::new(RedisBackend::new(shown, spec, cfg.clone())))
+        .clone()
 }
 
 /// Every backend in use, plus the default one when Redis was configured explicitly.
@@ -858,9 +1072,28 @@ pub(crate) fn active_backends() -> Vec<Arc<RedisBackend>> {
         .values()
         .cloned()
         .collect();
-    if all.is_empty() && configured {
+    if configured && !all.iter().any(|b| b.name == "default") {
         if let Ok(b) = backend_for(&crate::policy::Backend::Redis) {
             all.push(b);
+        }
+    }
+    all
+}
+
+/// What an operation that must reach every backend reaches: every backend in use, the
+/// default one when Redis was configured, and every named backend of the configuration,
+/// whether or not a function used it yet.
+pub(crate) fn configured_backends() -> Vec<Arc<RedisBackend>> {
+    let mut all = active_backends();
+    let cfg = crate::config::get();
+    let mut names: Vec<&String> = cfg.backends.keys().collect();
+    names.sort();
+    for name in names {
+        if all.iter().any(|b| &b.name == name) {
+            continue;
+        }
+        if let Some(spec) = cfg.backends.get(name) {
+            all.push(get_or_create(name, spec, &cfg));
         }
     }
     all
@@ -871,33 +1104,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sibling_keys_share_the_value_keys_slot() {
-        assert_eq!(
-            RedisBackend::sibling_key("user:42", "gen"),
-            "{user:42}:cm:gen"
-        );
-        assert_eq!(RedisBackend::sibling_key("a{x}b", "lock"), "a{x}b:cm:lock");
-        assert_eq!(RedisBackend::sibling_key("a{}b", "gen"), "{a{}b}:cm:gen");
-    }
-
-    #[test]
     fn the_breaker_opens_after_consecutive_failures_and_lets_one_probe_through() {
         let b = Breaker::new(3, Duration::from_millis(30), Duration::from_secs(1));
         let e = RedisError::Timeout;
         b.failure("t", &e);
         b.failure("t", &e);
-        assert!(b.allow() && !b.is_open());
+        assert!(b.allow().is_some() && !b.is_open());
         b.failure("t", &e);
         assert!(b.is_open());
-        assert!(!b.allow(), "open: not tried");
+        assert!(b.allow().is_none(), "open: not tried");
         std::thread::sleep(Duration::from_millis(40));
-        assert!(b.allow(), "cooldown over: one probe");
-        assert!(!b.allow(), "only one probe at a time");
-        b.failure("t", &e);
-        assert!(!b.allow(), "probe failed: open again, longer");
+        let probe = b.allow().expect("cooldown over: one probe");
+        assert!(b.allow().is_none(), "only one probe at a time");
+        probe.record("t", &Err::<(), _>(e.clone()));
+        assert!(b.allow().is_none(), "probe failed: open again, longer");
         std::thread::sleep(Duration::from_millis(70));
-        assert!(b.allow());
-        b.success("t");
-        assert!(!b.is_open() && b.allow() && b.allow());
+        let probe = b.allow().expect("a probe");
+        probe.record("t", &Ok::<(), RedisError>(()));
+        assert!(!b.is_open() && b.allow().is_some() && b.allow().is_some());
+    }
+
+    #[test]
+    fn a_cancelled_probe_does_not_keep_the_circuit_open() {
+        let b = Breaker::new(1, Duration::from_millis(20), Duration::from_secs(1));
+        b.failure("t", &RedisError::Timeout);
+        assert!(b.is_open());
+        std::thread::sleep(Duration::from_millis(30));
+        let probe = b.allow().expect("cooldown over: one probe");
+        drop(probe); // its caller was cancelled before Redis answered
+        let probe = b.allow().expect("the next call probes at once");
+        probe.record("t", &Ok::<(), RedisError>(()));
+        assert!(!b.is_open(), "Redis answered: closed");
     }
 }

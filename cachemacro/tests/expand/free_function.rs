@@ -15,7 +15,8 @@ async fn get_user(id: u64) -> Result<User, DbError> {
             )
             .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
             .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
-            .with_backend(::cachemacro_runtime::__private::Backend::Redis),
+            .with_backend(::cachemacro_runtime::__private::Backend::Redis)
+            .with_key_template("user:<id>"),
         ::cachemacro_runtime::__private::codec_of::<
             <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
                 Result<User, DbError>,
@@ -29,22 +30,30 @@ async fn get_user(id: u64) -> Result<User, DbError> {
         __k.finish()
     };
     let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
-    let __cachemacro_errors = {
-        #[allow(unused_imports)]
-        use ::cachemacro_runtime::__private::ShareErrors as _;
-        (&::cachemacro_runtime::__private::ErrProbe::<
-            <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
-                Result<User, DbError>,
-            >>::Error,
-        >::new())
-            .sharing()
-    };
     __CACHEMACRO
-        .get()
+        .get(|| {
+            #[allow(unused_imports)]
+            use ::cachemacro_runtime::__private::{
+                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+            };
+            ::cachemacro_runtime::__private::Hooks::new(
+                (&::cachemacro_runtime::__private::ErrProbe::<
+                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                        Result<User, DbError>,
+                    >>::Error,
+                >::new())
+                    .sharing(),
+                (&::cachemacro_runtime::__private::NoneProbe::<
+                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                        Result<User, DbError>,
+                    >>::Value,
+                >::new())
+                    .negative(),
+            )
+        })
         .get_detached(
             __cachemacro_key,
             __cachemacro_tags,
-            __cachemacro_errors,
             move || async move {
                 #[allow(
                     unreachable_code,
@@ -83,7 +92,8 @@ async fn get_user_invalidate(
             )
             .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
             .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
-            .with_backend(::cachemacro_runtime::__private::Backend::Redis),
+            .with_backend(::cachemacro_runtime::__private::Backend::Redis)
+            .with_key_template("user:<id>"),
         ::cachemacro_runtime::__private::codec_of::<
             <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
                 Result<User, DbError>,
@@ -96,7 +106,29 @@ async fn get_user_invalidate(
         __k.arg(&id);
         __k.finish()
     };
-    __CACHEMACRO.get().invalidate(__cachemacro_key).await
+    __CACHEMACRO
+        .get(|| {
+            #[allow(unused_imports)]
+            use ::cachemacro_runtime::__private::{
+                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+            };
+            ::cachemacro_runtime::__private::Hooks::new(
+                (&::cachemacro_runtime::__private::ErrProbe::<
+                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                        Result<User, DbError>,
+                    >>::Error,
+                >::new())
+                    .sharing(),
+                (&::cachemacro_runtime::__private::NoneProbe::<
+                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                        Result<User, DbError>,
+                    >>::Value,
+                >::new())
+                    .negative(),
+            )
+        })
+        .invalidate(__cachemacro_key)
+        .await
 }
 ///Calls the source of [`get_user`] now and stores its result (a write-through put).
 #[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]
@@ -117,7 +149,8 @@ async fn get_user_refresh(id: u64) -> Result<User, DbError> {
             )
             .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
             .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
-            .with_backend(::cachemacro_runtime::__private::Backend::Redis),
+            .with_backend(::cachemacro_runtime::__private::Backend::Redis)
+            .with_key_template("user:<id>"),
         ::cachemacro_runtime::__private::codec_of::<
             <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
                 Result<User, DbError>,
@@ -132,7 +165,26 @@ async fn get_user_refresh(id: u64) -> Result<User, DbError> {
     };
     let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
     __CACHEMACRO
-        .get()
+        .get(|| {
+            #[allow(unused_imports)]
+            use ::cachemacro_runtime::__private::{
+                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+            };
+            ::cachemacro_runtime::__private::Hooks::new(
+                (&::cachemacro_runtime::__private::ErrProbe::<
+                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                        Result<User, DbError>,
+                    >>::Error,
+                >::new())
+                    .sharing(),
+                (&::cachemacro_runtime::__private::NoneProbe::<
+                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                        Result<User, DbError>,
+                    >>::Value,
+                >::new())
+                    .negative(),
+            )
+        })
         .refresh(
             __cachemacro_key,
             __cachemacro_tags,
@@ -177,7 +229,8 @@ async fn get_user_put(
             )
             .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
             .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
-            .with_backend(::cachemacro_runtime::__private::Backend::Redis),
+            .with_backend(::cachemacro_runtime::__private::Backend::Redis)
+            .with_key_template("user:<id>"),
         ::cachemacro_runtime::__private::codec_of::<
             <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
                 Result<User, DbError>,
@@ -191,7 +244,29 @@ async fn get_user_put(
         __k.finish()
     };
     let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
-    __CACHEMACRO.get().put(__cachemacro_key, __cachemacro_tags, value).await
+    __CACHEMACRO
+        .get(|| {
+            #[allow(unused_imports)]
+            use ::cachemacro_runtime::__private::{
+                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+            };
+            ::cachemacro_runtime::__private::Hooks::new(
+                (&::cachemacro_runtime::__private::ErrProbe::<
+                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                        Result<User, DbError>,
+                    >>::Error,
+                >::new())
+                    .sharing(),
+                (&::cachemacro_runtime::__private::NoneProbe::<
+                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                        Result<User, DbError>,
+                    >>::Value,
+                >::new())
+                    .negative(),
+            )
+        })
+        .put(__cachemacro_key, __cachemacro_tags, value)
+        .await
 }
 ///Counters and latency of [`get_user`]'s cache.
 fn get_user_stats() -> ::cachemacro_runtime::Stats {
@@ -211,12 +286,34 @@ fn get_user_stats() -> ::cachemacro_runtime::Stats {
             )
             .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
             .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
-            .with_backend(::cachemacro_runtime::__private::Backend::Redis),
+            .with_backend(::cachemacro_runtime::__private::Backend::Redis)
+            .with_key_template("user:<id>"),
         ::cachemacro_runtime::__private::codec_of::<
             <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
                 Result<User, DbError>,
             >>::Value,
         >(),
     );
-    __CACHEMACRO.get().stats()
+    __CACHEMACRO
+        .get(|| {
+            #[allow(unused_imports)]
+            use ::cachemacro_runtime::__private::{
+                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+            };
+            ::cachemacro_runtime::__private::Hooks::new(
+                (&::cachemacro_runtime::__private::ErrProbe::<
+                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                        Result<User, DbError>,
+                    >>::Error,
+                >::new())
+                    .sharing(),
+                (&::cachemacro_runtime::__private::NoneProbe::<
+                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                        Result<User, DbError>,
+                    >>::Value,
+                >::new())
+                    .negative(),
+            )
+        })
+        .stats()
 }

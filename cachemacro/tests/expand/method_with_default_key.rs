@@ -22,22 +22,30 @@ pub async fn find(&self, id: u64, trace: &str) -> Option<Row> {
         __k.finish()
     };
     let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
-    let __cachemacro_errors = {
-        #[allow(unused_imports)]
-        use ::cachemacro_runtime::__private::ShareErrors as _;
-        (&::cachemacro_runtime::__private::ErrProbe::<
-            <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
-                Option<Row>,
-            >>::Error,
-        >::new())
-            .sharing()
-    };
     __CACHEMACRO
-        .get()
+        .get(|| {
+            #[allow(unused_imports)]
+            use ::cachemacro_runtime::__private::{
+                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+            };
+            ::cachemacro_runtime::__private::Hooks::new(
+                (&::cachemacro_runtime::__private::ErrProbe::<
+                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+                        Option<Row>,
+                    >>::Error,
+                >::new())
+                    .sharing(),
+                (&::cachemacro_runtime::__private::NoneProbe::<
+                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+                        Option<Row>,
+                    >>::Value,
+                >::new())
+                    .negative(),
+            )
+        })
         .get(
             __cachemacro_key,
             __cachemacro_tags,
-            __cachemacro_errors,
             move || async move {
                 #[allow(
                     unreachable_code,
@@ -84,7 +92,29 @@ pub async fn find_invalidate(
         __k.arg(&id);
         __k.finish()
     };
-    __CACHEMACRO.get().invalidate(__cachemacro_key).await
+    __CACHEMACRO
+        .get(|| {
+            #[allow(unused_imports)]
+            use ::cachemacro_runtime::__private::{
+                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+            };
+            ::cachemacro_runtime::__private::Hooks::new(
+                (&::cachemacro_runtime::__private::ErrProbe::<
+                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+                        Option<Row>,
+                    >>::Error,
+                >::new())
+                    .sharing(),
+                (&::cachemacro_runtime::__private::NoneProbe::<
+                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+                        Option<Row>,
+                    >>::Value,
+                >::new())
+                    .negative(),
+            )
+        })
+        .invalidate(__cachemacro_key)
+        .await
 }
 ///Calls the source of [`find`] now and stores its result (a write-through put).
 #[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]
@@ -113,7 +143,26 @@ pub async fn find_refresh(&self, id: u64, trace: &str) -> Option<Row> {
     };
     let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
     __CACHEMACRO
-        .get()
+        .get(|| {
+            #[allow(unused_imports)]
+            use ::cachemacro_runtime::__private::{
+                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+            };
+            ::cachemacro_runtime::__private::Hooks::new(
+                (&::cachemacro_runtime::__private::ErrProbe::<
+                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+                        Option<Row>,
+                    >>::Error,
+                >::new())
+                    .sharing(),
+                (&::cachemacro_runtime::__private::NoneProbe::<
+                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+                        Option<Row>,
+                    >>::Value,
+                >::new())
+                    .negative(),
+            )
+        })
         .refresh(
             __cachemacro_key,
             __cachemacro_tags,
@@ -167,7 +216,29 @@ pub async fn find_put(
         __k.finish()
     };
     let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
-    __CACHEMACRO.get().put(__cachemacro_key, __cachemacro_tags, value).await
+    __CACHEMACRO
+        .get(|| {
+            #[allow(unused_imports)]
+            use ::cachemacro_runtime::__private::{
+                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+            };
+            ::cachemacro_runtime::__private::Hooks::new(
+                (&::cachemacro_runtime::__private::ErrProbe::<
+                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+                        Option<Row>,
+                    >>::Error,
+                >::new())
+                    .sharing(),
+                (&::cachemacro_runtime::__private::NoneProbe::<
+                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+                        Option<Row>,
+                    >>::Value,
+                >::new())
+                    .negative(),
+            )
+        })
+        .put(__cachemacro_key, __cachemacro_tags, value)
+        .await
 }
 ///Counters and latency of [`find`]'s cache.
 pub fn find_stats() -> ::cachemacro_runtime::Stats {
@@ -186,5 +257,26 @@ pub fn find_stats() -> ::cachemacro_runtime::Stats {
             ::cachemacro_runtime::__private::Duration::from_secs(300u64),
         ),
     );
-    __CACHEMACRO.get().stats()
+    __CACHEMACRO
+        .get(|| {
+            #[allow(unused_imports)]
+            use ::cachemacro_runtime::__private::{
+                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+            };
+            ::cachemacro_runtime::__private::Hooks::new(
+                (&::cachemacro_runtime::__private::ErrProbe::<
+                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+                        Option<Row>,
+                    >>::Error,
+                >::new())
+                    .sharing(),
+                (&::cachemacro_runtime::__private::NoneProbe::<
+                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+                        Option<Row>,
+                    >>::Value,
+                >::new())
+                    .negative(),
+            )
+        })
+        .stats()
 }
