@@ -1,4 +1,5 @@
-//! Code generation. Everything generated is a call into `::cachemacro_runtime::__private`;
+//! Code generation. Everything generated is a call into the runtime's private module
+//! (`::cachemacro_runtime::__private_v0_1_0`, named for the version both crates share);
 //! the user's body is kept as tokens inside `async move { … }`.
 
 use proc_macro2::{Span, TokenStream};
@@ -97,7 +98,8 @@ fn render(
 
 pub fn expand(m: &Model) -> TokenStream {
     let rt = &m.krate;
-    let p = quote!(#rt::__private);
+    let private = format_ident!("__private_v{}", env!("CARGO_PKG_VERSION").replace('.', "_"));
+    let p = quote!(#rt::#private);
     let func = &m.func;
     let sig = &func.sig;
     let ident = &sig.ident;

@@ -52,7 +52,7 @@ fn a_renamed_crate_is_the_only_path_to_the_runtime() {
         ),
     )
     .to_string();
-    assert!(out.contains("my_cache :: __private"));
+    assert!(out.contains("my_cache :: __private_v0_1_0"));
     assert!(!out.contains("cachemacro_runtime"), "{out}");
 }
 

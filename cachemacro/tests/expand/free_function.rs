@@ -1,50 +1,55 @@
 async fn get_user(id: u64) -> Result<User, DbError> {
-    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+    static __CACHEMACRO: ::cachemacro_runtime::__private_v0_1_0::EngineCell<
         Result<User, DbError>,
-        ::cachemacro_runtime::__private::ResultKind,
-    > = ::cachemacro_runtime::__private::EngineCell::remote(
-        ::cachemacro_runtime::__private::Policy::new(
-                ::cachemacro_runtime::__private::Site::new(
+        ::cachemacro_runtime::__private_v0_1_0::ResultKind,
+    > = ::cachemacro_runtime::__private_v0_1_0::EngineCell::remote(
+        ::cachemacro_runtime::__private_v0_1_0::Policy::new(
+                ::cachemacro_runtime::__private_v0_1_0::Site::new(
                     ::core::module_path!(),
                     "get_user",
                     ::core::file!(),
                     ::core::line!(),
                     ::core::column!(),
                 ),
-                ::cachemacro_runtime::__private::Duration::from_secs(600u64),
+                ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(600u64),
             )
-            .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
-            .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
-            .with_backend(::cachemacro_runtime::__private::Backend::Redis)
+            .with_soft_ttl(
+                ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(60u64),
+            )
+            .with_stampede(::cachemacro_runtime::__private_v0_1_0::Stampede::Xfetch)
+            .with_backend(::cachemacro_runtime::__private_v0_1_0::Backend::Redis)
             .with_key_template("user:<id>"),
-        ::cachemacro_runtime::__private::codec_of::<
-            <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+        ::cachemacro_runtime::__private_v0_1_0::codec_of::<
+            <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                 Result<User, DbError>,
             >>::Value,
         >(),
     );
     let __cachemacro_key = {
-        let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(13usize, b"%:");
+        let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
+            13usize,
+            b"%:",
+        );
         __k.lit("user:");
         __k.arg(&id);
         __k.finish()
     };
-    let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
+    let __cachemacro_tags = ::cachemacro_runtime::__private_v0_1_0::Vec::new();
     __CACHEMACRO
         .get(|| {
             #[allow(unused_imports)]
-            use ::cachemacro_runtime::__private::{
+            use ::cachemacro_runtime::__private_v0_1_0::{
                 ProbeNone as _, ProbeSome as _, ShareErrors as _,
             };
-            ::cachemacro_runtime::__private::Hooks::new(
-                (&::cachemacro_runtime::__private::ErrProbe::<
-                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+            ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
+                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Result<User, DbError>,
                     >>::Error,
                 >::new())
                     .sharing(),
-                (&::cachemacro_runtime::__private::NoneProbe::<
-                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Result<User, DbError>,
                     >>::Value,
                 >::new())
@@ -75,33 +80,38 @@ async fn get_user(id: u64) -> Result<User, DbError> {
 #[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]
 async fn get_user_invalidate(
     id: u64,
-) -> ::cachemacro_runtime::__private::Result<(), ::cachemacro_runtime::Error> {
-    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+) -> ::cachemacro_runtime::__private_v0_1_0::Result<(), ::cachemacro_runtime::Error> {
+    static __CACHEMACRO: ::cachemacro_runtime::__private_v0_1_0::EngineCell<
         Result<User, DbError>,
-        ::cachemacro_runtime::__private::ResultKind,
-    > = ::cachemacro_runtime::__private::EngineCell::remote(
-        ::cachemacro_runtime::__private::Policy::new(
-                ::cachemacro_runtime::__private::Site::new(
+        ::cachemacro_runtime::__private_v0_1_0::ResultKind,
+    > = ::cachemacro_runtime::__private_v0_1_0::EngineCell::remote(
+        ::cachemacro_runtime::__private_v0_1_0::Policy::new(
+                ::cachemacro_runtime::__private_v0_1_0::Site::new(
                     ::core::module_path!(),
                     "get_user",
                     ::core::file!(),
                     ::core::line!(),
                     ::core::column!(),
                 ),
-                ::cachemacro_runtime::__private::Duration::from_secs(600u64),
+                ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(600u64),
             )
-            .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
-            .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
-            .with_backend(::cachemacro_runtime::__private::Backend::Redis)
+            .with_soft_ttl(
+                ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(60u64),
+            )
+            .with_stampede(::cachemacro_runtime::__private_v0_1_0::Stampede::Xfetch)
+            .with_backend(::cachemacro_runtime::__private_v0_1_0::Backend::Redis)
             .with_key_template("user:<id>"),
-        ::cachemacro_runtime::__private::codec_of::<
-            <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+        ::cachemacro_runtime::__private_v0_1_0::codec_of::<
+            <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                 Result<User, DbError>,
             >>::Value,
         >(),
     );
     let __cachemacro_key = {
-        let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(13usize, b"%:");
+        let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
+            13usize,
+            b"%:",
+        );
         __k.lit("user:");
         __k.arg(&id);
         __k.finish()
@@ -109,18 +119,18 @@ async fn get_user_invalidate(
     __CACHEMACRO
         .get(|| {
             #[allow(unused_imports)]
-            use ::cachemacro_runtime::__private::{
+            use ::cachemacro_runtime::__private_v0_1_0::{
                 ProbeNone as _, ProbeSome as _, ShareErrors as _,
             };
-            ::cachemacro_runtime::__private::Hooks::new(
-                (&::cachemacro_runtime::__private::ErrProbe::<
-                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+            ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
+                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Result<User, DbError>,
                     >>::Error,
                 >::new())
                     .sharing(),
-                (&::cachemacro_runtime::__private::NoneProbe::<
-                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Result<User, DbError>,
                     >>::Value,
                 >::new())
@@ -133,52 +143,57 @@ async fn get_user_invalidate(
 ///Calls the source of [`get_user`] now and stores its result (a write-through put).
 #[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]
 async fn get_user_refresh(id: u64) -> Result<User, DbError> {
-    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+    static __CACHEMACRO: ::cachemacro_runtime::__private_v0_1_0::EngineCell<
         Result<User, DbError>,
-        ::cachemacro_runtime::__private::ResultKind,
-    > = ::cachemacro_runtime::__private::EngineCell::remote(
-        ::cachemacro_runtime::__private::Policy::new(
-                ::cachemacro_runtime::__private::Site::new(
+        ::cachemacro_runtime::__private_v0_1_0::ResultKind,
+    > = ::cachemacro_runtime::__private_v0_1_0::EngineCell::remote(
+        ::cachemacro_runtime::__private_v0_1_0::Policy::new(
+                ::cachemacro_runtime::__private_v0_1_0::Site::new(
                     ::core::module_path!(),
                     "get_user",
                     ::core::file!(),
                     ::core::line!(),
                     ::core::column!(),
                 ),
-                ::cachemacro_runtime::__private::Duration::from_secs(600u64),
+                ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(600u64),
             )
-            .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
-            .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
-            .with_backend(::cachemacro_runtime::__private::Backend::Redis)
+            .with_soft_ttl(
+                ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(60u64),
+            )
+            .with_stampede(::cachemacro_runtime::__private_v0_1_0::Stampede::Xfetch)
+            .with_backend(::cachemacro_runtime::__private_v0_1_0::Backend::Redis)
             .with_key_template("user:<id>"),
-        ::cachemacro_runtime::__private::codec_of::<
-            <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+        ::cachemacro_runtime::__private_v0_1_0::codec_of::<
+            <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                 Result<User, DbError>,
             >>::Value,
         >(),
     );
     let __cachemacro_key = {
-        let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(13usize, b"%:");
+        let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
+            13usize,
+            b"%:",
+        );
         __k.lit("user:");
         __k.arg(&id);
         __k.finish()
     };
-    let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
+    let __cachemacro_tags = ::cachemacro_runtime::__private_v0_1_0::Vec::new();
     __CACHEMACRO
         .get(|| {
             #[allow(unused_imports)]
-            use ::cachemacro_runtime::__private::{
+            use ::cachemacro_runtime::__private_v0_1_0::{
                 ProbeNone as _, ProbeSome as _, ShareErrors as _,
             };
-            ::cachemacro_runtime::__private::Hooks::new(
-                (&::cachemacro_runtime::__private::ErrProbe::<
-                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+            ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
+                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Result<User, DbError>,
                     >>::Error,
                 >::new())
                     .sharing(),
-                (&::cachemacro_runtime::__private::NoneProbe::<
-                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Result<User, DbError>,
                     >>::Value,
                 >::new())
@@ -209,56 +224,61 @@ async fn get_user_refresh(id: u64) -> Result<User, DbError> {
 #[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]
 async fn get_user_put(
     id: u64,
-    value: <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+    value: <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
         Result<User, DbError>,
     >>::Value,
-) -> ::cachemacro_runtime::__private::Result<(), ::cachemacro_runtime::Error> {
-    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+) -> ::cachemacro_runtime::__private_v0_1_0::Result<(), ::cachemacro_runtime::Error> {
+    static __CACHEMACRO: ::cachemacro_runtime::__private_v0_1_0::EngineCell<
         Result<User, DbError>,
-        ::cachemacro_runtime::__private::ResultKind,
-    > = ::cachemacro_runtime::__private::EngineCell::remote(
-        ::cachemacro_runtime::__private::Policy::new(
-                ::cachemacro_runtime::__private::Site::new(
+        ::cachemacro_runtime::__private_v0_1_0::ResultKind,
+    > = ::cachemacro_runtime::__private_v0_1_0::EngineCell::remote(
+        ::cachemacro_runtime::__private_v0_1_0::Policy::new(
+                ::cachemacro_runtime::__private_v0_1_0::Site::new(
                     ::core::module_path!(),
                     "get_user",
                     ::core::file!(),
                     ::core::line!(),
                     ::core::column!(),
                 ),
-                ::cachemacro_runtime::__private::Duration::from_secs(600u64),
+                ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(600u64),
             )
-            .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
-            .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
-            .with_backend(::cachemacro_runtime::__private::Backend::Redis)
+            .with_soft_ttl(
+                ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(60u64),
+            )
+            .with_stampede(::cachemacro_runtime::__private_v0_1_0::Stampede::Xfetch)
+            .with_backend(::cachemacro_runtime::__private_v0_1_0::Backend::Redis)
             .with_key_template("user:<id>"),
-        ::cachemacro_runtime::__private::codec_of::<
-            <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+        ::cachemacro_runtime::__private_v0_1_0::codec_of::<
+            <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                 Result<User, DbError>,
             >>::Value,
         >(),
     );
     let __cachemacro_key = {
-        let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(13usize, b"%:");
+        let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
+            13usize,
+            b"%:",
+        );
         __k.lit("user:");
         __k.arg(&id);
         __k.finish()
     };
-    let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
+    let __cachemacro_tags = ::cachemacro_runtime::__private_v0_1_0::Vec::new();
     __CACHEMACRO
         .get(|| {
             #[allow(unused_imports)]
-            use ::cachemacro_runtime::__private::{
+            use ::cachemacro_runtime::__private_v0_1_0::{
                 ProbeNone as _, ProbeSome as _, ShareErrors as _,
             };
-            ::cachemacro_runtime::__private::Hooks::new(
-                (&::cachemacro_runtime::__private::ErrProbe::<
-                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+            ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
+                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Result<User, DbError>,
                     >>::Error,
                 >::new())
                     .sharing(),
-                (&::cachemacro_runtime::__private::NoneProbe::<
-                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Result<User, DbError>,
                     >>::Value,
                 >::new())
@@ -270,26 +290,28 @@ async fn get_user_put(
 }
 ///Counters and latency of [`get_user`]'s cache.
 fn get_user_stats() -> ::cachemacro_runtime::Stats {
-    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+    static __CACHEMACRO: ::cachemacro_runtime::__private_v0_1_0::EngineCell<
         Result<User, DbError>,
-        ::cachemacro_runtime::__private::ResultKind,
-    > = ::cachemacro_runtime::__private::EngineCell::remote(
-        ::cachemacro_runtime::__private::Policy::new(
-                ::cachemacro_runtime::__private::Site::new(
+        ::cachemacro_runtime::__private_v0_1_0::ResultKind,
+    > = ::cachemacro_runtime::__private_v0_1_0::EngineCell::remote(
+        ::cachemacro_runtime::__private_v0_1_0::Policy::new(
+                ::cachemacro_runtime::__private_v0_1_0::Site::new(
                     ::core::module_path!(),
                     "get_user",
                     ::core::file!(),
                     ::core::line!(),
                     ::core::column!(),
                 ),
-                ::cachemacro_runtime::__private::Duration::from_secs(600u64),
+                ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(600u64),
             )
-            .with_soft_ttl(::cachemacro_runtime::__private::Duration::from_secs(60u64))
-            .with_stampede(::cachemacro_runtime::__private::Stampede::Xfetch)
-            .with_backend(::cachemacro_runtime::__private::Backend::Redis)
+            .with_soft_ttl(
+                ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(60u64),
+            )
+            .with_stampede(::cachemacro_runtime::__private_v0_1_0::Stampede::Xfetch)
+            .with_backend(::cachemacro_runtime::__private_v0_1_0::Backend::Redis)
             .with_key_template("user:<id>"),
-        ::cachemacro_runtime::__private::codec_of::<
-            <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+        ::cachemacro_runtime::__private_v0_1_0::codec_of::<
+            <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                 Result<User, DbError>,
             >>::Value,
         >(),
@@ -297,18 +319,18 @@ fn get_user_stats() -> ::cachemacro_runtime::Stats {
     __CACHEMACRO
         .get(|| {
             #[allow(unused_imports)]
-            use ::cachemacro_runtime::__private::{
+            use ::cachemacro_runtime::__private_v0_1_0::{
                 ProbeNone as _, ProbeSome as _, ShareErrors as _,
             };
-            ::cachemacro_runtime::__private::Hooks::new(
-                (&::cachemacro_runtime::__private::ErrProbe::<
-                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+            ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
+                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Result<User, DbError>,
                     >>::Error,
                 >::new())
                     .sharing(),
-                (&::cachemacro_runtime::__private::NoneProbe::<
-                    <::cachemacro_runtime::__private::ResultKind as ::cachemacro_runtime::__private::Kind<
+                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Result<User, DbError>,
                     >>::Value,
                 >::new())

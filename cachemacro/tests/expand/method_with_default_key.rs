@@ -1,42 +1,45 @@
 pub async fn find(&self, id: u64, trace: &str) -> Option<Row> {
-    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+    static __CACHEMACRO: ::cachemacro_runtime::__private_v0_1_0::EngineCell<
         Option<Row>,
-        ::cachemacro_runtime::__private::OptionKind,
-    > = ::cachemacro_runtime::__private::EngineCell::new(
-        ::cachemacro_runtime::__private::Policy::new(
-            ::cachemacro_runtime::__private::Site::new(
+        ::cachemacro_runtime::__private_v0_1_0::OptionKind,
+    > = ::cachemacro_runtime::__private_v0_1_0::EngineCell::new(
+        ::cachemacro_runtime::__private_v0_1_0::Policy::new(
+            ::cachemacro_runtime::__private_v0_1_0::Site::new(
                 ::core::module_path!(),
                 "find",
                 ::core::file!(),
                 ::core::line!(),
                 ::core::column!(),
             ),
-            ::cachemacro_runtime::__private::Duration::from_secs(300u64),
+            ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(300u64),
         ),
     );
     let __cachemacro_key = {
-        let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(57usize, b"%:");
+        let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
+            57usize,
+            b"%:",
+        );
         __k.lit(::core::concat!(::core::module_path!(), "::", "find"));
         __k.lit(":");
         __k.arg(&id);
         __k.finish()
     };
-    let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
+    let __cachemacro_tags = ::cachemacro_runtime::__private_v0_1_0::Vec::new();
     __CACHEMACRO
         .get(|| {
             #[allow(unused_imports)]
-            use ::cachemacro_runtime::__private::{
+            use ::cachemacro_runtime::__private_v0_1_0::{
                 ProbeNone as _, ProbeSome as _, ShareErrors as _,
             };
-            ::cachemacro_runtime::__private::Hooks::new(
-                (&::cachemacro_runtime::__private::ErrProbe::<
-                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+            ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
+                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Option<Row>,
                     >>::Error,
                 >::new())
                     .sharing(),
-                (&::cachemacro_runtime::__private::NoneProbe::<
-                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Option<Row>,
                     >>::Value,
                 >::new())
@@ -69,24 +72,27 @@ pub async fn find_invalidate(
     &self,
     id: u64,
     trace: &str,
-) -> ::cachemacro_runtime::__private::Result<(), ::cachemacro_runtime::Error> {
-    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+) -> ::cachemacro_runtime::__private_v0_1_0::Result<(), ::cachemacro_runtime::Error> {
+    static __CACHEMACRO: ::cachemacro_runtime::__private_v0_1_0::EngineCell<
         Option<Row>,
-        ::cachemacro_runtime::__private::OptionKind,
-    > = ::cachemacro_runtime::__private::EngineCell::new(
-        ::cachemacro_runtime::__private::Policy::new(
-            ::cachemacro_runtime::__private::Site::new(
+        ::cachemacro_runtime::__private_v0_1_0::OptionKind,
+    > = ::cachemacro_runtime::__private_v0_1_0::EngineCell::new(
+        ::cachemacro_runtime::__private_v0_1_0::Policy::new(
+            ::cachemacro_runtime::__private_v0_1_0::Site::new(
                 ::core::module_path!(),
                 "find",
                 ::core::file!(),
                 ::core::line!(),
                 ::core::column!(),
             ),
-            ::cachemacro_runtime::__private::Duration::from_secs(300u64),
+            ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(300u64),
         ),
     );
     let __cachemacro_key = {
-        let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(57usize, b"%:");
+        let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
+            57usize,
+            b"%:",
+        );
         __k.lit(::core::concat!(::core::module_path!(), "::", "find"));
         __k.lit(":");
         __k.arg(&id);
@@ -95,18 +101,18 @@ pub async fn find_invalidate(
     __CACHEMACRO
         .get(|| {
             #[allow(unused_imports)]
-            use ::cachemacro_runtime::__private::{
+            use ::cachemacro_runtime::__private_v0_1_0::{
                 ProbeNone as _, ProbeSome as _, ShareErrors as _,
             };
-            ::cachemacro_runtime::__private::Hooks::new(
-                (&::cachemacro_runtime::__private::ErrProbe::<
-                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+            ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
+                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Option<Row>,
                     >>::Error,
                 >::new())
                     .sharing(),
-                (&::cachemacro_runtime::__private::NoneProbe::<
-                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Option<Row>,
                     >>::Value,
                 >::new())
@@ -119,44 +125,47 @@ pub async fn find_invalidate(
 ///Calls the source of [`find`] now and stores its result (a write-through put).
 #[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]
 pub async fn find_refresh(&self, id: u64, trace: &str) -> Option<Row> {
-    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+    static __CACHEMACRO: ::cachemacro_runtime::__private_v0_1_0::EngineCell<
         Option<Row>,
-        ::cachemacro_runtime::__private::OptionKind,
-    > = ::cachemacro_runtime::__private::EngineCell::new(
-        ::cachemacro_runtime::__private::Policy::new(
-            ::cachemacro_runtime::__private::Site::new(
+        ::cachemacro_runtime::__private_v0_1_0::OptionKind,
+    > = ::cachemacro_runtime::__private_v0_1_0::EngineCell::new(
+        ::cachemacro_runtime::__private_v0_1_0::Policy::new(
+            ::cachemacro_runtime::__private_v0_1_0::Site::new(
                 ::core::module_path!(),
                 "find",
                 ::core::file!(),
                 ::core::line!(),
                 ::core::column!(),
             ),
-            ::cachemacro_runtime::__private::Duration::from_secs(300u64),
+            ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(300u64),
         ),
     );
     let __cachemacro_key = {
-        let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(57usize, b"%:");
+        let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
+            57usize,
+            b"%:",
+        );
         __k.lit(::core::concat!(::core::module_path!(), "::", "find"));
         __k.lit(":");
         __k.arg(&id);
         __k.finish()
     };
-    let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
+    let __cachemacro_tags = ::cachemacro_runtime::__private_v0_1_0::Vec::new();
     __CACHEMACRO
         .get(|| {
             #[allow(unused_imports)]
-            use ::cachemacro_runtime::__private::{
+            use ::cachemacro_runtime::__private_v0_1_0::{
                 ProbeNone as _, ProbeSome as _, ShareErrors as _,
             };
-            ::cachemacro_runtime::__private::Hooks::new(
-                (&::cachemacro_runtime::__private::ErrProbe::<
-                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+            ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
+                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Option<Row>,
                     >>::Error,
                 >::new())
                     .sharing(),
-                (&::cachemacro_runtime::__private::NoneProbe::<
-                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Option<Row>,
                     >>::Value,
                 >::new())
@@ -189,48 +198,51 @@ pub async fn find_put(
     &self,
     id: u64,
     trace: &str,
-    value: <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+    value: <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
         Option<Row>,
     >>::Value,
-) -> ::cachemacro_runtime::__private::Result<(), ::cachemacro_runtime::Error> {
-    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+) -> ::cachemacro_runtime::__private_v0_1_0::Result<(), ::cachemacro_runtime::Error> {
+    static __CACHEMACRO: ::cachemacro_runtime::__private_v0_1_0::EngineCell<
         Option<Row>,
-        ::cachemacro_runtime::__private::OptionKind,
-    > = ::cachemacro_runtime::__private::EngineCell::new(
-        ::cachemacro_runtime::__private::Policy::new(
-            ::cachemacro_runtime::__private::Site::new(
+        ::cachemacro_runtime::__private_v0_1_0::OptionKind,
+    > = ::cachemacro_runtime::__private_v0_1_0::EngineCell::new(
+        ::cachemacro_runtime::__private_v0_1_0::Policy::new(
+            ::cachemacro_runtime::__private_v0_1_0::Site::new(
                 ::core::module_path!(),
                 "find",
                 ::core::file!(),
                 ::core::line!(),
                 ::core::column!(),
             ),
-            ::cachemacro_runtime::__private::Duration::from_secs(300u64),
+            ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(300u64),
         ),
     );
     let __cachemacro_key = {
-        let mut __k = ::cachemacro_runtime::__private::KeyBuilder::new(57usize, b"%:");
+        let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
+            57usize,
+            b"%:",
+        );
         __k.lit(::core::concat!(::core::module_path!(), "::", "find"));
         __k.lit(":");
         __k.arg(&id);
         __k.finish()
     };
-    let __cachemacro_tags = ::cachemacro_runtime::__private::Vec::new();
+    let __cachemacro_tags = ::cachemacro_runtime::__private_v0_1_0::Vec::new();
     __CACHEMACRO
         .get(|| {
             #[allow(unused_imports)]
-            use ::cachemacro_runtime::__private::{
+            use ::cachemacro_runtime::__private_v0_1_0::{
                 ProbeNone as _, ProbeSome as _, ShareErrors as _,
             };
-            ::cachemacro_runtime::__private::Hooks::new(
-                (&::cachemacro_runtime::__private::ErrProbe::<
-                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+            ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
+                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Option<Row>,
                     >>::Error,
                 >::new())
                     .sharing(),
-                (&::cachemacro_runtime::__private::NoneProbe::<
-                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Option<Row>,
                     >>::Value,
                 >::new())
@@ -242,36 +254,36 @@ pub async fn find_put(
 }
 ///Counters and latency of [`find`]'s cache.
 pub fn find_stats() -> ::cachemacro_runtime::Stats {
-    static __CACHEMACRO: ::cachemacro_runtime::__private::EngineCell<
+    static __CACHEMACRO: ::cachemacro_runtime::__private_v0_1_0::EngineCell<
         Option<Row>,
-        ::cachemacro_runtime::__private::OptionKind,
-    > = ::cachemacro_runtime::__private::EngineCell::new(
-        ::cachemacro_runtime::__private::Policy::new(
-            ::cachemacro_runtime::__private::Site::new(
+        ::cachemacro_runtime::__private_v0_1_0::OptionKind,
+    > = ::cachemacro_runtime::__private_v0_1_0::EngineCell::new(
+        ::cachemacro_runtime::__private_v0_1_0::Policy::new(
+            ::cachemacro_runtime::__private_v0_1_0::Site::new(
                 ::core::module_path!(),
                 "find",
                 ::core::file!(),
                 ::core::line!(),
                 ::core::column!(),
             ),
-            ::cachemacro_runtime::__private::Duration::from_secs(300u64),
+            ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(300u64),
         ),
     );
     __CACHEMACRO
         .get(|| {
             #[allow(unused_imports)]
-            use ::cachemacro_runtime::__private::{
+            use ::cachemacro_runtime::__private_v0_1_0::{
                 ProbeNone as _, ProbeSome as _, ShareErrors as _,
             };
-            ::cachemacro_runtime::__private::Hooks::new(
-                (&::cachemacro_runtime::__private::ErrProbe::<
-                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+            ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
+                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Option<Row>,
                     >>::Error,
                 >::new())
                     .sharing(),
-                (&::cachemacro_runtime::__private::NoneProbe::<
-                    <::cachemacro_runtime::__private::OptionKind as ::cachemacro_runtime::__private::Kind<
+                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                         Option<Row>,
                     >>::Value,
                 >::new())
