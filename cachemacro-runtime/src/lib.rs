@@ -49,8 +49,6 @@ mod invalidate;
 mod io;
 mod key;
 mod kind;
-#[cfg(feature = "metrics")]
-pub mod metrics;
 mod policy;
 pub mod stats;
 mod store;
@@ -63,6 +61,8 @@ pub use codec::FORMAT_VERSION;
 pub use config::{configure, BackendConfig, Codec, Config, DEFAULT_REDIS_URL};
 pub use error::Error;
 pub use policy::{Backend, Policy, Site, Stampede, DEFAULT_CAPACITY};
+#[cfg(feature = "metrics")]
+pub use stats::metrics;
 pub use stats::Stats;
 pub use write::{
     write_through, WhenFull, WriteBehind, WriteBehindBuilder, WriteBehindStats, WriteError,

@@ -6,11 +6,20 @@
 //! shards, one per group of threads, so no atomic is shared by every core on every call.
 //! Reads ([`Stats`] snapshots) sum the shards.
 
+mod histogram;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+mod table;
+
 use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+pub use histogram::LatencyHistogram;
+use histogram::{Histogram, BUCKETS};
+pub use table::table;
 
 /// One counter of [`Stats`]; the discriminant indexes a shard's counter array.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,53 +43,6 @@ pub enum Counter {
 }
 
 const COUNTERS: usize = 14;
-
-/// Histogram layout: values in nanoseconds, log2 major buckets with `SUB` linear
-/// sub-buckets each (relative error under 1/SUB), from 1 ns to about 2^MAX_POW ns (≈ 275 s).
-const SUB_BITS: u32 = 3;
-const SUB: usize = 1 << SUB_BITS;
-const MAX_POW: usize = 38;
-const BUCKETS: usize = (MAX_POW + 1) * SUB;
-
-struct Histogram {
-    buckets: Box<[AtomicU64]>,
-}
-
-impl Histogram {
-    fn new() -> Self {
-        Self {
-            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    #[inline]
-    fn record(&self, nanos: u64) {
-        self.buckets[bucket_of(nanos)].fetch_add(1, Relaxed);
-    }
-}
-
-#[inline]
-fn bucket_of(nanos: u64) -> usize {
-    if nanos < SUB as u64 {
-        return nanos as usize;
-    }
-    let pow = 63 - nanos.leading_zeros(); // >= SUB_BITS
-    let sub = (nanos >> (pow - SUB_BITS)) as usize & (SUB - 1);
-    let idx = (pow - SUB_BITS + 1) as usize * SUB + sub;
-    idx.min(BUCKETS - 1)
-}
-
-/// The smallest value that lands in bucket `idx`, and the bucket's width.
-fn bucket_bounds(idx: usize) -> (u64, u64) {
-    if idx < SUB {
-        return (idx as u64, 1);
-    }
-    let major = idx / SUB;
-    let sub = (idx % SUB) as u64;
-    let pow = major as u32 + SUB_BITS - 1;
-    let width = 1u64 << (pow - SUB_BITS);
-    ((1u64 << pow) + sub * width, width)
-}
 
 #[repr(align(128))]
 struct Shard {
@@ -242,47 +204,6 @@ fn saturating_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// A latency distribution captured in a [`Stats`] snapshot.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct LatencyHistogram(Arc<[u64]>);
-
-impl LatencyHistogram {
-    /// Number of recorded samples.
-    pub fn count(&self) -> u64 {
-        self.0.iter().sum()
-    }
-
-    /// The `q`-quantile (`0.0..=1.0`, e.g. `0.99`), to within 1/8 of its value;
-    /// zero when nothing was recorded. `q` outside `0..=1` is clamped.
-    pub fn quantile(&self, q: f64) -> Duration {
-        let total = self.count();
-        if total == 0 {
-            return Duration::ZERO;
-        }
-        let q = if q.is_nan() { 0.5 } else { q.clamp(0.0, 1.0) };
-        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-        let mut seen = 0;
-        for (i, &n) in self.0.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                let (lo, width) = bucket_bounds(i);
-                return Duration::from_nanos(lo + width / 2);
-            }
-        }
-        Duration::ZERO
-    }
-}
-
-impl fmt::Debug for LatencyHistogram {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LatencyHistogram")
-            .field("count", &self.count())
-            .field("p50", &self.quantile(0.5))
-            .field("p99", &self.quantile(0.99))
-            .finish()
-    }
-}
-
 /// A snapshot of one cached function's counters. Counters are monotonic for the life of
 /// the process.
 #[derive(Debug, Clone, Default)]
@@ -366,73 +287,6 @@ impl Stats {
     }
 }
 
-/// The table an operator reads: one row per function.
-///
-/// `src err` counts source calls that failed (`load_errors`); `backend` counts cache
-/// backend failures the calls survived (`backend_errors`); `absorbed` is concurrent misses
-/// that coalescing or locks kept from the source, `escaped` those that reached it anyway
-/// (the stampede signal: near zero while protection works).
-///
-/// ```
-/// let text = cachemacro_runtime::stats::table(&cachemacro_runtime::stats::all());
-/// assert!(text.starts_with("function"));
-/// ```
-pub fn table(rows: &[Stats]) -> String {
-    use fmt::Write;
-    let width = rows
-        .iter()
-        .map(|s| s.name.len())
-        .chain(std::iter::once(8))
-        .max()
-        .unwrap_or(8);
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<width$}  {:>6} {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>8} {:>7} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8}",
-        "function", "hit%", "hits", "stale", "misses", "loads", "src err", "backend", "absorbed",
-        "escaped", "refresh", "evict", "inval", "hit p50", "hit p99", "load p50", "load p99",
-    );
-    for s in rows {
-        let _ = writeln!(
-            out,
-            "{:<width$}  {:>5.1}% {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>8} {:>7} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8}",
-            s.name,
-            s.hit_ratio() * 100.0,
-            s.hits,
-            s.stale_hits,
-            s.misses,
-            s.loads,
-            s.load_errors,
-            s.backend_errors,
-            s.stampede_absorbed(),
-            s.stampede_escapes,
-            s.background_refreshes + s.early_refreshes,
-            s.evictions,
-            s.invalidations,
-            human(s.hit_latency(0.5)),
-            human(s.hit_latency(0.99)),
-            human(s.load_latency(0.5)),
-            human(s.load_latency(0.99)),
-        );
-    }
-    out
-}
-
-fn human(d: Duration) -> String {
-    let ns = d.as_nanos();
-    if ns == 0 {
-        "-".into()
-    } else if ns < 1_000 {
-        format!("{ns}ns")
-    } else if ns < 1_000_000 {
-        format!("{:.1}µs", ns as f64 / 1e3)
-    } else if ns < 1_000_000_000 {
-        format!("{:.1}ms", ns as f64 / 1e6)
-    } else {
-        format!("{:.2}s", ns as f64 / 1e9)
-    }
-}
-
 fn registry() -> &'static Mutex<Vec<Arc<Recorder>>> {
     static REGISTRY: OnceLock<Mutex<Vec<Arc<Recorder>>>> = OnceLock::new();
     REGISTRY.get_or_init(Default::default)
@@ -455,18 +309,6 @@ pub fn all() -> Vec<Stats> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn buckets_are_monotonic_and_cover_their_values() {
-        let mut last = 0;
-        for v in (0..5000u64).chain([1 << 20, 123_456_789, 1 << 37]) {
-            let b = bucket_of(v);
-            assert!(b >= last || v >= 5000, "bucket order at {v}");
-            last = b;
-            let (lo, w) = bucket_bounds(b);
-            assert!(lo <= v && v < lo + w, "{v} not in [{lo}, {})", lo + w);
-        }
-    }
 
     #[test]
     fn quantiles_are_within_an_eighth() {

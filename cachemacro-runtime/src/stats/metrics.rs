@@ -19,8 +19,7 @@
 
 use std::time::Duration;
 
-use crate::stats::all;
-use crate::Stats;
+use super::{all, Stats};
 
 const QUANTILES: [(f64, &str); 4] = [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"), (0.999, "0.999")];
 
