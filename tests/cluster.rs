@@ -2,6 +2,7 @@
 //! three masters' slots; a value and its generation share a slot (hash tags), so the
 //! conditional write works; tags (other slots) and invalidation work; two processes stay
 //! coherent over pub/sub on the cluster bus.
+#![cfg(feature = "redis")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Invalidation events from outside, against a real Redis: a `Router` listening on a
 //! channel applies `user.<id>.updated` to the right function and key; unmatched and
 //! malformed events are ignored; a failing handler is counted, not fatal.
+#![cfg(feature = "redis")]
 
 mod common;
 

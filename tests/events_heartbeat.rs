@@ -2,6 +2,7 @@
 //! crashed host, a dropped NAT entry). Heartbeats notice it, `subscribed()` says so, and
 //! events flow again once the network heals. Every connection the cache opens has TCP
 //! keepalive on, so the kernel notices dead peers even on idle connections.
+#![cfg(feature = "redis")]
 
 mod common;
 

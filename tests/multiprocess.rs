@@ -1,6 +1,7 @@
 //! Several real processes (`cm-child`) sharing one real Redis: values shared through L2,
 //! invalidations and tags reaching every process's L1 over pub/sub, and a process that
 //! loses its subscription no longer trusting its L1.
+#![cfg(feature = "redis")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! keys and TTLs as documented, the wire format's failure cases (garbage, other versions,
 //! oversized values), the default codec on the shapes users write, invalidation races,
 //! tags, and L1 hits that never touch Redis.
+#![cfg(feature = "redis")]
 
 mod common;
 

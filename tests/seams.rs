@@ -3,6 +3,7 @@
 //! what it was told to drop, and never switches itself off. Real Redis throughout; faults
 //! come from a proxy between the cache and the server (tests/common/proxy.rs), one per
 //! test that needs one, so tests do not disturb each other.
+#![cfg(feature = "redis")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Stampede control across real processes sharing a real Redis: one source call fleet-wide
 //! with `stampede = lock` (and more without it), XFetch keeping a hot key warm with about one
 //! load per expiry, a lock holder killed mid-load, and a Redis restart while waiters wait.
+#![cfg(feature = "redis")]
 
 mod common;
 

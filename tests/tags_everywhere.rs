@@ -1,5 +1,6 @@
 //! `invalidate_tag` reaches every configured backend, whether or not a function used it
 //! yet, tries all of them even when one fails, and names the ones that failed.
+#![cfg(feature = "redis")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! batching on size and interval, a failing sink, a full buffer under each policy, shutdown
 //! with pending writes; puts reaching every tier and process, and winning over loads in
 //! flight.
+#![cfg(feature = "redis")]
 
 mod common;
 

@@ -18,8 +18,6 @@
 //! Anything that does not parse, or carries another format version, codec or fingerprint,
 //! is a miss: the next load overwrites it. Nothing here panics on bad bytes.
 
-#![cfg_attr(not(feature = "redis"), allow(dead_code))]
-
 use crate::config::Codec;
 
 /// The envelope's format version. Bump it when the layout changes.
@@ -51,7 +49,7 @@ impl<V> std::fmt::Debug for ValueCodec<V> {
 }
 
 /// The codec of a serde type.
-#[cfg(feature = "redis")]
+#[cfg(feature = "remote")]
 pub const fn codec_of<V: crate::kind::RemoteValue>() -> ValueCodec<V> {
     ValueCodec {
         encode: encode_value::<V>,
@@ -60,7 +58,7 @@ pub const fn codec_of<V: crate::kind::RemoteValue>() -> ValueCodec<V> {
     }
 }
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "remote")]
 fn encode_value<V: serde::Serialize>(v: &V, codec: Codec) -> Result<Vec<u8>, String> {
     match codec {
         Codec::MessagePack => rmp_serde::to_vec_named(v).map_err(|e| e.to_string()),
@@ -68,7 +66,7 @@ fn encode_value<V: serde::Serialize>(v: &V, codec: Codec) -> Result<Vec<u8>, Str
     }
 }
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "remote")]
 fn decode_value<V: serde::de::DeserializeOwned>(b: &[u8], codec: Codec) -> Result<V, String> {
     match codec {
         Codec::MessagePack => rmp_serde::from_slice(b).map_err(|e| e.to_string()),
@@ -174,7 +172,7 @@ pub(crate) fn decode<V>(
     Ok((meta, value))
 }
 
-#[cfg(all(test, feature = "redis"))]
+#[cfg(all(test, feature = "remote"))]
 mod tests {
     use super::*;
     use serde::{Deserialize, Serialize};

@@ -1,8 +1,6 @@
 //! Configuration: [`Config`] given to [`configure`] before first use, or the environment
 //! (`CACHEMACRO_REDIS_URL`, `CACHEMACRO_PREFIX`), and the backends registered by name.
 
-#![cfg_attr(not(feature = "redis"), allow(dead_code))]
-
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use crate::invalidate::tags;
+use crate::coherence::tags;
 
 /// A value with its deadlines, as the in-process tier holds it.
 #[derive(Debug)]

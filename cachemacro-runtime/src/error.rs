@@ -9,8 +9,8 @@ use std::fmt;
 pub enum Error {
     /// A backend (e.g. Redis) failed or timed out.
     Backend {
-        /// Which backend.
-        backend: &'static str,
+        /// Which backend: `default`, the name it was registered under, or `memory`.
+        backend: String,
         /// What went wrong.
         message: String,
     },

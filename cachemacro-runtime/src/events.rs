@@ -260,28 +260,26 @@ async fn listen(
     counters: Arc<ListenerCounters>,
     events: tokio::sync::mpsc::UnboundedSender<String>,
 ) {
-    use crate::store::redis::Signal;
-    let backend = match crate::store::redis::backend_for(&crate::policy::Backend::Redis) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(error = %e, "cachemacro: cannot listen for invalidation events");
-            return;
-        }
-    };
+    use crate::coherence::Signal;
+    let tier = crate::tier::registry::default_tier();
     let shown = channel.clone();
-    backend
-        .follow(channel, move |signal| match signal {
-            Signal::Up { .. } => counters.subscribed.store(true, Relaxed),
-            Signal::Message(event) => {
-                counters.received.fetch_add(1, Relaxed);
-                let _ = events.send(event.to_owned());
-            }
-            Signal::Down(why) => {
-                counters.subscribed.store(false, Relaxed);
-                tracing::warn!(channel = %shown, error = why, "cachemacro: event subscription lost; resubscribing");
-            }
-        })
-        .await;
+    let on = Box::new(move |signal: Signal<'_>| match signal {
+        Signal::Up { .. } => counters.subscribed.store(true, Relaxed),
+        Signal::Message(event) => {
+            counters.received.fetch_add(1, Relaxed);
+            let _ = events.send(event.to_owned());
+        }
+        Signal::Down(why) => {
+            counters.subscribed.store(false, Relaxed);
+            tracing::warn!(channel = %shown, error = why, "cachemacro: event subscription lost; resubscribing");
+        }
+    });
+    match tier.follow(channel, on) {
+        Some(following) => following.await,
+        None => tracing::error!(
+            "cachemacro: the default backend has no pub/sub; cannot listen for invalidation events"
+        ),
+    }
 }
 
 #[cfg(test)]

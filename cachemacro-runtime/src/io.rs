@@ -23,8 +23,6 @@
 //! placed on the less busy thread and stays there, so one that blocks still holds up the
 //! others on its thread, never the I/O thread.)
 
-#![cfg_attr(not(feature = "redis"), allow(dead_code))]
-
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -116,7 +114,7 @@ impl Drop for Counted {
 /// Polls `fut` in the cache runtime's context, from whatever task awaits this. Returns
 /// `None` if it panicked (a bug in a dependency), which callers treat as a backend failure.
 pub(crate) async fn run<F: Future>(fut: F) -> Option<F::Output> {
-    Guarded {
+    CatchUnwind {
         inner: Box::pin(fut),
         enter: true,
     }
@@ -126,20 +124,27 @@ pub(crate) async fn run<F: Future>(fut: F) -> Option<F::Output> {
 
 /// Polls `fut` in the caller's own context, a panic turned into `None` as in [`run`].
 pub(crate) async fn guarded<F: Future>(fut: F) -> Option<F::Output> {
-    Guarded {
-        inner: Box::pin(fut),
-        enter: false,
-    }
-    .await
-    .ok()
+    CatchUnwind::new(fut).await.ok()
 }
 
-struct Guarded<F> {
+/// Polls a future, turning a panic into an `Err` carrying the payload; with `enter`, in the
+/// cache's I/O runtime's context (its timers and connections).
+pub(crate) struct CatchUnwind<F> {
     inner: Pin<Box<F>>,
     enter: bool,
 }
 
-impl<F: Future> Future for Guarded<F> {
+impl<F: Future> CatchUnwind<F> {
+    /// Polls `fut` in the caller's own context.
+    pub(crate) fn new(fut: F) -> Self {
+        Self {
+            inner: Box::pin(fut),
+            enter: false,
+        }
+    }
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
     type Output = std::thread::Result<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -154,7 +159,13 @@ impl<F: Future> Future for Guarded<F> {
     }
 }
 
+/// A duration in whole milliseconds, saturating (deadlines in the envelope, `PX` values).
+pub(crate) fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Whether the current task runs on the cache's own I/O runtime.
+#[cfg(feature = "redis")]
 pub(crate) fn on_io_runtime() -> bool {
     Handle::try_current().is_ok_and(|h| h.id() == handle().id())
 }

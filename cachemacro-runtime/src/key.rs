@@ -113,14 +113,12 @@ impl Write for Escaping<'_> {
 
 /// One piece of a template, as [`templates_overlap`] reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 enum Piece {
     Char(char),
     /// A placeholder: any value text, which never holds a character of `escaped` raw.
     Value,
 }
 
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 fn pieces(template: &str) -> (Vec<Piece>, u128) {
     let mut out = Vec::new();
     let mut escaped = ALWAYS & !(1 << b'%'); // escapes themselves are `%XX`
@@ -147,7 +145,6 @@ fn pieces(template: &str) -> (Vec<Piece>, u128) {
 /// Whether some arguments of a function keyed by template `a` and some of one keyed by `b`
 /// can render the same key. Templates are written as the macro hands them over: literal
 /// text and `<param>` placeholders.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn templates_overlap(a: &str, b: &str) -> bool {
     let (a, esc_a) = pieces(a);
     let (b, esc_b) = pieces(b);

@@ -39,19 +39,19 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod codec;
+mod coherence;
 mod config;
 mod engine;
 mod entry;
 mod error;
 pub mod events;
 mod flight;
-mod invalidate;
 mod io;
 mod key;
 mod kind;
 mod policy;
 pub mod stats;
-mod store;
+mod tier;
 mod write;
 
 #[doc(inline)]
@@ -84,21 +84,19 @@ pub use write::{
 /// its L1 entries carrying the tag. Every backend is tried even if one fails; the local
 /// invalidation always happens; [`Error::Unreached`] names the backends that failed.
 pub async fn invalidate_tag(tag: &str) -> Result<(), Error> {
-    #[allow(unused_mut)]
     let mut failed: Vec<(String, String)> = Vec::new();
-    #[cfg(feature = "redis")]
-    for backend in store::redis::configured_backends() {
+    for tier in tier::registry::configured() {
         let reached = async {
-            backend.bump_tag(tag).await?;
-            backend.publish(invalidate::message('t', tag)).await
+            tier.bump_tag(tag).await?;
+            tier.publish(coherence::Message::Tag(tag)).await
         };
         if let Err(e) = reached.await {
-            failed.push((backend.name.clone(), e.to_string()));
+            failed.push((tier.name().to_owned(), e.to_string()));
         }
     }
-    // After Redis: a reader here that read an older value from Redis took its tag stamp
-    // before this, so the entry it fills L1 with is already invalid.
-    invalidate::tags().invalidate(tag);
+    // After the shared tiers: a reader here that read an older value from one took its tag
+    // stamp before this, so the entry it fills L1 with is already invalid.
+    coherence::tags().invalidate(tag);
     if failed.is_empty() {
         Ok(())
     } else {
@@ -128,28 +126,18 @@ pub struct BackendHealth {
     pub conflicts: Vec<String>,
 }
 
-/// The Redis backends this process has used so far, and their state.
+/// The shared backends this process has used so far (and the default one, when Redis was
+/// configured), and their state.
 pub fn health() -> Vec<BackendHealth> {
-    #[cfg(feature = "redis")]
-    {
-        let mut all: Vec<_> = store::redis::active_backends()
-            .iter()
-            .map(|b| BackendHealth {
-                backend: b.name.clone(),
-                reachable: b.breaker.allow_without_probe(),
-                subscribed: b.backplane.listening().then(|| b.backplane.healthy()),
-                conflicts: b
-                    .conflicts
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone(),
-            })
-            .collect();
-        all.sort_by(|a, b| a.backend.cmp(&b.backend));
-        all
-    }
-    #[cfg(not(feature = "redis"))]
-    Vec::new()
+    tier::registry::in_use()
+        .iter()
+        .map(|t| BackendHealth {
+            backend: t.name().to_owned(),
+            reachable: t.reachable(),
+            subscribed: t.backplane().listening().then(|| t.backplane().healthy()),
+            conflicts: t.keyspace().conflicts(),
+        })
+        .collect()
 }
 
 /// Not public API: the items generated code calls (see `src/private.rs`).

@@ -4,7 +4,7 @@
 //! instead of calling items whose meaning changed. It also re-exports `Option`, `Result`,
 //! `Arc`… so a user who shadows those names cannot break the expansion.
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "remote")]
 pub use crate::codec::codec_of;
 pub use crate::codec::ValueCodec;
 pub use crate::engine::{Engine, EngineCell};
@@ -127,13 +127,13 @@ pub trait IsPlainValue {}
 impl IsPlainValue for PlainValue {}
 
 /// Without the `redis` feature, a remote backend is a compile error that says so.
-#[cfg(not(feature = "redis"))]
+#[cfg(not(feature = "remote"))]
 pub const fn codec_of<V: RedisFeatureEnabled>() -> ValueCodec<V> {
     unreachable!()
 }
 
 /// Implemented only with the `redis` feature.
-#[cfg(not(feature = "redis"))]
+#[cfg(not(feature = "remote"))]
 #[diagnostic::on_unimplemented(
     message = "`backend = redis`, `tiered` and named backends need the `redis` feature of cachemacro-runtime",
     note = "enable it: cachemacro-runtime = {{ version = \"…\", features = [\"redis\"] }} (it is on by default)"

@@ -1,0 +1,150 @@
+//! A backend's backplane as this process sees it: whether it is subscribed (L1 is trusted
+//! only while it is), the L1s to drop keys from, and the callers waiting for a lock.
+//! How messages travel (Redis pub/sub) is the tier's business; what they mean is here.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use tokio::sync::Notify;
+
+use super::message::{origin, Message};
+use super::tags::tags;
+
+/// What the backplane needs from a tiered engine: drop one key, or everything, from L1.
+pub(crate) trait LocalTier: Send + Sync {
+    fn drop_key(&self, key: &str);
+    fn flush(&self);
+}
+
+/// What a followed channel says.
+#[cfg_attr(not(feature = "remote"), allow(dead_code))] // made by tier implementations
+pub(crate) enum Signal<'a> {
+    /// Subscribed; `again` after a loss.
+    Up { again: bool },
+    /// A message on the channel.
+    Message(&'a str),
+    /// The subscription was lost, or (with the error) could not be made.
+    Down(Option<&'a str>),
+}
+
+/// The L1 tiers of one backend and the health of their subscription.
+///
+/// A process that is not subscribed — before its first subscription, or after losing it —
+/// does not read its L1 at all; when it subscribes again it flushes L1 first, so it never
+/// serves what it may have missed an invalidation for.
+#[derive(Default)]
+pub(crate) struct Backplane {
+    healthy: AtomicBool,
+    tiers: Mutex<Vec<Weak<dyn LocalTier>>>,
+    /// Callers waiting for another process's lock on a key, woken by its release message.
+    waiters: Mutex<HashMap<String, Weak<Notify>>>,
+    started: OnceLock<()>,
+}
+
+impl Backplane {
+    /// Whether L1 may be read now.
+    #[inline]
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// The wake-up of callers waiting for `key`'s lock to be released.
+    pub fn waiter(&self, key: &str) -> Arc<Notify> {
+        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = w.get(key).and_then(Weak::upgrade) {
+            return n;
+        }
+        if w.len() > 1024 {
+            w.retain(|_, n| n.strong_count() > 0);
+        }
+        let n = Arc::new(Notify::new());
+        w.insert(key.to_owned(), Arc::downgrade(&n));
+        n
+    }
+
+    fn wake(&self, key: &str) {
+        let w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = w.get(key).and_then(Weak::upgrade) {
+            n.notify_waiters();
+        }
+    }
+
+    /// Marks the listener started; `true` the first time (the caller starts it then).
+    pub fn start(&self) -> bool {
+        let mut first = false;
+        self.started.get_or_init(|| first = true);
+        first
+    }
+
+    /// Whether the listener was started (a tiered or locking function uses the backend).
+    pub fn listening(&self) -> bool {
+        self.started.get().is_some()
+    }
+
+    /// Adds a tiered engine's L1.
+    pub fn register(&self, tier: Weak<dyn LocalTier>) {
+        self.tiers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tier);
+    }
+
+    fn tiers(&self) -> Vec<Arc<dyn LocalTier>> {
+        let mut tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
+        tiers.retain(|t| t.strong_count() > 0);
+        tiers.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Applies what the subscription says; `backend` names it in the log.
+    pub fn on_signal(&self, backend: &str, signal: Signal<'_>) {
+        match signal {
+            Signal::Up { again } => {
+                // Anything may have been invalidated while we were not listening.
+                for t in self.tiers() {
+                    t.flush();
+                }
+                self.healthy.store(true, Ordering::Release);
+                if again {
+                    tracing::warn!(
+                        backend,
+                        "cachemacro: backplane subscribed again; L1 flushed and back in use"
+                    );
+                }
+            }
+            Signal::Message(text) => self.on_message(text),
+            Signal::Down(None) => {
+                self.healthy.store(false, Ordering::Release);
+                tracing::warn!(
+                    backend,
+                    "cachemacro: backplane subscription lost; L1 bypassed until it is back"
+                );
+            }
+            Signal::Down(Some(error)) => {
+                self.healthy.store(false, Ordering::Release);
+                tracing::warn!(
+                    backend,
+                    error,
+                    "cachemacro: cannot subscribe to the backplane; L1 bypassed until it can"
+                );
+            }
+        }
+    }
+
+    fn on_message(&self, text: &str) {
+        let Some((from, message)) = Message::decode(text) else {
+            return;
+        };
+        match message {
+            // A lock was released: whoever waits for it, in any process, reads the value.
+            Message::Unlocked(key) => self.wake(key),
+            _ if from == origin() => {} // this process applied it already
+            Message::Key(key) => {
+                for t in self.tiers() {
+                    t.drop_key(key);
+                }
+            }
+            Message::Tag(tag) => tags().invalidate(tag),
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Loads: calling the source, and storing its result in L2 then L1 unless an invalidation
+//! won meanwhile; refreshes of values due for one.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::l2::Outcome;
+use super::ticket::{Due, Snapshot, Ticket};
+use super::Engine;
+use crate::entry::{Entry, TagStamp};
+use crate::flight::{Landed, Leader};
+use crate::io::CatchUnwind;
+use crate::kind::Kind;
+use crate::policy::Stampede;
+use crate::stats::Counter;
+
+/// How a store decides whether it may write L1.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Guard {
+    /// A load: only if nothing invalidated the key since the snapshot.
+    Load(Snapshot),
+    /// A put or `*_refresh`: it supersedes older loads. After the L2 write, the key's
+    /// generation moves on from `expected` (so a reader that read the older value from L2
+    /// cannot put it back in L1), unless an invalidation moved it first.
+    Put { expected: u64, stamp: u64 },
+}
+
+/// What became of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stored {
+    Yes,
+    /// A negative value without `cache_none`.
+    NotCached,
+    /// An invalidation moved the key's generation during the load: it wins.
+    Superseded,
+    /// L2 could not be written (L1 was).
+    RemoteFailed,
+    /// Too large for L2: not stored there, and the key's previous value removed (L1 was
+    /// written).
+    TooLarge,
+}
+
+/// Where a refresh gets its ticket.
+pub(super) enum RefreshFrom<V> {
+    /// Read already (an L2 hit that turned out to be due).
+    Known(Ticket<V>),
+    /// To be read; the value being served stands in if the refresh fails.
+    Stale(Arc<Entry<V>>),
+}
+
+impl<R: 'static, S: Kind<R>> Engine<R, S> {
+    pub(super) fn count_refresh(&self, due: Due) {
+        self.stats.incr(match due {
+            Due::Early => Counter::EarlyRefreshes,
+            Due::Stale => Counter::BackgroundRefreshes,
+        });
+    }
+
+    /// The ticket of a refresh, or `None` when another process refreshes the key. With a
+    /// distributed lock, the claim's own read of L2 (under the lock) supplies it; otherwise
+    /// it is read here (one round trip).
+    pub(super) async fn refresh_ticket(
+        self: &Arc<Self>,
+        key: &str,
+        tags: &[String],
+        from: RefreshFrom<S::Value>,
+    ) -> Option<Ticket<S::Value>> {
+        let Some(remote) = &self.remote else {
+            return Some(match from {
+                RefreshFrom::Known(ticket) => ticket,
+                RefreshFrom::Stale(entry) => Ticket::local(Some(entry)),
+            });
+        };
+        if self.policy.stampede >= Stampede::Lock {
+            let mut ticket = match from {
+                RefreshFrom::Known(ticket) => ticket,
+                RefreshFrom::Stale(entry) => Ticket::local(Some(entry)),
+            };
+            return remote
+                .claim(self, key, tags, &mut ticket)
+                .await
+                .then_some(ticket);
+        }
+        Some(match from {
+            RefreshFrom::Known(ticket) => ticket,
+            RefreshFrom::Stale(entry) => remote.ticket(self, key, tags, Some(entry)).await,
+        })
+    }
+
+    /// Registers a load of `key` for as long as the guard lives; a load that starts while
+    /// another of the same key runs is a stampede escape.
+    fn loading(&self, key: &str) -> Loading<'_> {
+        let mut running = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        let n = running.entry(key.to_owned()).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            self.stats.incr(Counter::StampedeEscapes);
+        }
+        Loading {
+            map: &self.loading,
+            key: key.to_owned(),
+        }
+    }
+
+    /// Calls the source and stores its result unless `key` was invalidated meanwhile
+    /// (`guard`). `ticket.fallback` stands in for an `Err` (a stale value, or fail-safe).
+    pub(super) async fn load<Fut>(
+        &self,
+        leader: Option<Leader<S::Value>>,
+        key: String,
+        tags: Vec<String>,
+        source: Fut,
+        ticket: Ticket<S::Value>,
+        guard: Guard,
+    ) -> R
+    where
+        Fut: Future<Output = R>,
+    {
+        let span = tracing::debug_span!(
+            "cachemacro.load",
+            function = %self.stats.name(),
+            fallback = ticket.fallback.is_some(),
+            locked = ticket.lock.is_some(),
+        );
+        let source = tracing::Instrument::instrument(source, span);
+        let loading = self.loading(&key);
+        let started = Instant::now();
+        // With fail-safe and a value to fall back on, a panicking source is a failure too.
+        let result = if ticket.fallback.is_some() && self.policy.fail_safe.is_some() {
+            CatchUnwind::new(source).await
+        } else {
+            Ok(source.await)
+        };
+        let delta = started.elapsed();
+        drop(loading);
+        let value = match result.map(S::split) {
+            Ok(Ok(value)) => value,
+            Ok(Err(error)) => {
+                return self.fail(leader, &key, &tags, ticket, Ok(error), (delta, guard))
+            }
+            Err(panic) => {
+                return self.fail(leader, &key, &tags, ticket, Err(panic), (delta, guard))
+            }
+        };
+        self.stats.load(false, delta);
+        let stored = self.store(&key, &tags, &value, delta, guard, &ticket).await;
+        if let Some(leader) = leader {
+            match (stored, guard) {
+                (Stored::Superseded, _) => leader.land(Landed::Superseded),
+                (_, Guard::Load(snap)) => self.land(Some(leader), &key, &tags, snap, &value, false),
+                (_, Guard::Put { .. }) => leader.land(Landed::Value(value.clone(), false)),
+            }
+        }
+        S::join(value)
+    }
+
+    /// Settles a failed load (see [`Engine::failed`]).
+    fn fail(
+        &self,
+        leader: Option<Leader<S::Value>>,
+        key: &str,
+        tags: &[String],
+        ticket: Ticket<S::Value>,
+        failure: Result<S::Error, Box<dyn Any + Send>>,
+        (delta, guard): (Duration, Guard),
+    ) -> R {
+        self.stats.load(true, delta);
+        self.failed(Failed {
+            leader,
+            key,
+            tags,
+            fallback: ticket.fallback,
+            failure,
+            guard,
+        })
+    }
+
+    /// A failed load: the fallback if there is one, else the error (or the panic, resumed).
+    fn failed(&self, f: Failed<'_, S::Value, S::Error>) -> R {
+        if let Some(entry) = f.fallback {
+            if f.failure.is_err() {
+                tracing::error!(
+                    function = %self.stats.name(),
+                    "cachemacro: the source panicked; serving the fail-safe value"
+                );
+            }
+            match f.guard {
+                // Waiters that joined after an invalidation go round again rather than take
+                // the value it dropped.
+                Guard::Load(snap) => self.land(f.leader, f.key, f.tags, snap, &entry.value, true),
+                Guard::Put { .. } => {
+                    if let Some(l) = f.leader {
+                        l.land(Landed::Value(entry.value.clone(), true));
+                    }
+                }
+            }
+            return S::join(entry.value.clone());
+        }
+        if let Some(leader) = f.leader {
+            let erase = self.hooks.errors.map(|s| s.erase);
+            let shared = match (&f.failure, erase) {
+                (Ok(error), Some(erase)) => Some(erase(error)),
+                _ => None,
+            };
+            leader.land(Landed::Failed(shared));
+        }
+        match f.failure {
+            Ok(error) => S::fail(error),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// The hard and soft TTL of a new value.
+    fn ttls(&self, negative: bool) -> (Duration, Option<Duration>) {
+        let hard = self.policy.hard_ttl(negative);
+        let soft = self.policy.soft_ttl_within(hard).filter(|_| !negative);
+        (hard, soft)
+    }
+
+    /// Writes a new value to L2, then L1, as `guard` allows.
+    pub(super) async fn store(
+        &self,
+        key: &str,
+        tags: &[String],
+        value: &S::Value,
+        delta: Duration,
+        guard: Guard,
+        ticket: &Ticket<S::Value>,
+    ) -> Stored {
+        let negative = self.is_negative(value);
+        if negative && !self.policy.cache_none {
+            return Stored::NotCached;
+        }
+        let (hard, soft) = self.ttls(negative);
+        let mut stored = Stored::Yes;
+        if let Some(remote) = &self.remote {
+            match remote
+                .write(self, key, tags, value, (delta, hard, soft), ticket)
+                .await
+            {
+                // Invalidated elsewhere during the load: L1 must not keep it either.
+                Outcome::Superseded => return Stored::Superseded,
+                Outcome::Failed => stored = Stored::RemoteFailed,
+                Outcome::TooLarge => stored = Stored::TooLarge,
+                Outcome::Written => {}
+            }
+        }
+        let (generation, stamp) = match guard {
+            Guard::Load(snap) => {
+                if !self.current(key, tags, snap) {
+                    return Stored::Superseded;
+                }
+                (snap.generation, snap.stamp)
+            }
+            // After the L2 write: a reader that got the older value from L2 took its
+            // snapshot before this, so it cannot put that value back in L1.
+            Guard::Put { expected, stamp } => match self.gens.advance(key, expected) {
+                Some(g) => (g, stamp),
+                None => return Stored::Superseded,
+            },
+        };
+        let now = Instant::now();
+        let entry = Arc::new(Entry {
+            value: value.clone(),
+            soft: soft.map(|s| now + s),
+            hard: now + hard,
+            delta,
+            tags: TagStamp::new(tags.to_vec(), stamp),
+        });
+        if !self.put_local(key, entry, generation) {
+            return Stored::Superseded;
+        }
+        stored
+    }
+}
+
+/// A failed load, as [`Engine::failed`] settles it.
+struct Failed<'a, V: Clone, E> {
+    leader: Option<Leader<V>>,
+    key: &'a str,
+    tags: &'a [String],
+    fallback: Option<Arc<Entry<V>>>,
+    /// The source's error, or its panic.
+    failure: Result<E, Box<dyn Any + Send>>,
+    guard: Guard,
+}
+
+/// A load of one key, registered while it runs (see [`Engine::loading`]).
+struct Loading<'a> {
+    map: &'a Mutex<HashMap<String, u32>>,
+    key: String,
+}
+
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        let mut running = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = running.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.key);
+            }
+        }
+    }
+}

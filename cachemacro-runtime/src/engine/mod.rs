@@ -1,0 +1,334 @@
+//! One engine per cached function: the whole read path, loads, stores, and the explicit
+//! operations (`*_invalidate`, `*_refresh`, `*_put`) live here.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | the engine, its construction, the explicit operations |
+//! | `read.rs` | the hit path (L1, or L2 when L1 is not in use) and the miss path (join or lead a flight, read L2, take the lock) |
+//! | `call.rs` | one call, in its two flavours: *detached* (owned arguments: refreshes and a cancelled leader's load run as tasks) and *inline* (borrowed arguments) |
+//! | `load.rs` | calling the source, and storing its result (L2, then L1) unless an invalidation won |
+//! | `l2.rs` | the shared tier as the engine sees it: envelopes, what a stored value is worth, the lock, the refresh claim |
+//! | `cell.rs` | the `static` generated code reaches its engine through, and the registry of engines |
+//!
+//! The engine depends on the [`crate::tier::Tier`] trait, never on Redis, and on
+//! [`crate::coherence`] for generations, tags and the backplane.
+
+mod call;
+mod cell;
+mod l2;
+mod load;
+mod read;
+mod ticket;
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use cell::EngineCell;
+
+use crate::codec::ValueCodec;
+use crate::coherence::{tags as tag_clock, Generations, LocalTier};
+use crate::entry::Entry;
+use crate::error::Error;
+use crate::flight::{Flights, Landed, Leader};
+use crate::kind::{Hooks, Kind};
+use crate::policy::{Backend, Policy};
+use crate::stats::{Counter, Recorder, Stats};
+use crate::tier::memory::MemoryStore;
+use crate::tier::registry;
+
+use l2::Remote;
+use load::{Guard, Stored};
+use ticket::{Snapshot, Ticket};
+
+/// The engine of one cached function returning `R`; `S` says how `R` splits into the
+/// cached value and what passes through uncached (`Result`'s `Err`).
+pub struct Engine<R, S: Kind<R>> {
+    policy: Policy,
+    stats: Arc<Recorder>,
+    /// The in-process tier (`memory`, `tiered`); `None` for `redis`.
+    l1: Option<MemoryStore<S::Value>>,
+    /// The shared tier (`redis`, `tiered`, named backends). An unusable one (a name nobody
+    /// registered) fails every operation: calls go to the source, counting backend errors.
+    remote: Option<Remote<S::Value>>,
+    flights: Arc<Flights<S::Value>>,
+    gens: Generations,
+    /// Loads running now, by key: a second one of the same key is a stampede escape.
+    loading: Mutex<HashMap<String, u32>>,
+    /// What the expansion found out about the function's types.
+    hooks: Hooks<S::Value, S::Error>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R: 'static, S: Kind<R>> Engine<R, S> {
+    fn new(
+        policy: Policy,
+        codec: Option<ValueCodec<S::Value>>,
+        hooks: Hooks<S::Value, S::Error>,
+    ) -> Self {
+        let stats = Arc::new(Recorder::new(policy.display_name()));
+        let on_evict = {
+            let stats = stats.clone();
+            Arc::new(move || stats.incr(Counter::Evictions))
+        };
+        let remote = Self::remote(&policy, codec);
+        let local = remote.as_ref().is_none_or(|r| r.local_tier);
+        let l1 = local.then(|| MemoryStore::new(policy.capacity(), on_evict));
+        Self {
+            l1,
+            remote,
+            stats,
+            policy,
+            flights: Arc::new(Flights::new()),
+            gens: Generations::new(),
+            loading: Mutex::new(HashMap::new()),
+            hooks,
+            _r: PhantomData,
+        }
+    }
+
+    /// The shared tier the policy asks for (`None`: in-process only).
+    fn remote(policy: &Policy, codec: Option<ValueCodec<S::Value>>) -> Option<Remote<S::Value>> {
+        let (tier, local) = match policy.backend {
+            Backend::Memory => return None,
+            Backend::Redis => (registry::default_tier(), false),
+            Backend::Tiered => (registry::default_tier(), true),
+            Backend::Named(name) => {
+                let tier = registry::named(name);
+                let local = tier.local_tier();
+                (tier, local)
+            }
+        };
+        // The expansion passes a codec for every remote backend.
+        codec.map(|codec| Remote::new(tier, codec, local))
+    }
+
+    /// The policy this engine was built with.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// A snapshot of this function's counters.
+    pub fn stats(&self) -> Stats {
+        self.stats.snapshot()
+    }
+
+    /// The in-process tier, if it may be read now (tiered: only while subscribed).
+    #[inline]
+    fn local(&self) -> Option<&MemoryStore<S::Value>> {
+        let l1 = self.l1.as_ref()?;
+        match &self.remote {
+            Some(r) if !r.tier.backplane().healthy() => None,
+            _ => Some(l1),
+        }
+    }
+
+    /// Whether `v` is a negative result (`None`, however the return type nests it), cached
+    /// only with `cache_none`.
+    fn is_negative(&self, v: &S::Value) -> bool {
+        S::is_negative(v) || self.hooks.is_negative(v)
+    }
+
+    /// What a load (or a read that fills L1) must check before its result is trusted.
+    pub(super) fn snapshot(&self, key: &str) -> Snapshot {
+        Snapshot {
+            generation: self.gens.of(key),
+            stamp: tag_clock().epoch(),
+        }
+    }
+
+    /// Whether nothing invalidated `key` (or one of `tags`) since `snap`.
+    pub(super) fn current(&self, key: &str, tags: &[String], snap: Snapshot) -> bool {
+        self.gens.of(key) == snap.generation && !tag_clock().any_invalidated_after(tags, snap.stamp)
+    }
+
+    /// Lands `leader`'s flight with `value` if it is still current, else tells the waiters
+    /// to go round again: a caller that joined after an invalidation never gets the value
+    /// it invalidated.
+    pub(super) fn land(
+        &self,
+        leader: Option<Leader<S::Value>>,
+        key: &str,
+        tags: &[String],
+        snap: Snapshot,
+        value: &S::Value,
+        cached: bool,
+    ) {
+        if let Some(l) = leader {
+            l.land_with(|| {
+                if self.current(key, tags, snap) {
+                    Landed::Value(value.clone(), cached)
+                } else {
+                    Landed::Superseded
+                }
+            });
+        }
+    }
+
+    /// Writes `entry` to L1 unless `key`'s local generation moved past `generation`;
+    /// `false` if it did.
+    pub(super) fn put_local(
+        &self,
+        key: &str,
+        entry: Arc<Entry<S::Value>>,
+        generation: u64,
+    ) -> bool {
+        if self.gens.of(key) != generation {
+            return false; // invalidated (or put) since the load started: it must not overwrite
+        }
+        if let Some(l1) = self.local() {
+            l1.insert(key.to_owned(), entry.clone());
+            // An invalidation that landed meanwhile wins: it bumped the generation before
+            // removing the key, so either it removed what we just wrote, or we see the bump.
+            if self.gens.of(key) != generation {
+                l1.remove_entry(key, &entry);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Stores `value` as the key's value in every tier now (a write-through put), ahead of
+    /// any load in flight for it here or elsewhere; other processes drop their L1 copy.
+    /// If a tier cannot take it, the key is invalidated instead (never left stale) and the
+    /// error returned.
+    pub async fn put(
+        self: &Arc<Self>,
+        key: String,
+        tags: Vec<String>,
+        value: S::Value,
+    ) -> Result<(), Error> {
+        if self.is_negative(&value) && !self.policy.cache_none {
+            return self.invalidate(key).await; // a `None` that is not cached: absent
+        }
+        let expected = self.gens.of(&key);
+        let stamp = tag_clock().epoch();
+        let ticket = match &self.remote {
+            Some(remote) => match remote.supersede(self, &key, &tags).await {
+                Some(ticket) => ticket,
+                None => return Err(self.put_failed(key, "could not reach it").await),
+            },
+            None => Ticket::local(None),
+        };
+        let guard = Guard::Put { expected, stamp };
+        let stored = self
+            .store(&key, &tags, &value, Duration::ZERO, guard, &ticket)
+            .await;
+        self.flights.forget(&key); // callers from now on do not join an older load
+        if stored == Stored::RemoteFailed {
+            return Err(self.put_failed(key, "could not write to it").await);
+        }
+        if let Some(remote) = &self.remote {
+            if let Err(e) = remote.announce(&key).await {
+                // Others may keep an old L1 copy: take the new value back out.
+                self.stats.incr(Counter::BackendErrors);
+                let _ = self.invalidate(key).await;
+                return Err(e);
+            }
+        }
+        if stored == Stored::TooLarge {
+            return Err(self.backend_error("put: the value is larger than max_value_bytes; the key was invalidated there instead".into()));
+        }
+        Ok(())
+    }
+
+    async fn put_failed(&self, key: String, what: &str) -> Error {
+        self.stats.incr(Counter::BackendErrors);
+        let message = match self.invalidate(key).await {
+            Ok(()) => format!("put: {what}; the key was invalidated instead"),
+            Err(e) => {
+                tracing::error!(function = %self.stats.name(), error = %e, "cachemacro: a put failed and so did the invalidation; other processes may serve the old value until it expires");
+                format!("put: {what}, and the invalidation that should replace it failed too ({e}); other processes may serve the old value until it expires")
+            }
+        };
+        self.backend_error(message)
+    }
+
+    /// An error about this function's shared tier.
+    fn backend_error(&self, message: String) -> Error {
+        let backend = match &self.remote {
+            Some(r) => r.tier.name().to_owned(),
+            None => "memory".to_owned(),
+        };
+        Error::Backend { backend, message }
+    }
+
+    /// Calls the source now and stores its result (write-through put). Loads already in
+    /// flight for the key, in this process or another, will not overwrite it.
+    pub async fn refresh<Fut>(self: &Arc<Self>, key: String, tags: Vec<String>, source: Fut) -> R
+    where
+        Fut: std::future::Future<Output = R>,
+    {
+        let expected = self.gens.bump(&key);
+        self.flights.forget(&key);
+        let stamp = tag_clock().epoch();
+        let ticket = match &self.remote {
+            Some(remote) => remote
+                .supersede(self, &key, &tags)
+                .await
+                .unwrap_or_else(|| Ticket::local(None)),
+            None => Ticket::local(None),
+        };
+        let guard = Guard::Put { expected, stamp };
+        let r = self
+            .load(None, key.clone(), tags, source, ticket, guard)
+            .await;
+        if let Some(remote) = &self.remote {
+            // Other processes drop their L1 copy and read the new value from L2.
+            if let Err(e) = remote.announce(&key).await {
+                self.stats.incr(Counter::BackendErrors);
+                tracing::debug!(error = %e, "cachemacro: could not publish a refresh");
+            }
+        }
+        r
+    }
+
+    /// Removes `key` from every tier (and, tiered, from every process's L1); a load in
+    /// flight for it, here or elsewhere, will not write it back, and a call that starts
+    /// after this returns does not join it.
+    pub async fn invalidate(&self, key: String) -> Result<(), Error> {
+        self.stats.incr(Counter::Invalidations);
+        // The shared tier first, then this process: a reader here that read the old value
+        // from L2 before it was deleted took its snapshot before the local bump below, so
+        // it cannot put that value back in L1.
+        let remote = match &self.remote {
+            Some(r) => Some(r.invalidate(&key).await),
+            None => None,
+        };
+        self.drop_local(&key);
+        match remote {
+            Some(result) => result.inspect_err(|_| self.stats.incr(Counter::BackendErrors)),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops `key` from this process: its generation moves on (loads in flight will not
+    /// write it), L1 forgets it, and the next caller starts a new flight.
+    fn drop_local(&self, key: &str) {
+        self.gens.bump(key);
+        if let Some(l1) = &self.l1 {
+            l1.remove(key);
+        }
+        self.flights.forget(key);
+    }
+
+    /// Drops every entry of this function from the in-process tier.
+    pub fn clear_local(&self) {
+        self.gens.bump_all();
+        if let Some(l1) = &self.l1 {
+            l1.clear();
+        }
+        self.flights.forget_all();
+    }
+}
+
+impl<R: 'static, S: Kind<R>> LocalTier for Engine<R, S> {
+    fn drop_key(&self, key: &str) {
+        self.drop_local(key);
+    }
+
+    fn flush(&self) {
+        self.clear_local();
+    }
+}

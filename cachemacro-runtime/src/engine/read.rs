@@ -1,0 +1,256 @@
+//! The read path: the hit path (L1, or one L2 read when L1 is not in use) and one round of
+//! the miss path (join the key's flight or lead it; as the leader, check L1 again, read L2,
+//! take the distributed lock or wait for its holder).
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::l2::{Found, Locked, Peeked};
+use super::ticket::{Due, Snapshot, Ticket};
+use super::Engine;
+use crate::entry::{Entry, Freshness};
+use crate::flight::{Landed, Leader, Role};
+use crate::kind::Kind;
+use crate::policy::Stampede;
+use crate::stats::Counter;
+use crate::tier::memory::MemoryStore;
+
+/// What the hit path decided.
+pub(super) enum Lookup<V: Clone> {
+    /// Serve this value; nothing else to do.
+    Hit(V),
+    /// Serve `entry` (stale, or XFetch-due) and refresh it under `leader`.
+    Refresh {
+        leader: Leader<V>,
+        entry: Arc<Entry<V>>,
+        due: Due,
+    },
+    /// Load; `fallback` may stand in for a failing source (fail-safe).
+    Miss { fallback: Option<Arc<Entry<V>>> },
+}
+
+/// What one round of the miss path leaves to do.
+pub(super) enum Miss<V: Clone, E> {
+    /// Return this value (from another caller's flight, L1, L2 or another process).
+    Done(V),
+    /// Return this error (the leader's, shared).
+    Fail(E),
+    /// The flight was abandoned or superseded: go round again.
+    Retry,
+    /// Call the source under this flight (if any) with this ticket.
+    Load(Option<Leader<V>>, Ticket<V>, Snapshot),
+    /// L2 had a value due for a refresh.
+    Due {
+        leader: Option<Leader<V>>,
+        value: V,
+        due: Due,
+        ticket: Ticket<V>,
+        snap: Snapshot,
+    },
+}
+
+impl<R: 'static, S: Kind<R>> Engine<R, S> {
+    /// The hit path: L1 when it may be read, else (`backend = redis`, or `tiered` while its
+    /// backplane is down) one L2 read before any flight, so hits of different callers
+    /// never wait on each other, and neither do stale reads: a stale or XFetch-due value is
+    /// served at once while one refresh per key runs.
+    pub(super) async fn hit_path(
+        &self,
+        key: &str,
+        tags: &[String],
+        now: Instant,
+    ) -> Lookup<S::Value> {
+        if let Some(l1) = self.local() {
+            return self.lookup(l1, key, now);
+        }
+        let Some(remote) = &self.remote else {
+            return Lookup::Miss { fallback: None };
+        };
+        match remote.peek(self, key, tags).await {
+            Peeked::Fresh(v) => Lookup::Hit(v),
+            Peeked::Due(entry, due) => self.due(key, entry, due, now),
+            Peeked::Expired(entry) => Lookup::Miss {
+                fallback: Some(entry),
+            },
+            Peeked::Miss => Lookup::Miss { fallback: None },
+        }
+    }
+
+    #[inline]
+    fn lookup(&self, l1: &MemoryStore<S::Value>, key: &str, now: Instant) -> Lookup<S::Value> {
+        let Some(entry) = l1.get(key) else {
+            return Lookup::Miss { fallback: None };
+        };
+        match entry.freshness(now) {
+            Freshness::Fresh => {
+                if self.policy.stampede == Stampede::Xfetch
+                    && entry.xfetch_due(now, self.policy.beta)
+                {
+                    if let Some(leader) = self.flights.try_lead(key) {
+                        return Lookup::Refresh {
+                            leader,
+                            entry,
+                            due: Due::Early,
+                        };
+                    }
+                }
+                self.stats.hit(false, || now.elapsed());
+                Lookup::Hit(entry.value.clone())
+            }
+            Freshness::Stale => self.due(key, entry, Due::Stale, now),
+            Freshness::Expired => {
+                let keep = self
+                    .policy
+                    .fail_safe
+                    .is_some_and(|w| entry.within_fail_safe(now, w));
+                if !keep {
+                    l1.remove_entry(key, &entry);
+                }
+                Lookup::Miss {
+                    fallback: keep.then_some(entry),
+                }
+            }
+        }
+    }
+
+    /// A value due for a refresh: this caller leads the key's one refresh if none is in
+    /// flight; either way it is served at once.
+    fn due(
+        &self,
+        key: &str,
+        entry: Arc<Entry<S::Value>>,
+        due: Due,
+        now: Instant,
+    ) -> Lookup<S::Value> {
+        if let Some(leader) = self.flights.try_lead(key) {
+            return Lookup::Refresh { leader, entry, due };
+        }
+        self.stats.hit(due == Due::Stale, || now.elapsed());
+        Lookup::Hit(entry.value.clone())
+    }
+
+    /// One round of the miss path, shared by both flavours: join the key's flight or lead
+    /// it; as the leader, check L1 again, read L2, and take the distributed lock (or wait
+    /// for its holder's value). What is left to the caller is running the source.
+    pub(super) async fn miss(
+        self: &Arc<Self>,
+        key: &str,
+        tags: &[String],
+        fallback: &mut Option<Arc<Entry<S::Value>>>,
+        joined: &mut bool,
+    ) -> Miss<S::Value, S::Error> {
+        let leader = match self.role(key, joined) {
+            Some(Role::Waiter(flight)) => {
+                return match flight.wait().await {
+                    Landed::Value(v, cached) => {
+                        self.count_joined(cached);
+                        Miss::Done(v)
+                    }
+                    Landed::Failed(shared) => {
+                        self.stats.incr(Counter::Misses);
+                        let restore = self.hooks.errors.map(|s| s.restore);
+                        match shared.as_deref().zip(restore).and_then(|(e, r)| r(e)) {
+                            // The leader's error is ours too: one source call for all.
+                            Some(error) => Miss::Fail(error),
+                            // It cannot be shared: call our own source, alone.
+                            None => {
+                                Miss::Load(None, Ticket::local(fallback.take()), self.snapshot(key))
+                            }
+                        }
+                    }
+                    // The leader went away, or its result was invalidated while it ran:
+                    // go round again (a new flight).
+                    Landed::Abandoned | Landed::Superseded => Miss::Retry,
+                };
+            }
+            Some(Role::Leader(l)) => Some(l),
+            None => None,
+        };
+        let snap = self.snapshot(key);
+        if let Some(v) = self.recheck(key) {
+            self.land(leader, key, tags, snap, &v, true);
+            return Miss::Done(v);
+        }
+        let Some(remote) = &self.remote else {
+            self.stats.incr(Counter::Misses);
+            return Miss::Load(leader, Ticket::local(fallback.take()), snap);
+        };
+        let ticket = match remote
+            .read(self, key, tags, snap, fallback.take(), true)
+            .await
+        {
+            Found::Value(value, None, _) => {
+                self.land(leader, key, tags, snap, &value, true);
+                return Miss::Done(value);
+            }
+            Found::Value(value, Some(due), ticket) => {
+                return Miss::Due {
+                    leader,
+                    value,
+                    due,
+                    ticket,
+                    snap,
+                }
+            }
+            Found::Nothing(ticket) => ticket,
+        };
+        if self.policy.stampede < Stampede::Lock {
+            self.stats.incr(Counter::Misses);
+            return Miss::Load(leader, ticket, snap);
+        }
+        if ticket.generation.is_none() {
+            // L2 did not answer the read: no lock either, an escape.
+            self.stats.incr(Counter::StampedeEscapes);
+            self.stats.incr(Counter::Misses);
+            return Miss::Load(leader, ticket, snap);
+        }
+        match remote.lock_or_wait(self, key, tags, ticket).await {
+            Locked::Proceed(ticket) => {
+                self.stats.incr(Counter::Misses);
+                Miss::Load(leader, ticket, snap)
+            }
+            Locked::Got(value) => {
+                self.land(leader, key, tags, snap, &value, true);
+                Miss::Done(value)
+            }
+        }
+    }
+
+    /// The double check of a new leader: a flight that landed between this caller's miss
+    /// and its taking the lead has filled L1.
+    fn recheck(&self, key: &str) -> Option<S::Value> {
+        let entry = self.local()?.get(key)?;
+        (entry.freshness(Instant::now()) == Freshness::Fresh).then(|| {
+            self.stats.incr(Counter::Hits);
+            entry.value.clone()
+        })
+    }
+
+    /// Whether to lead or join (None: no coalescing). Counts a caller's first join.
+    fn role(&self, key: &str, joined: &mut bool) -> Option<Role<S::Value>> {
+        if !self.policy.coalesces() {
+            return None;
+        }
+        let role = self.flights.join_or_lead(key);
+        if matches!(role, Role::Waiter(_)) && !*joined {
+            *joined = true;
+            self.stats.incr(Counter::Coalesced);
+        }
+        Some(role)
+    }
+
+    /// Counts a caller that got its value from another caller's flight.
+    fn count_joined(&self, cached: bool) {
+        if self.remote.is_some() {
+            // With L2, only the flight's outcome tells a hit from a miss.
+            self.stats.incr(if cached {
+                Counter::Hits
+            } else {
+                Counter::Misses
+            });
+        } else {
+            self.stats.incr(Counter::Misses);
+        }
+    }
+}

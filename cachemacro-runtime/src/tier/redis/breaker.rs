@@ -1,0 +1,220 @@
+//! The circuit breaker: after consecutive failures, calls stop paying Redis's timeout;
+//! a task probes it back to health.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::RedisTier;
+use crate::io;
+use crate::tier::TierError;
+
+/// Stops paying the timeout on every call while Redis is down: after `threshold`
+/// consecutive failures the circuit opens for a cooldown (doubling up to a maximum while
+/// Redis stays down); then one call probes, and success closes it.
+pub(crate) struct Breaker {
+    open: AtomicBool,
+    failures: AtomicU32,
+    state: Mutex<BreakerState>,
+    threshold: u32,
+    base_cooldown: Duration,
+    max_cooldown: Duration,
+}
+
+struct BreakerState {
+    until: Instant,
+    cooldown: Duration,
+    probing: bool,
+}
+
+impl Breaker {
+    pub fn new(threshold: u32, cooldown: Duration, max_cooldown: Duration) -> Self {
+        Self {
+            open: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+            state: Mutex::new(BreakerState {
+                until: Instant::now(),
+                cooldown,
+                probing: false,
+            }),
+            threshold,
+            base_cooldown: cooldown,
+            max_cooldown: max_cooldown.max(cooldown),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether to try Redis now: a permit, or `None` while the circuit is open. While open,
+    /// one caller per cooldown gets a *probe* permit. A permit dropped without a verdict
+    /// (its caller was cancelled: a request timeout, a client gone) lets the next call
+    /// probe at once, so a cancelled probe never keeps the circuit open.
+    pub fn allow(&self) -> Option<Permit<'_>> {
+        if !self.open.load(Relaxed) {
+            return Some(Permit {
+                breaker: self,
+                probe: false,
+            });
+        }
+        let mut s = self.lock();
+        if !s.probing && Instant::now() >= s.until {
+            s.probing = true;
+            return Some(Permit {
+                breaker: self,
+                probe: true,
+            });
+        }
+        None
+    }
+
+    /// When the next probe may run, while the circuit is open.
+    fn next_probe(&self) -> Option<Instant> {
+        self.open.load(Relaxed).then(|| self.lock().until)
+    }
+
+    /// Whether calls currently try Redis (closed circuit).
+    pub fn allow_without_probe(&self) -> bool {
+        !self.open.load(Relaxed)
+    }
+
+    #[cfg(test)]
+    pub fn is_open(&self) -> bool {
+        self.open.load(Relaxed)
+    }
+
+    pub fn success(&self, backend: &str) {
+        if self.failures.load(Relaxed) != 0 {
+            self.failures.store(0, Relaxed);
+        }
+        if self.open.load(Relaxed) {
+            let mut s = self.lock();
+            if self.open.swap(false, Relaxed) {
+                s.cooldown = self.base_cooldown;
+                s.probing = false;
+                tracing::warn!(
+                    backend,
+                    "cachemacro: Redis answers again; cache back in use"
+                );
+            }
+        }
+    }
+
+    pub fn failure(&self, backend: &str, error: &TierError) {
+        if matches!(error, TierError::Open) {
+            return;
+        }
+        let n = self.failures.fetch_add(1, Relaxed) + 1;
+        let mut s = self.lock();
+        if s.probing {
+            // The probe failed: stay open, wait longer.
+            s.probing = false;
+            s.cooldown = (s.cooldown * 2).min(self.max_cooldown);
+            s.until = Instant::now() + s.cooldown;
+        } else if n >= self.threshold && !self.open.load(Relaxed) {
+            s.until = Instant::now() + s.cooldown;
+            self.open.store(true, Relaxed);
+            tracing::warn!(
+                backend,
+                %error,
+                cooldown = ?s.cooldown,
+                "cachemacro: Redis failing; calls go straight to the source until it answers again"
+            );
+        }
+    }
+}
+
+/// The right to try one Redis operation (see [`Breaker::allow`]).
+pub(crate) struct Permit<'a> {
+    breaker: &'a Breaker,
+    /// This operation probes an open circuit.
+    probe: bool,
+}
+
+impl Permit<'_> {
+    /// Records how the operation went.
+    pub fn record<T>(mut self, backend: &str, result: &Result<T, TierError>) {
+        self.probe = false; // a verdict: nothing for `drop` to undo
+        match result {
+            Ok(_) => self.breaker.success(backend),
+            Err(e) => self.breaker.failure(backend, e),
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe {
+            // The probe's caller went away before Redis answered: no verdict. Let the next
+            // call probe instead of waiting for a verdict that will never come.
+            let mut s = self.breaker.lock();
+            if s.probing {
+                s.probing = false;
+                s.until = Instant::now();
+            }
+        }
+    }
+}
+
+impl RedisTier {
+    /// While the circuit is open, a task of the cache's own probes Redis (a `PING`) each
+    /// time the cool-down ends, so the circuit closes as soon as Redis answers, whether or
+    /// not any call needs Redis (a tiered function whose every call is an L1 hit never
+    /// would), and `health()` says so.
+    pub(super) fn watch_breaker(&self) {
+        if self.breaker.allow_without_probe() || self.watching.swap(true, Relaxed) {
+            return;
+        }
+        let this = self.arc();
+        io::spawn(async move {
+            while let Some(at) = this.breaker.next_probe() {
+                let wait = at.saturating_duration_since(Instant::now());
+                tokio::time::sleep(wait + Duration::from_millis(1)).await;
+                let _ = this.command::<redis::Value>(redis::cmd("PING")).await;
+            }
+            this.watching.store(false, Relaxed);
+            // Opened again between the last check and the flag: watch again.
+            this.watch_breaker();
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_opens_after_consecutive_failures_and_lets_one_probe_through() {
+        let b = Breaker::new(3, Duration::from_millis(30), Duration::from_secs(1));
+        let e = TierError::Timeout;
+        b.failure("t", &e);
+        b.failure("t", &e);
+        assert!(b.allow().is_some() && !b.is_open());
+        b.failure("t", &e);
+        assert!(b.is_open());
+        assert!(b.allow().is_none(), "open: not tried");
+        std::thread::sleep(Duration::from_millis(40));
+        let probe = b.allow().expect("cooldown over: one probe");
+        assert!(b.allow().is_none(), "only one probe at a time");
+        probe.record("t", &Err::<(), _>(e.clone()));
+        assert!(b.allow().is_none(), "probe failed: open again, longer");
+        std::thread::sleep(Duration::from_millis(70));
+        let probe = b.allow().expect("a probe");
+        probe.record("t", &Ok::<(), TierError>(()));
+        assert!(!b.is_open() && b.allow().is_some() && b.allow().is_some());
+    }
+
+    #[test]
+    fn a_cancelled_probe_does_not_keep_the_circuit_open() {
+        let b = Breaker::new(1, Duration::from_millis(20), Duration::from_secs(1));
+        b.failure("t", &TierError::Timeout);
+        assert!(b.is_open());
+        std::thread::sleep(Duration::from_millis(30));
+        let probe = b.allow().expect("cooldown over: one probe");
+        drop(probe); // its caller was cancelled before Redis answered
+        let probe = b.allow().expect("the next call probes at once");
+        probe.record("t", &Ok::<(), TierError>(()));
+        assert!(!b.is_open(), "Redis answered: closed");
+    }
+}

@@ -1,0 +1,208 @@
+//! The Redis tier: standalone (redis-rs `ConnectionManager`, reconnecting) or Redis Cluster
+//! (`cluster-async`), every operation bounded by a timeout and guarded by a circuit breaker.
+//! It stores bytes and runs the few Lua scripts that make its guarantees atomic.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `client.rs` | connections: the I/O thread's, one per caller runtime, routing between them, TCP settings, cluster detection |
+//! | `breaker.rs` | the circuit breaker and the task that probes it while open |
+//! | `commands.rs` | reads, conditional writes, generations and tag versions (Lua) |
+//! | `lock.rs` | the per-key distributed lock |
+//! | `subscribe.rs` | one resubscribing, heartbeating subscription (backplane and events) |
+//! | `keys.rs` | where the cache's own keys live, and cluster slots |
+//!
+//! Every operation runs in the context of the crate's own I/O runtime ([`crate::io`]), so
+//! connections outlive the runtimes of the callers that use them.
+
+mod breaker;
+mod client;
+mod commands;
+pub(crate) mod keys;
+mod lock;
+mod subscribe;
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+
+use crate::coherence::{Backplane, Message, Signal};
+use crate::config::{BackendConfig, Config};
+
+use super::{Following, Keyspace, Read, Tier, TierFuture, Written};
+use breaker::Breaker;
+use client::{Conn, LocalConns};
+
+/// One Redis backend: the default one, or one registered by name.
+pub(crate) struct RedisTier {
+    name: String,
+    urls: Vec<String>,
+    prefix: String,
+    local_tier: bool,
+    cfg: Arc<Config>,
+    breaker: Breaker,
+    /// This tier, for the tasks it starts.
+    me: Weak<RedisTier>,
+    conn: OnceCell<Conn>,
+    /// Found to be a cluster although given one URL.
+    cluster: AtomicBool,
+    /// A task probes the open circuit (see `breaker.rs`).
+    watching: AtomicBool,
+    /// Warned already about an unusable value size.
+    warned_size: AtomicBool,
+    /// Connections on callers' runtimes (standalone servers only).
+    locals: LocalConns,
+    /// Requests in flight on this backend (picks the route).
+    in_flight: std::sync::atomic::AtomicUsize,
+    backplane: Backplane,
+    keyspace: Keyspace,
+}
+
+impl RedisTier {
+    pub fn new(name: &str, spec: &BackendConfig, cfg: Arc<Config>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            name: name.to_owned(),
+            urls: spec.urls.clone(),
+            prefix: spec.prefix.clone().unwrap_or_else(|| cfg.prefix.clone()),
+            local_tier: spec.local_tier,
+            breaker: Breaker::new(
+                cfg.breaker_failures,
+                cfg.breaker_cooldown,
+                cfg.breaker_max_cooldown,
+            ),
+            cfg,
+            me: me.clone(),
+            conn: OnceCell::new(),
+            cluster: AtomicBool::new(false),
+            watching: AtomicBool::new(false),
+            warned_size: AtomicBool::new(false),
+            locals: LocalConns::default(),
+            in_flight: Default::default(),
+            backplane: Backplane::default(),
+            keyspace: Keyspace::default(),
+        })
+    }
+
+    /// This tier, owned (for tasks that outlive a call).
+    fn arc(&self) -> Arc<Self> {
+        self.me
+            .upgrade()
+            .expect("a RedisTier is always owned by an Arc")
+    }
+
+    /// Whether this backend is a Redis Cluster: several seed URLs, or one URL of a server
+    /// that said `cluster_enabled:1` when first connected.
+    pub fn is_cluster(&self) -> bool {
+        self.urls.len() > 1 || self.cluster.load(Relaxed)
+    }
+
+    /// The Redis key of a rendered cache key.
+    pub fn value_key(&self, key: &str) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + key.len());
+        k.push_str(&self.prefix);
+        k.push_str(key);
+        k
+    }
+
+    /// A key of the cache's own in the same cluster slot as `value_key` (see
+    /// [`super::keys`]).
+    pub fn sibling_key(value_key: &str, suffix: &str) -> String {
+        keys::sibling(value_key, suffix)
+    }
+
+    pub fn tag_key(&self, tag: &str) -> String {
+        keys::tag(&self.prefix, tag)
+    }
+
+    fn channel_name(&self) -> String {
+        format!("{}cachemacro:invalidate", self.prefix)
+    }
+}
+
+impl Tier for RedisTier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn local_tier(&self) -> bool {
+        self.local_tier
+    }
+
+    fn backplane(&self) -> &Backplane {
+        &self.backplane
+    }
+
+    fn keyspace(&self) -> &Keyspace {
+        &self.keyspace
+    }
+
+    fn reachable(&self) -> bool {
+        self.breaker.allow_without_probe()
+    }
+
+    fn channel(&self) -> String {
+        self.channel_name()
+    }
+
+    fn follow(
+        self: Arc<Self>,
+        channel: String,
+        on: Box<dyn FnMut(Signal<'_>) + Send>,
+    ) -> Option<Following> {
+        Some(Box::pin(self.follow_channel(channel, on)))
+    }
+
+    fn get<'a>(&'a self, key: &'a str, tags: &'a [String]) -> TierFuture<'a, Read> {
+        Box::pin(self.get_value(key, tags))
+    }
+
+    fn read<'a>(&'a self, key: &'a str, tags: &'a [String]) -> TierFuture<'a, Read> {
+        Box::pin(self.read_all(key, tags))
+    }
+
+    fn versions<'a>(&'a self, key: &'a str, tags: &'a [String]) -> TierFuture<'a, Read> {
+        Box::pin(self.read_versions(key, tags))
+    }
+
+    fn tag_versions<'a>(&'a self, tags: &'a [String]) -> TierFuture<'a, Vec<u64>> {
+        Box::pin(self.read_tag_versions(tags))
+    }
+
+    fn write_if<'a>(
+        &'a self,
+        key: &'a str,
+        bytes: Vec<u8>,
+        ttl: Duration,
+        generation: u64,
+    ) -> TierFuture<'a, Written> {
+        Box::pin(self.write_if_generation(key, bytes, ttl, generation))
+    }
+
+    fn bump<'a>(&'a self, key: &'a str, delete: bool) -> TierFuture<'a, u64> {
+        Box::pin(self.bump_generation(key, delete))
+    }
+
+    fn bump_tag<'a>(&'a self, tag: &'a str) -> TierFuture<'a, u64> {
+        Box::pin(self.bump_tag_version(tag))
+    }
+
+    fn try_lock<'a>(&'a self, key: &'a str) -> TierFuture<'a, Option<u64>> {
+        Box::pin(self.lock(key))
+    }
+
+    fn unlock(&self, key: String, token: u64) {
+        let this = self.arc();
+        crate::io::spawn(async move {
+            let _ = this.unlock_now(&key, token).await;
+        });
+    }
+
+    fn publish<'a>(&'a self, message: Message<'a>) -> TierFuture<'a, ()> {
+        Box::pin(self.publish_text(message.encode()))
+    }
+}
