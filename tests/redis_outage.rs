@@ -3,7 +3,6 @@
 //! circuit breaker stops paying even that, and the cache is used again once Redis is back.
 //! The tests here stop and start this binary's own server, so they run one at a time.
 #![cfg(feature = "redis")]
-
 // The server lock is held for a whole test on purpose: it serializes the tests, not tasks.
 #![allow(clippy::await_holding_lock)]
 

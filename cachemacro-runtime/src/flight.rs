@@ -35,6 +35,8 @@ enum State<V> {
 pub(crate) struct Flight<V> {
     state: Mutex<State<V>>,
     done: Notify,
+    /// Its key was invalidated (or put) while it ran: see [`Flights::forget`].
+    superseded: std::sync::atomic::AtomicBool,
 }
 
 impl<V: Clone> Flight<V> {
@@ -96,6 +98,7 @@ impl<V: Clone> Flights<V> {
         let flight = Arc::new(Flight {
             state: Mutex::new(State::Running),
             done: Notify::new(),
+            superseded: Default::default(),
         });
         map.insert(key.to_owned(), flight.clone());
         Leader {
@@ -112,16 +115,22 @@ impl<V: Clone> Flights<V> {
         self.lock().contains_key(key)
     }
 
-    /// Detaches the flight of `key`, if any: callers from now on start a new one. The old
-    /// flight still lands for those already waiting on it (its writes are refused by the
-    /// generation check, and its waiters told to go round again).
+    /// Detaches the flight of `key`, if any, and marks it superseded: callers from now on
+    /// start a new one, and those already waiting on it are told to go round again (its
+    /// writes are refused by the generation check). Only this key's flight is touched.
     pub fn forget(&self, key: &str) {
-        self.lock().remove(key);
+        if let Some(f) = self.lock().remove(key) {
+            f.superseded
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
-    /// Detaches every flight (everything was invalidated at once).
+    /// Detaches and marks every flight (everything was invalidated at once).
     pub fn forget_all(&self) {
-        self.lock().clear();
+        for (_, f) in self.lock().drain() {
+            f.superseded
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 }
 
@@ -136,19 +145,19 @@ pub(crate) struct Leader<V: Clone> {
 impl<V: Clone> Leader<V> {
     /// Ends the flight with `landed`, waking every waiter.
     pub fn land(mut self, landed: Landed<V>) {
-        self.finish(|| landed);
+        self.finish(|_| landed);
     }
 
-    /// Ends the flight with what `decide` says, evaluated *after* the flight left the map:
-    /// no caller can join it any more, so a check made in `decide` (has the key been
-    /// invalidated since the load started?) covers every waiter it will wake. A caller that
-    /// joined after an invalidation returned is told [`Landed::Superseded`], never handed the
-    /// older value.
-    pub fn land_with(mut self, decide: impl FnOnce() -> Landed<V>) {
+    /// Ends the flight with what `decide` says, evaluated *after* the flight left the map
+    /// and told whether [`Flights::forget`] marked it: no caller can join it any more, so a
+    /// check made in `decide` (was the key or a tag invalidated since the load started?)
+    /// covers every waiter it will wake. A caller that joined after an invalidation returned
+    /// is told [`Landed::Superseded`], never handed the older value.
+    pub fn land_with(mut self, decide: impl FnOnce(bool) -> Landed<V>) {
         self.finish(decide);
     }
 
-    fn finish(&mut self, decide: impl FnOnce() -> Landed<V>) {
+    fn finish(&mut self, decide: impl FnOnce(bool) -> Landed<V>) {
         self.landed = true;
         {
             let mut map = self.flights.lock();
@@ -159,7 +168,11 @@ impl<V: Clone> Leader<V> {
                 map.remove(&self.key);
             }
         }
-        let landed = decide();
+        let landed = decide(
+            self.flight
+                .superseded
+                .load(std::sync::atomic::Ordering::SeqCst),
+        );
         *self.flight.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Done(landed);
         self.flight.done.notify_waiters();
     }
@@ -168,7 +181,7 @@ impl<V: Clone> Leader<V> {
 impl<V: Clone> Drop for Leader<V> {
     fn drop(&mut self) {
         if !self.landed {
-            self.finish(|| Landed::Abandoned);
+            self.finish(|_| Landed::Abandoned);
         }
     }
 }

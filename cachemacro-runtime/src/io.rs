@@ -192,3 +192,82 @@ where
 {
     handle().spawn(fut);
 }
+
+/// Runs a future in its caller's task; if the caller goes away before it finishes, the
+/// rest goes on as a task of its own (on the caller's runtime, else the user-code threads):
+/// a load others wait on, an invalidation half done. Nothing is spawned unless a caller is
+/// cancelled.
+pub(crate) struct Detach<F: Future + Send + 'static>(Option<Pin<Box<F>>>, bool);
+
+impl<F: Future + Send + 'static> Detach<F> {
+    /// Goes on on the caller's runtime, where the resources of a source live.
+    pub(crate) fn new(fut: F) -> Self {
+        Self(Some(Box::pin(fut)), false)
+    }
+
+    /// Goes on on the cache's threads, whatever becomes of the caller's runtime: for the
+    /// cache's own work (an invalidation, a put), which needs nothing of the caller's.
+    pub(crate) fn on_cache_threads(fut: F) -> Self {
+        Self(Some(Box::pin(fut)), true)
+    }
+}
+
+impl<F: Future + Send + 'static> Future for Detach<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let slot = &mut self.get_mut().0;
+        let Some(fut) = slot.as_mut() else {
+            return Poll::Pending; // polled after completion: never resolves again
+        };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(ready) => {
+                *slot = None;
+                ready
+            }
+            Err(panic) => {
+                *slot = None; // a panicked future must not be polled again
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for Detach<F> {
+    fn drop(&mut self) {
+        if let Some(fut) = self.0.take() {
+            let rest = async move {
+                let _ = fut.await;
+            };
+            if self.1 {
+                spawn_user(rest);
+            } else {
+                spawn_here(rest);
+            }
+        }
+    }
+}
+
+/// Runs a closure when dropped, unless disarmed: a step that must happen even if the
+/// caller is cancelled half way.
+pub(crate) struct Defer<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Defer<F> {
+    pub(crate) fn new(f: F) -> Self {
+        Self(Some(f))
+    }
+
+    /// The step happened (or must not): nothing to do on drop.
+    pub(crate) fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<F: FnOnce()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}

@@ -48,6 +48,19 @@ impl KeyBuilder {
         }
     }
 
+    /// A builder for a tag: values are written as they are, so `tags = ["org:<org>"]` with
+    /// `org = "Acme Corp"` is the tag `org:Acme Corp`, which
+    /// `invalidate_tag(&format!("org:{org}"))` reaches. Tags live in a namespace of their own
+    /// (docs/FORMAT.md), so no value can make a tag reach a value's key; two argument lists
+    /// that write the same tag only invalidate together, which is safe.
+    #[inline]
+    pub fn tag(capacity: usize) -> Self {
+        Self {
+            buf: String::with_capacity(capacity),
+            escape: 0,
+        }
+    }
+
     /// Appends literal template text, unescaped.
     #[inline]
     pub fn lit(&mut self, s: &str) {
@@ -81,7 +94,7 @@ struct Escaping<'a> {
 impl Escaping<'_> {
     #[inline]
     fn plain(&self, b: u8) -> bool {
-        b < 128 && self.escape >> b & 1 == 0
+        self.escape == 0 || (b < 128 && self.escape >> b & 1 == 0)
     }
 }
 
@@ -96,7 +109,7 @@ impl Write for Escaping<'_> {
             let escape = if c.is_ascii() {
                 !self.plain(c as u8)
             } else {
-                c.is_whitespace() || c.is_control()
+                self.escape != 0 && (c.is_whitespace() || c.is_control())
             };
             if escape {
                 let mut utf8 = [0u8; 4];
@@ -119,9 +132,15 @@ enum Piece {
     Value,
 }
 
-fn pieces(template: &str) -> (Vec<Piece>, u128) {
+fn pieces(template: &str, escape: &[u8]) -> (Vec<Piece>, u128) {
     let mut out = Vec::new();
-    let mut escaped = ALWAYS & !(1 << b'%'); // escapes themselves are `%XX`
+    let mut escaped = ALWAYS;
+    for &b in escape {
+        if b < 128 {
+            escaped |= 1 << b;
+        }
+    }
+    escaped &= !(1 << b'%'); // escapes themselves are `%XX`
     let mut inside = false;
     for c in template.chars() {
         match c {
@@ -131,23 +150,18 @@ fn pieces(template: &str) -> (Vec<Piece>, u128) {
                 out.push(Piece::Value);
             }
             _ if inside => {}
-            _ => {
-                if c.is_ascii_punctuation() && c != '%' {
-                    escaped |= 1 << (c as u8);
-                }
-                out.push(Piece::Char(c));
-            }
+            _ => out.push(Piece::Char(c)),
         }
     }
     (out, escaped)
 }
 
 /// Whether some arguments of a function keyed by template `a` and some of one keyed by `b`
-/// can render the same key. Templates are written as the macro hands them over: literal
-/// text and `<param>` placeholders.
-pub(crate) fn templates_overlap(a: &str, b: &str) -> bool {
-    let (a, esc_a) = pieces(a);
-    let (b, esc_b) = pieces(b);
+/// can render the same key. Templates are written as the macro hands them over (literal
+/// text and `<param>` placeholders), each with what its values escape besides the fixed set.
+pub(crate) fn templates_overlap(a: (&str, &[u8]), b: (&str, &[u8])) -> bool {
+    let (a, esc_a) = pieces(a.0, a.1);
+    let (b, esc_b) = pieces(b.0, b.1);
     // A placeholder of a template can stand for character `c` of the other's text.
     let fits = |c: char, escaped: u128| {
         if c.is_ascii() {
@@ -236,23 +250,43 @@ mod tests {
     }
 
     #[test]
+    fn tags_keep_their_values_as_written() {
+        let mut t = KeyBuilder::tag(8);
+        t.lit("org:");
+        t.arg("Acme Corp: {EU} 100%\u{a0}");
+        assert_eq!(t.finish(), "org:Acme Corp: {EU} 100%\u{a0}");
+    }
+
+    #[test]
     fn overlapping_templates_are_found() {
         // The same shape under other names: the same keys.
-        assert!(templates_overlap("user:<id>", "user:<uid>"));
+        assert!(templates_overlap(
+            ("user:<id>", b"%:"),
+            ("user:<uid>", b"%:")
+        ));
         // `<token>` could be "user:42"… but values never hold a raw `:`.
-        assert!(!templates_overlap("<token>", "user:<id>"));
-        assert!(!templates_overlap("user:<id>", "user:<id>:posts"));
-        assert!(!templates_overlap("user:<id>", "org:<id>"));
+        assert!(!templates_overlap(("<token>", b"%"), ("user:<id>", b"%:")));
+        assert!(!templates_overlap(
+            ("user:<id>", b"%:"),
+            ("user:<id>:posts", b"%:")
+        ));
+        assert!(!templates_overlap(
+            ("user:<id>", b"%:"),
+            ("org:<id>", b"%:")
+        ));
         // Text runs on into a value: "users5" is both.
-        assert!(templates_overlap("user<id>", "users<x>"));
-        assert!(templates_overlap("<a>", "<b>"));
-        assert!(templates_overlap("a-<x>", "a-<y>"));
+        assert!(templates_overlap(("user<id>", b"%"), ("users<x>", b"%")));
+        assert!(templates_overlap(("<a>", b"%"), ("<b>", b"%")));
+        assert!(templates_overlap(("a-<x>", b"%-"), ("a-<y>", b"%-")));
         assert!(
-            !templates_overlap("a-<x>", "a-<y>-b"),
+            !templates_overlap(("a-<x>", b"%-"), ("a-<y>-b", b"%-")),
             "values of both escape `-`"
         );
-        assert!(!templates_overlap("m::f:<id>", "m::g:<id>"));
-        assert!(templates_overlap("x<a>", "<b>y"));
-        assert!(!templates_overlap("{u:<id>}", "u:<id>"));
+        assert!(!templates_overlap(
+            ("m::f:<id>", b"%:"),
+            ("m::g:<id>", b"%:")
+        ));
+        assert!(templates_overlap(("x<a>", b"%"), ("<b>y", b"%")));
+        assert!(!templates_overlap(("{u:<id>}", b"%:{}"), ("u:<id>", b"%:")));
     }
 }

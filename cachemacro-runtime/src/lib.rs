@@ -84,6 +84,14 @@ pub use write::{
 /// its L1 entries carrying the tag. Every backend is tried even if one fails; the local
 /// invalidation always happens; [`Error::Unreached`] names the backends that failed.
 pub async fn invalidate_tag(tag: &str) -> Result<(), Error> {
+    // A caller cancelled half way does not leave it half done: the rest runs as a task.
+    let tag = tag.to_owned();
+    io::Detach::on_cache_threads(async move { invalidate_tag_now(&tag).await }).await
+}
+
+async fn invalidate_tag_now(tag: &str) -> Result<(), Error> {
+    // This process at once, and again after the shared tiers (see `Engine::invalidate`).
+    coherence::tags().invalidate(tag);
     let mut failed: Vec<(String, String)> = Vec::new();
     for tier in tier::registry::configured() {
         let reached = async {

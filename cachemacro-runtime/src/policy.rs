@@ -94,9 +94,10 @@ pub struct Policy {
     pub fail_safe: Option<Duration>,
     /// Where values live.
     pub backend: Backend,
-    /// The key template (`user:<id>`; the default key spelled out), for remote backends:
-    /// the runtime refuses to let two functions share keys silently.
-    pub key_template: Option<&'static str>,
+    /// The key template (`user:<id>`; the default key spelled out) and what its values
+    /// escape besides the fixed set, for remote backends: the runtime refuses to let two
+    /// functions share keys silently.
+    pub key_template: Option<(&'static str, &'static [u8])>,
 }
 
 /// In-process entries per function when `max_capacity` is not given.
@@ -168,9 +169,14 @@ impl Policy {
         self.backend = b;
         self
     }
-    /// Sets the key template (placeholders written `<param.field>`).
-    pub const fn with_key_template(mut self, template: &'static str) -> Self {
-        self.key_template = Some(template);
+    /// Sets the key template (placeholders written `<param.field>`) and the characters its
+    /// values escape besides the fixed set.
+    pub const fn with_key_template(
+        mut self,
+        template: &'static str,
+        escape: &'static [u8],
+    ) -> Self {
+        self.key_template = Some((template, escape));
         self
     }
 

@@ -60,15 +60,14 @@ fn place(path: &[String], span: Span) -> TokenStream {
 }
 
 /// An expression rendering `parts` to a `String`, `prefix` (a `&'static str` expression)
-/// first.
+/// first. `escape` is the key's escape set; `None` renders a tag (values as written).
 fn render(
     p: &TokenStream,
     parts: &[Part],
-    escape: &[u8],
+    escape: Option<&[u8]>,
     span: Span,
     prefix: Option<TokenStream>,
 ) -> TokenStream {
-    let esc = LitByteStr::new(escape, span);
     let cap: usize = parts
         .iter()
         .map(|p| match p {
@@ -88,13 +87,23 @@ fn render(
             quote_spanned!(span=> __k.arg(#v);)
         }
     });
+    let builder = match escape {
+        Some(escape) => {
+            let esc = LitByteStr::new(escape, span);
+            quote!(#p::KeyBuilder::new(#cap, #esc))
+        }
+        None => quote!(#p::KeyBuilder::tag(#cap)),
+    };
     quote! {{
-        let mut __k = #p::KeyBuilder::new(#cap, #esc);
+        let mut __k = #builder;
         #prefix
         #(#pushes)*
         __k.finish()
     }}
 }
+
+/// What a default key escapes in its values besides the runtime's fixed set.
+const DEFAULT_KEY_ESCAPE: &[u8] = b"%:";
 
 pub fn expand(m: &Model) -> TokenStream {
     let rt = &m.krate;
@@ -167,18 +176,21 @@ pub fn expand(m: &Model) -> TokenStream {
     }
     if m.backend.is_remote() {
         // What the runtime compares when a second function registers on the same backend:
-        // two templates that can render the same key must not share entries silently.
-        let template = match &m.key {
+        // two templates that can render the same key must not share entries silently. The
+        // escape set says what a value can never hold raw.
+        let (template, escape) = match &m.key {
             Some(t) => {
                 let text = t.text();
-                quote!(#text)
+                (quote!(#text), t.escape_set())
             }
             None => {
                 let rest = m.key_parts_text();
-                quote!(::core::concat!(::core::module_path!(), "::", #fn_name, #rest))
+                let text = quote!(::core::concat!(::core::module_path!(), "::", #fn_name, #rest));
+                (text, DEFAULT_KEY_ESCAPE.to_vec())
             }
         };
-        with.push(quote!(.with_key_template(#template)));
+        let escape = LitByteStr::new(&escape, Span::call_site());
+        with.push(quote!(.with_key_template(#template, #escape)));
     }
     // Spanned on the return type, so an unusable value type is reported there.
     let pr = respan(p.clone(), ret_span);
@@ -199,10 +211,16 @@ pub fn expand(m: &Model) -> TokenStream {
 
     // ---- key and tags -----------------------------------------------------------------
     let key = match &m.key {
-        Some(t) => render(&p, &t.parts, &t.escape_set(), t.span, None),
+        Some(t) => render(&p, &t.parts, Some(&t.escape_set()), t.span, None),
         None => {
             let prefix = quote!(::core::concat!(::core::module_path!(), "::", #fn_name));
-            render(&p, &m.key_parts(), b"%:", id_span, Some(prefix))
+            render(
+                &p,
+                &m.key_parts(),
+                Some(DEFAULT_KEY_ESCAPE),
+                id_span,
+                Some(prefix),
+            )
         }
     };
     let tags = if m.tags.is_empty() {
@@ -211,7 +229,7 @@ pub fn expand(m: &Model) -> TokenStream {
         let each = m
             .tags
             .iter()
-            .map(|t| render(&p, &t.parts, &t.escape_set(), t.span, None));
+            .map(|t| render(&p, &t.parts, None, t.span, None));
         quote!(#p::Vec::from([#(#each),*]))
     };
 

@@ -90,6 +90,15 @@ impl Backplane {
             .push(tier);
     }
 
+    /// Drops `key` from every registered L1 but the one at `except` (the caller's own).
+    pub fn drop_key_except(&self, key: &str, except: *const ()) {
+        for t in self.tiers() {
+            if Arc::as_ptr(&t) as *const () != except {
+                t.drop_key(key);
+            }
+        }
+    }
+
     fn tiers(&self) -> Vec<Arc<dyn LocalTier>> {
         let mut tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
         tiers.retain(|t| t.strong_count() > 0);

@@ -7,10 +7,7 @@
 //! differ ([`Flavour`]).
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
@@ -19,6 +16,7 @@ use super::read::{Lookup, Miss};
 use super::ticket::{Due, Snapshot, Ticket};
 use super::Engine;
 use crate::flight::Leader;
+use crate::io::Detach;
 use crate::kind::Kind;
 
 /// A refresh this call leads: the value it serves meanwhile, and where its ticket comes
@@ -127,7 +125,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                 } => {
                     // Those who waited for this read get the value as it is; one refresh
                     // follows, and nobody waits for it.
-                    self.land(leader, &key, &tags, snap, &value, true);
+                    self.land(leader, &tags, snap, &value, true);
                     let Some(leader) = self.flights.try_lead(&key) else {
                         return S::join(value);
                     };
@@ -219,49 +217,5 @@ where
                 .await
         })
         .await
-    }
-}
-
-/// Runs a load in its caller's task; if the caller goes away before it finishes, the rest
-/// of the load goes on as a task of its own (on the caller's runtime, else the cache's), so
-/// callers waiting on the load's flight still get its value. Nothing is spawned unless a
-/// caller is cancelled.
-struct Detach<F: Future + Send + 'static>(Option<Pin<Box<F>>>);
-
-impl<F: Future + Send + 'static> Detach<F> {
-    fn new(fut: F) -> Self {
-        Self(Some(Box::pin(fut)))
-    }
-}
-
-impl<F: Future + Send + 'static> Future for Detach<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let slot = &mut self.get_mut().0;
-        let Some(fut) = slot.as_mut() else {
-            return Poll::Pending; // polled after completion: never resolves again
-        };
-        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(ready) => {
-                *slot = None;
-                ready
-            }
-            Err(panic) => {
-                *slot = None; // a panicked future must not be polled again
-                std::panic::resume_unwind(panic)
-            }
-        }
-    }
-}
-
-impl<F: Future + Send + 'static> Drop for Detach<F> {
-    fn drop(&mut self) {
-        if let Some(fut) = self.0.take() {
-            crate::io::spawn_here(async move {
-                let _ = fut.await;
-            });
-        }
     }
 }

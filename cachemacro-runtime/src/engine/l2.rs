@@ -258,13 +258,19 @@ impl<V: CacheValue> Remote<V> {
         }
     }
 
-    /// The key's distributed lock, if no other process holds it.
+    /// The key's distributed lock, if no other process holds it. The lock exists (and will
+    /// be released) from before it is asked for, so a caller cancelled meanwhile cannot
+    /// leave it held.
     async fn take_lock(&self, key: &str) -> Result<Option<Lock>, TierError> {
-        Ok(self.tier.try_lock(key).await?.map(|token| Lock {
-            tier: self.tier.clone(),
-            key: key.to_owned(),
-            token,
-        }))
+        let lock = Lock::asking(self.tier.clone(), key);
+        match self.tier.try_lock(key, lock.token).await {
+            Ok(true) => Ok(Some(lock)),
+            Ok(false) => {
+                lock.not_taken();
+                Ok(None)
+            }
+            Err(e) => Err(e), // dropping `lock` releases it, in case it was set
+        }
     }
 
     /// `stampede = lock` on a miss: take the key's lock, or wait for the process that holds

@@ -36,8 +36,13 @@ pub(super) enum Stored {
     Yes,
     /// A negative value without `cache_none`.
     NotCached,
-    /// An invalidation moved the key's generation during the load: it wins.
+    /// L2 refused it: an invalidation or put, here or in another process, moved the key's
+    /// generation during the load. It wins; waiters go round again.
     Superseded,
+    /// Written to L2 (if any), not to L1: the key's local generation stripe moved (an
+    /// invalidation of this key, or of another key of its stripe). Whether waiters may
+    /// take the value is the flight's to say (was this key's flight forgotten?).
+    NotInL1,
     /// L2 could not be written (L1 was).
     RemoteFailed,
     /// Too large for L2: not stored there, and the key's previous value removed (L1 was
@@ -121,6 +126,24 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     where
         Fut: Future<Output = R>,
     {
+        self.load_and_store(leader, key, tags, source, ticket, guard)
+            .await
+            .0
+    }
+
+    /// [`Engine::load`], and what became of the store (`None`: the source failed).
+    pub(super) async fn load_and_store<Fut>(
+        &self,
+        leader: Option<Leader<S::Value>>,
+        key: String,
+        tags: Vec<String>,
+        source: Fut,
+        ticket: Ticket<S::Value>,
+        guard: Guard,
+    ) -> (R, Option<Stored>)
+    where
+        Fut: Future<Output = R>,
+    {
         let span = tracing::debug_span!(
             "cachemacro.load",
             function = %self.stats.name(),
@@ -141,10 +164,12 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         let value = match result.map(S::split) {
             Ok(Ok(value)) => value,
             Ok(Err(error)) => {
-                return self.fail(leader, &key, &tags, ticket, Ok(error), (delta, guard))
+                let r = self.fail(leader, &tags, ticket, Ok(error), (delta, guard));
+                return (r, None);
             }
             Err(panic) => {
-                return self.fail(leader, &key, &tags, ticket, Err(panic), (delta, guard))
+                let r = self.fail(leader, &tags, ticket, Err(panic), (delta, guard));
+                return (r, None);
             }
         };
         self.stats.load(false, delta);
@@ -152,18 +177,17 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         if let Some(leader) = leader {
             match (stored, guard) {
                 (Stored::Superseded, _) => leader.land(Landed::Superseded),
-                (_, Guard::Load(snap)) => self.land(Some(leader), &key, &tags, snap, &value, false),
+                (_, Guard::Load(snap)) => self.land(Some(leader), &tags, snap, &value, false),
                 (_, Guard::Put { .. }) => leader.land(Landed::Value(value.clone(), false)),
             }
         }
-        S::join(value)
+        (S::join(value), Some(stored))
     }
 
     /// Settles a failed load (see [`Engine::failed`]).
     fn fail(
         &self,
         leader: Option<Leader<S::Value>>,
-        key: &str,
         tags: &[String],
         ticket: Ticket<S::Value>,
         failure: Result<S::Error, Box<dyn Any + Send>>,
@@ -172,7 +196,6 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         self.stats.load(true, delta);
         self.failed(Failed {
             leader,
-            key,
             tags,
             fallback: ticket.fallback,
             failure,
@@ -192,7 +215,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             match f.guard {
                 // Waiters that joined after an invalidation go round again rather than take
                 // the value it dropped.
-                Guard::Load(snap) => self.land(f.leader, f.key, f.tags, snap, &entry.value, true),
+                Guard::Load(snap) => self.land(f.leader, f.tags, snap, &entry.value, true),
                 Guard::Put { .. } => {
                     if let Some(l) = f.leader {
                         l.land(Landed::Value(entry.value.clone(), true));
@@ -253,7 +276,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         let (generation, stamp) = match guard {
             Guard::Load(snap) => {
                 if !self.current(key, tags, snap) {
-                    return Stored::Superseded;
+                    return Stored::NotInL1;
                 }
                 (snap.generation, snap.stamp)
             }
@@ -261,7 +284,14 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             // snapshot before this, so it cannot put that value back in L1.
             Guard::Put { expected, stamp } => match self.gens.advance(key, expected) {
                 Some(g) => (g, stamp),
-                None => return Stored::Superseded,
+                None => {
+                    // Something moved the key's stripe meanwhile: an invalidation of this
+                    // key, or of another key of the stripe. Either way the value L1 holds
+                    // is older than what was just written: drop it (the next read takes
+                    // the new value from L2).
+                    self.drop_local(key);
+                    return Stored::Superseded;
+                }
             },
         };
         let now = Instant::now();
@@ -273,7 +303,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             tags: TagStamp::new(tags.to_vec(), stamp),
         });
         if !self.put_local(key, entry, generation) {
-            return Stored::Superseded;
+            return Stored::NotInL1;
         }
         stored
     }
@@ -282,7 +312,6 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
 /// A failed load, as [`Engine::failed`] settles it.
 struct Failed<'a, V: Clone, E> {
     leader: Option<Leader<V>>,
-    key: &'a str,
     tags: &'a [String],
     fallback: Option<Arc<Entry<V>>>,
     /// The source's error, or its panic.

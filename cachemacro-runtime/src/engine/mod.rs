@@ -32,6 +32,7 @@ use crate::coherence::{tags as tag_clock, Generations, LocalTier};
 use crate::entry::Entry;
 use crate::error::Error;
 use crate::flight::{Flights, Landed, Leader};
+use crate::io::{Defer, Detach};
 use crate::kind::{Hooks, Kind};
 use crate::policy::{Backend, Policy};
 use crate::stats::{Counter, Recorder, Stats};
@@ -143,24 +144,25 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         self.gens.of(key) == snap.generation && !tag_clock().any_invalidated_after(tags, snap.stamp)
     }
 
-    /// Lands `leader`'s flight with `value` if it is still current, else tells the waiters
-    /// to go round again: a caller that joined after an invalidation never gets the value
-    /// it invalidated.
+    /// Lands `leader`'s flight with `value` unless the key was invalidated (its flight
+    /// forgotten) or one of its tags was invalidated since `snap`: then the waiters go round
+    /// again, and a caller that joined after an invalidation never gets the value it
+    /// invalidated. Only this key's invalidations count: an invalidation of a key that
+    /// shares its generation stripe does not send this key's waiters back to the source.
     pub(super) fn land(
         &self,
         leader: Option<Leader<S::Value>>,
-        key: &str,
         tags: &[String],
         snap: Snapshot,
         value: &S::Value,
         cached: bool,
     ) {
         if let Some(l) = leader {
-            l.land_with(|| {
-                if self.current(key, tags, snap) {
-                    Landed::Value(value.clone(), cached)
-                } else {
+            l.land_with(|forgotten| {
+                if forgotten || tag_clock().any_invalidated_after(tags, snap.stamp) {
                     Landed::Superseded
+                } else {
+                    Landed::Value(value.clone(), cached)
                 }
             });
         }
@@ -192,15 +194,26 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// Stores `value` as the key's value in every tier now (a write-through put), ahead of
     /// any load in flight for it here or elsewhere; other processes drop their L1 copy.
     /// If a tier cannot take it, the key is invalidated instead (never left stale) and the
-    /// error returned.
+    /// error returned. A caller cancelled half way does not leave it half done: the rest
+    /// runs as a task of its own.
     pub async fn put(
         self: &Arc<Self>,
         key: String,
         tags: Vec<String>,
         value: S::Value,
     ) -> Result<(), Error> {
+        let this = self.clone();
+        Detach::on_cache_threads(async move { this.put_now(key, tags, value).await }).await
+    }
+
+    async fn put_now(
+        self: &Arc<Self>,
+        key: String,
+        tags: Vec<String>,
+        value: S::Value,
+    ) -> Result<(), Error> {
         if self.is_negative(&value) && !self.policy.cache_none {
-            return self.invalidate(key).await; // a `None` that is not cached: absent
+            return self.invalidate_now(key).await; // a `None` that is not cached: absent
         }
         let expected = self.gens.of(&key);
         let stamp = tag_clock().epoch();
@@ -220,10 +233,11 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             return Err(self.put_failed(key, "could not write to it").await);
         }
         if let Some(remote) = &self.remote {
+            self.drop_in_siblings(&key);
             if let Err(e) = remote.announce(&key).await {
                 // Others may keep an old L1 copy: take the new value back out.
                 self.stats.incr(Counter::BackendErrors);
-                let _ = self.invalidate(key).await;
+                let _ = self.invalidate_now(key).await;
                 return Err(e);
             }
         }
@@ -233,9 +247,20 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         Ok(())
     }
 
-    async fn put_failed(&self, key: String, what: &str) -> Error {
+    /// Drops `key` from the L1 of every other function of this process on the same
+    /// backend: a function that shares this one's entries (the same `name`) must not keep
+    /// serving what this one just replaced. Other processes do it on the backplane message,
+    /// which this process ignores as its own.
+    fn drop_in_siblings(&self, key: &str) {
+        if let Some(remote) = &self.remote {
+            let me = self as *const Self as *const ();
+            remote.tier.backplane().drop_key_except(key, me);
+        }
+    }
+
+    async fn put_failed(self: &Arc<Self>, key: String, what: &str) -> Error {
         self.stats.incr(Counter::BackendErrors);
-        let message = match self.invalidate(key).await {
+        let message = match self.invalidate_now(key).await {
             Ok(()) => format!("put: {what}; the key was invalidated instead"),
             Err(e) => {
                 tracing::error!(function = %self.stats.name(), error = %e, "cachemacro: a put failed and so did the invalidation; other processes may serve the old value until it expires");
@@ -255,13 +280,17 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     }
 
     /// Calls the source now and stores its result (write-through put). Loads already in
-    /// flight for the key, in this process or another, will not overwrite it.
+    /// flight for the key, in this process or another, will not overwrite it. If the result
+    /// cannot be written to L2, the key is invalidated there instead, so nobody reads the
+    /// value it replaced.
     pub async fn refresh<Fut>(self: &Arc<Self>, key: String, tags: Vec<String>, source: Fut) -> R
     where
         Fut: std::future::Future<Output = R>,
     {
         let expected = self.gens.bump(&key);
         self.flights.forget(&key);
+        // Cancelled before its L1 step, this process would keep the replaced value.
+        let unfinished = Defer::new(|| self.drop_local(&key));
         let stamp = tag_clock().epoch();
         let ticket = match &self.remote {
             Some(remote) => remote
@@ -271,14 +300,22 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             None => Ticket::local(None),
         };
         let guard = Guard::Put { expected, stamp };
-        let r = self
-            .load(None, key.clone(), tags, source, ticket, guard)
+        let (r, stored) = self
+            .load_and_store(None, key.clone(), tags, source, ticket, guard)
             .await;
+        unfinished.disarm();
         if let Some(remote) = &self.remote {
-            // Other processes drop their L1 copy and read the new value from L2.
-            if let Err(e) = remote.announce(&key).await {
+            self.drop_in_siblings(&key);
+            let announced = if matches!(stored, Some(Stored::RemoteFailed)) {
+                // L2 still holds the value this refresh replaced: remove it there.
+                remote.invalidate(&key).await
+            } else {
+                // Other processes drop their L1 copy and read the new value from L2.
+                remote.announce(&key).await
+            };
+            if let Err(e) = announced {
                 self.stats.incr(Counter::BackendErrors);
-                tracing::debug!(error = %e, "cachemacro: could not publish a refresh");
+                tracing::warn!(function = %self.stats.name(), error = %e, "cachemacro: a refresh could not reach the shared tier; other processes may serve the value it replaced until it expires");
             }
         }
         r
@@ -286,17 +323,27 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
 
     /// Removes `key` from every tier (and, tiered, from every process's L1); a load in
     /// flight for it, here or elsewhere, will not write it back, and a call that starts
-    /// after this returns does not join it.
-    pub async fn invalidate(&self, key: String) -> Result<(), Error> {
+    /// after this returns does not join it. A caller cancelled half way does not leave it
+    /// half done: the rest runs as a task of its own.
+    pub async fn invalidate(self: &Arc<Self>, key: String) -> Result<(), Error> {
+        let this = self.clone();
+        Detach::on_cache_threads(async move { this.invalidate_now(key).await }).await
+    }
+
+    async fn invalidate_now(&self, key: String) -> Result<(), Error> {
         self.stats.incr(Counter::Invalidations);
-        // The shared tier first, then this process: a reader here that read the old value
-        // from L2 before it was deleted took its snapshot before the local bump below, so
-        // it cannot put that value back in L1.
+        // This process stops serving the old value at once (should the caller be cancelled
+        // while the shared tier is slow, the rest still runs, but later)…
+        self.drop_local(&key);
+        // …then the shared tier, then this process again: a reader here that read the old
+        // value from L2 before it was deleted took its snapshot before the second local
+        // bump below, so it cannot put that value back in L1.
         let remote = match &self.remote {
             Some(r) => Some(r.invalidate(&key).await),
             None => None,
         };
         self.drop_local(&key);
+        self.drop_in_siblings(&key);
         match remote {
             Some(result) => result.inspect_err(|_| self.stats.incr(Counter::BackendErrors)),
             None => Ok(()),

@@ -169,7 +169,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         };
         let snap = self.snapshot(key);
         if let Some(v) = self.recheck(key) {
-            self.land(leader, key, tags, snap, &v, true);
+            self.land(leader, tags, snap, &v, true);
             return Miss::Done(v);
         }
         let Some(remote) = &self.remote else {
@@ -181,7 +181,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             .await
         {
             Found::Value(value, None, _) => {
-                self.land(leader, key, tags, snap, &value, true);
+                self.land(leader, tags, snap, &value, true);
                 return Miss::Done(value);
             }
             Found::Value(value, Some(due), ticket) => {
@@ -211,7 +211,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                 Miss::Load(leader, ticket, snap)
             }
             Locked::Got(value) => {
-                self.land(leader, key, tags, snap, &value, true);
+                self.land(leader, tags, snap, &value, true);
                 Miss::Done(value)
             }
         }

@@ -28,14 +28,34 @@ pub(crate) enum Due {
 /// A held distributed lock on a key. Released (and its waiters woken) when dropped: after
 /// the load's write on success, on failure, on a panic, or if the caller goes away.
 pub(crate) struct Lock {
-    pub(super) tier: Arc<dyn Tier>,
-    pub(super) key: String,
+    /// The tier to release it on; `None` once known not to be held.
+    tier: Option<Arc<dyn Tier>>,
+    key: String,
     pub(super) token: u64,
+}
+
+impl Lock {
+    /// A lock about to be asked for, with a fresh token: if the caller is cancelled while
+    /// it is being taken, dropping it still releases it (a no-op if it was never taken).
+    pub(super) fn asking(tier: Arc<dyn Tier>, key: &str) -> Self {
+        Self {
+            tier: Some(tier),
+            key: key.to_owned(),
+            token: fastrand::u64(1..),
+        }
+    }
+
+    /// Not taken (another holds it): nothing to release.
+    pub(super) fn not_taken(mut self) {
+        self.tier = None;
+    }
 }
 
 impl Drop for Lock {
     fn drop(&mut self) {
-        self.tier.unlock(std::mem::take(&mut self.key), self.token);
+        if let Some(tier) = self.tier.take() {
+            tier.unlock(std::mem::take(&mut self.key), self.token);
+        }
     }
 }
 

@@ -117,8 +117,9 @@ pub(crate) trait Tier: Send + Sync + 'static {
     fn bump<'a>(&'a self, key: &'a str, delete: bool) -> TierFuture<'a, u64>;
     /// Moves a tag's version on: every value stored with the old one is a miss.
     fn bump_tag<'a>(&'a self, tag: &'a str) -> TierFuture<'a, u64>;
-    /// Takes the key's lock with a random token; `None` if another holds it.
-    fn try_lock<'a>(&'a self, key: &'a str) -> TierFuture<'a, Option<u64>>;
+    /// Takes the key's lock with `token` (the caller's, so that a caller cancelled while
+    /// the lock is being taken can still release it); `false` if another holds it.
+    fn try_lock<'a>(&'a self, key: &'a str, token: u64) -> TierFuture<'a, bool>;
     /// Releases the key's lock if `token` still holds it, and wakes its waiters, in the
     /// background.
     fn unlock(&self, key: String, token: u64);

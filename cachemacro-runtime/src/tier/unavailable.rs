@@ -105,7 +105,7 @@ impl Tier for Unavailable {
         self.fail()
     }
 
-    fn try_lock<'a>(&'a self, _: &'a str) -> TierFuture<'a, Option<u64>> {
+    fn try_lock<'a>(&'a self, _: &'a str, _: u64) -> TierFuture<'a, bool> {
         self.fail()
     }
 

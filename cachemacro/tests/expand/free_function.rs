@@ -18,7 +18,7 @@ async fn get_user(id: u64) -> Result<User, DbError> {
             )
             .with_stampede(::cachemacro_runtime::__private_v0_1_0::Stampede::Xfetch)
             .with_backend(::cachemacro_runtime::__private_v0_1_0::Backend::Redis)
-            .with_key_template("user:<id>"),
+            .with_key_template("user:<id>", b"%:"),
         ::cachemacro_runtime::__private_v0_1_0::codec_of::<
             <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                 Result<User, DbError>,
@@ -100,7 +100,7 @@ async fn get_user_invalidate(
             )
             .with_stampede(::cachemacro_runtime::__private_v0_1_0::Stampede::Xfetch)
             .with_backend(::cachemacro_runtime::__private_v0_1_0::Backend::Redis)
-            .with_key_template("user:<id>"),
+            .with_key_template("user:<id>", b"%:"),
         ::cachemacro_runtime::__private_v0_1_0::codec_of::<
             <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                 Result<User, DbError>,
@@ -162,7 +162,7 @@ async fn get_user_refresh(id: u64) -> Result<User, DbError> {
             )
             .with_stampede(::cachemacro_runtime::__private_v0_1_0::Stampede::Xfetch)
             .with_backend(::cachemacro_runtime::__private_v0_1_0::Backend::Redis)
-            .with_key_template("user:<id>"),
+            .with_key_template("user:<id>", b"%:"),
         ::cachemacro_runtime::__private_v0_1_0::codec_of::<
             <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                 Result<User, DbError>,
@@ -247,7 +247,7 @@ async fn get_user_put(
             )
             .with_stampede(::cachemacro_runtime::__private_v0_1_0::Stampede::Xfetch)
             .with_backend(::cachemacro_runtime::__private_v0_1_0::Backend::Redis)
-            .with_key_template("user:<id>"),
+            .with_key_template("user:<id>", b"%:"),
         ::cachemacro_runtime::__private_v0_1_0::codec_of::<
             <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                 Result<User, DbError>,
@@ -309,7 +309,7 @@ fn get_user_stats() -> ::cachemacro_runtime::Stats {
             )
             .with_stampede(::cachemacro_runtime::__private_v0_1_0::Stampede::Xfetch)
             .with_backend(::cachemacro_runtime::__private_v0_1_0::Backend::Redis)
-            .with_key_template("user:<id>"),
+            .with_key_template("user:<id>", b"%:"),
         ::cachemacro_runtime::__private_v0_1_0::codec_of::<
             <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
                 Result<User, DbError>,

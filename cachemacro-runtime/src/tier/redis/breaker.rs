@@ -47,26 +47,31 @@ impl Breaker {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether to try Redis now: a permit, or `None` while the circuit is open. While open,
-    /// one caller per cooldown gets a *probe* permit. A permit dropped without a verdict
-    /// (its caller was cancelled: a request timeout, a client gone) lets the next call
-    /// probe at once, so a cancelled probe never keeps the circuit open.
+    /// Whether a call may try Redis now: a permit while the circuit is closed, `None`
+    /// while it is open. Callers never probe an open circuit (a caller that stalls or is
+    /// cancelled mid-probe could keep it open): the breaker's own task does ([`Self::probe`]).
     pub fn allow(&self) -> Option<Permit<'_>> {
+        (!self.open.load(Relaxed)).then_some(Permit {
+            breaker: self,
+            probe: false,
+        })
+    }
+
+    /// The probe's permit, for the breaker's task: once the cool-down is over, while the
+    /// circuit is open.
+    pub fn probe(&self) -> Option<Permit<'_>> {
         if !self.open.load(Relaxed) {
-            return Some(Permit {
-                breaker: self,
-                probe: false,
-            });
+            return None;
         }
         let mut s = self.lock();
-        if !s.probing && Instant::now() >= s.until {
-            s.probing = true;
-            return Some(Permit {
-                breaker: self,
-                probe: true,
-            });
+        if s.probing || Instant::now() < s.until {
+            return None;
         }
-        None
+        s.probing = true;
+        Some(Permit {
+            breaker: self,
+            probe: true,
+        })
     }
 
     /// When the next probe may run, while the circuit is open.
@@ -171,7 +176,12 @@ impl RedisTier {
             while let Some(at) = this.breaker.next_probe() {
                 let wait = at.saturating_duration_since(Instant::now());
                 tokio::time::sleep(wait + Duration::from_millis(1)).await;
-                let _ = this.command::<redis::Value>(redis::cmd("PING")).await;
+                if let Some(permit) = this.breaker.probe() {
+                    let ping = this.with_permit(permit, |mut c| async move {
+                        redis::cmd("PING").query_async::<redis::Value>(&mut c).await
+                    });
+                    let _ = ping.await;
+                }
             }
             this.watching.store(false, Relaxed);
             // Opened again between the last check and the flag: watch again.
@@ -194,13 +204,15 @@ mod tests {
         b.failure("t", &e);
         assert!(b.is_open());
         assert!(b.allow().is_none(), "open: not tried");
+        assert!(b.probe().is_none(), "no probe before the cool-down ends");
         std::thread::sleep(Duration::from_millis(40));
-        let probe = b.allow().expect("cooldown over: one probe");
-        assert!(b.allow().is_none(), "only one probe at a time");
+        assert!(b.allow().is_none(), "callers never probe");
+        let probe = b.probe().expect("cooldown over: one probe");
+        assert!(b.probe().is_none(), "only one probe at a time");
         probe.record("t", &Err::<(), _>(e.clone()));
-        assert!(b.allow().is_none(), "probe failed: open again, longer");
+        assert!(b.probe().is_none(), "probe failed: open again, longer");
         std::thread::sleep(Duration::from_millis(70));
-        let probe = b.allow().expect("a probe");
+        let probe = b.probe().expect("a probe");
         probe.record("t", &Ok::<(), TierError>(()));
         assert!(!b.is_open() && b.allow().is_some() && b.allow().is_some());
     }
@@ -211,9 +223,9 @@ mod tests {
         b.failure("t", &TierError::Timeout);
         assert!(b.is_open());
         std::thread::sleep(Duration::from_millis(30));
-        let probe = b.allow().expect("cooldown over: one probe");
-        drop(probe); // its caller was cancelled before Redis answered
-        let probe = b.allow().expect("the next call probes at once");
+        let probe = b.probe().expect("cooldown over: one probe");
+        drop(probe); // cancelled before Redis answered
+        let probe = b.probe().expect("the next probe may run at once");
         probe.record("t", &Ok::<(), TierError>(()));
         assert!(!b.is_open(), "Redis answered: closed");
     }

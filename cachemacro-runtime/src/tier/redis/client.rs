@@ -324,6 +324,19 @@ impl RedisTier {
         let Some(permit) = self.breaker.allow() else {
             return Err(TierError::Open);
         };
+        self.with_permit(permit, f).await
+    }
+
+    /// [`Self::op`] under a permit already taken (the breaker's probe).
+    pub(super) async fn with_permit<T, F, Fut>(
+        &self,
+        permit: super::breaker::Permit<'_>,
+        f: F,
+    ) -> Result<T, TierError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
         let to_error = |e: redis::RedisError| {
             if e.is_timeout() {
                 TierError::Timeout
@@ -366,14 +379,5 @@ impl RedisTier {
         permit.record(&self.name, &result);
         self.watch_breaker();
         result
-    }
-
-    /// Runs an arbitrary command.
-    pub async fn command<T: redis::FromRedisValue + Send + 'static>(
-        &self,
-        cmd: Cmd,
-    ) -> Result<T, TierError> {
-        self.op(move |mut c| async move { cmd.query_async(&mut c).await })
-            .await
     }
 }

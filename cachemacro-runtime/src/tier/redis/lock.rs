@@ -23,10 +23,9 @@ static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
 });
 
 impl RedisTier {
-    /// Takes the key's lock (`SET NX PX`) with a random token; `Ok(None)` if another holds it.
-    pub(super) async fn lock(&self, key: &str) -> Result<Option<u64>, TierError> {
+    /// Takes the key's lock (`SET NX PX`) with `token`; `false` if another holds it.
+    pub(super) async fn lock(&self, key: &str, token: u64) -> Result<bool, TierError> {
         let lk = Self::sibling_key(&self.value_key(key), "lock");
-        let token = fastrand::u64(1..);
         let ttl = ms(self.cfg.lock_ttl);
         self.op(move |mut c| async move {
             let set: Option<String> = redis::cmd("SET")
@@ -37,7 +36,7 @@ impl RedisTier {
                 .arg(ttl)
                 .query_async(&mut c)
                 .await?;
-            Ok(set.map(|_| token))
+            Ok(set.is_some())
         })
         .await
     }

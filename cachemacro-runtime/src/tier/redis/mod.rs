@@ -191,8 +191,8 @@ impl Tier for RedisTier {
         Box::pin(self.bump_tag_version(tag))
     }
 
-    fn try_lock<'a>(&'a self, key: &'a str) -> TierFuture<'a, Option<u64>> {
-        Box::pin(self.lock(key))
+    fn try_lock<'a>(&'a self, key: &'a str, token: u64) -> TierFuture<'a, bool> {
+        Box::pin(self.lock(key, token))
     }
 
     fn unlock(&self, key: String, token: u64) {
