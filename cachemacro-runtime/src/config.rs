@@ -360,6 +360,8 @@ impl Config {
 }
 
 static CONFIG: OnceLock<Arc<Config>> = OnceLock::new();
+/// `configure` was called (as opposed to the configuration read from the environment).
+static CONFIGURED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Sets the process's configuration. Call it before the first cached call; afterwards
 /// (or on a second call) it returns an error and changes nothing.
@@ -388,7 +390,9 @@ pub fn configure(config: Config) -> Result<(), Error> {
     }
     CONFIG.set(Arc::new(config)).map_err(|_| {
         Error::Config("configure() must be called once, before the first cached call".into())
-    })
+    })?;
+    CONFIGURED.store(true, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
 }
 
 /// Checks one URL; its error quotes the URL with any password hidden.
@@ -451,9 +455,9 @@ pub(crate) fn get() -> Arc<Config> {
 
 /// Whether a Redis backend was configured explicitly (by [`configure`] or the
 /// environment), as opposed to the built-in default URL.
-#[allow(dead_code)]
 pub(crate) fn redis_configured() -> bool {
-    CONFIG.get().is_some() || std::env::var_os("CACHEMACRO_REDIS_URL").is_some()
+    CONFIGURED.load(std::sync::atomic::Ordering::SeqCst)
+        || std::env::var_os("CACHEMACRO_REDIS_URL").is_some()
 }
 
 #[cfg(test)]
