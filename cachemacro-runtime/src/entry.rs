@@ -4,20 +4,21 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
+use crate::clock;
 use crate::coherence::tags;
 
-/// A value with its deadlines, as the in-process tier holds it.
-#[derive(Debug)]
+/// A value with its deadlines, as the in-process tier holds it (inline: a hit clones the
+/// value and copies the rest). Deadlines are on the cache's clock ([`clock`]).
+#[derive(Debug, Clone)]
 pub(crate) struct Entry<V> {
     pub value: V,
-    /// After this the value is stale (served while one refresh runs).
-    pub soft: Option<Instant>,
+    /// After this the value is stale (served while one refresh runs); `u64::MAX`: never.
+    pub soft: u64,
     /// After this no tier returns the value (fail-safe aside).
-    pub hard: Instant,
-    /// How long the load that produced the value took (XFetch's δ).
-    pub delta: Duration,
+    pub hard: u64,
+    /// How long the load that produced the value took (XFetch's δ), in microseconds.
+    pub delta_us: u32,
     /// Tags and the tag epoch at which the load that produced the value started.
     pub tags: Option<Arc<TagStamp>>,
 }
@@ -81,10 +82,34 @@ pub(crate) enum Freshness {
 }
 
 impl<V> Entry<V> {
-    pub fn freshness(&self, now: Instant) -> Freshness {
+    /// An entry made at `now` that turns stale after `soft` and expires after `hard`.
+    pub fn new(
+        value: V,
+        now: u64,
+        soft: Option<Duration>,
+        hard: Duration,
+        delta: Duration,
+        tags: Option<Arc<TagStamp>>,
+    ) -> Self {
+        Self {
+            value,
+            soft: soft.map_or(u64::MAX, |s| now.saturating_add(clock::nanos(s))),
+            hard: now.saturating_add(clock::nanos(hard)),
+            delta_us: u32::try_from(delta.as_micros()).unwrap_or(u32::MAX),
+            tags,
+        }
+    }
+
+    /// How long the load that produced the value took.
+    pub fn delta(&self) -> Duration {
+        Duration::from_micros(u64::from(self.delta_us))
+    }
+
+    #[inline]
+    pub fn freshness(&self, now: u64) -> Freshness {
         if now >= self.hard || self.tags.as_ref().is_some_and(|t| !t.valid()) {
             Freshness::Expired
-        } else if self.soft.is_some_and(|s| now >= s) {
+        } else if now >= self.soft {
             Freshness::Stale
         } else {
             Freshness::Fresh
@@ -94,13 +119,22 @@ impl<V> Entry<V> {
     /// XFetch (Vattani et al., VLDB 2015): refresh early when
     /// `now - δ·β·ln(rand()) >= expiry`, `expiry` being the soft deadline if any, else the
     /// hard one. The probability rises as expiry nears and with the cost of a load.
-    pub fn xfetch_due(&self, now: Instant, beta: f64) -> bool {
-        let expiry = self.soft.unwrap_or(self.hard);
-        xfetch_due(expiry.saturating_duration_since(now), self.delta, beta)
+    pub fn xfetch_due(&self, now: u64, beta: f64) -> bool {
+        let expiry = if self.soft == u64::MAX {
+            self.hard
+        } else {
+            self.soft
+        };
+        xfetch_due(
+            Duration::from_nanos(expiry.saturating_sub(now)),
+            self.delta(),
+            beta,
+        )
     }
 
     /// Whether a fail-safe window of `window` past the hard deadline still covers `now`.
-    pub fn within_fail_safe(&self, now: Instant, window: Duration) -> bool {
-        now < self.hard + window && self.tags.as_ref().is_none_or(|t| t.valid())
+    pub fn within_fail_safe(&self, now: u64, window: Duration) -> bool {
+        now < self.hard.saturating_add(clock::nanos(window))
+            && self.tags.as_ref().is_none_or(|t| t.valid())
     }
 }

@@ -6,6 +6,8 @@
 //! a new flight with its own arguments. Nobody waits on a flight that can no longer finish.
 
 use std::collections::HashMap;
+
+use crate::key::Key;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -56,7 +58,7 @@ impl<V: Clone> Flight<V> {
 
 /// The in-flight loads of one engine, by key.
 pub(crate) struct Flights<V> {
-    map: Mutex<HashMap<String, Arc<Flight<V>>>>,
+    map: Mutex<HashMap<Key, Arc<Flight<V>>>>,
 }
 
 /// What a caller does about a key: lead its load, or wait on the one in flight.
@@ -72,7 +74,7 @@ impl<V: Clone> Flights<V> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Flight<V>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Flight<V>>>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -94,16 +96,16 @@ impl<V: Clone> Flights<V> {
         Some(self.start(&mut map, key))
     }
 
-    fn start(self: &Arc<Self>, map: &mut HashMap<String, Arc<Flight<V>>>, key: &str) -> Leader<V> {
+    fn start(self: &Arc<Self>, map: &mut HashMap<Key, Arc<Flight<V>>>, key: &str) -> Leader<V> {
         let flight = Arc::new(Flight {
             state: Mutex::new(State::Running),
             done: Notify::new(),
             superseded: Default::default(),
         });
-        map.insert(key.to_owned(), flight.clone());
+        map.insert(Key::from(key), flight.clone());
         Leader {
             flights: self.clone(),
-            key: key.to_owned(),
+            key: Key::from(key),
             flight,
             landed: false,
         }
@@ -137,7 +139,7 @@ impl<V: Clone> Flights<V> {
 /// The right and duty to land one flight. Dropping it unlanded abandons the flight.
 pub(crate) struct Leader<V: Clone> {
     flights: Arc<Flights<V>>,
-    key: String,
+    key: Key,
     flight: Arc<Flight<V>>,
     landed: bool,
 }

@@ -10,6 +10,102 @@
 
 use std::fmt::{self, Write};
 
+/// A rendered key, as the in-process tier holds it: inline up to 24 bytes, so most keys
+/// allocate nothing.
+pub type Key = compact_str::CompactString;
+
+/// Bytes of a key rendered on the stack; longer keys spill to the heap.
+const INLINE: usize = 48;
+
+/// A key as a call renders it: on the stack (a hit looks it up without allocating), turned
+/// into a [`Key`] only when the call goes past L1.
+#[derive(Clone)]
+pub struct Rendered {
+    inline: [u8; INLINE],
+    len: usize,
+    /// The whole key, once it outgrew `inline`.
+    spill: Option<String>,
+}
+
+impl Rendered {
+    fn new() -> Self {
+        Self {
+            inline: [0; INLINE],
+            len: 0,
+            spill: None,
+        }
+    }
+
+    #[inline(always)]
+    fn push_str(&mut self, s: &str) {
+        let end = self.len + s.len();
+        if end <= INLINE && self.spill.is_none() {
+            self.inline[self.len..end].copy_from_slice(s.as_bytes());
+            self.len = end;
+        } else {
+            self.push_spilled(s);
+        }
+    }
+
+    /// [`Rendered::push_str`] past the inline buffer.
+    #[cold]
+    #[inline(never)]
+    fn push_spilled(&mut self, s: &str) {
+        match &mut self.spill {
+            Some(spill) => spill.push_str(s),
+            None => {
+                let mut spill = String::with_capacity((self.len + s.len()) * 2);
+                spill.push_str(self.as_str());
+                spill.push_str(s);
+                self.spill = Some(spill);
+            }
+        }
+    }
+
+    /// The key's bytes (what an L1 look-up needs).
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.spill {
+            Some(s) => s.as_bytes(),
+            None => &self.inline[..self.len],
+        }
+    }
+
+    /// The key.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        match &self.spill {
+            Some(s) => s,
+            // Only whole `str`s were copied in: always valid (checked, never unsafe).
+            None => std::str::from_utf8(&self.inline[..self.len]).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<Rendered> for Key {
+    #[inline]
+    fn from(r: Rendered) -> Key {
+        match r.spill {
+            Some(s) => Key::from(s),
+            None => Key::from(r.as_str()),
+        }
+    }
+}
+
+impl fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Write for Rendered {
+    #[inline]
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.push_str(s);
+        Ok(())
+    }
+}
+
 /// Bit `b` set: ASCII byte `b` is escaped in every value.
 const ALWAYS: u128 = {
     let mut set: u128 = 0;
@@ -28,23 +124,32 @@ const ALWAYS: u128 = {
 /// besides the fixed set (the macro passes the template's punctuation).
 #[derive(Debug)]
 pub struct KeyBuilder {
-    buf: String,
+    buf: Rendered,
     escape: u128,
 }
 
-impl KeyBuilder {
-    /// A builder with room for `capacity` bytes.
-    #[inline]
-    pub fn new(capacity: usize, escape: &'static [u8]) -> Self {
-        let mut set = ALWAYS;
-        for &b in escape {
-            if b < 128 {
-                set |= 1 << b;
-            }
+/// The escape set of a template whose text holds the ASCII punctuation `extra`: the fixed
+/// set plus those. `const`, so generated code computes it once, at compile time.
+pub const fn escape_set(extra: &[u8]) -> u128 {
+    let mut set = ALWAYS;
+    let mut i = 0;
+    while i < extra.len() {
+        if extra[i] < 128 {
+            set |= 1 << extra[i];
         }
+        i += 1;
+    }
+    set
+}
+
+impl KeyBuilder {
+    /// A builder with room for `capacity` bytes that escapes `escape` (see [`escape_set`]).
+    #[inline]
+    pub fn new(capacity: usize, escape: u128) -> Self {
+        let _ = capacity;
         Self {
-            buf: String::with_capacity(capacity),
-            escape: set,
+            buf: Rendered::new(),
+            escape: escape | ALWAYS,
         }
     }
 
@@ -55,8 +160,9 @@ impl KeyBuilder {
     /// that write the same tag only invalidate together, which is safe.
     #[inline]
     pub fn tag(capacity: usize) -> Self {
+        let _ = capacity;
         Self {
-            buf: String::with_capacity(capacity),
+            buf: Rendered::new(),
             escape: 0,
         }
     }
@@ -79,15 +185,149 @@ impl KeyBuilder {
         let _ = write!(w, "{value}");
     }
 
+    /// Appends text a value rendered, escaped (the fast paths of [`Arg`]).
+    #[inline]
+    fn push_escaped(&mut self, s: &str) {
+        let _ = Escaping {
+            buf: &mut self.buf,
+            escape: self.escape,
+        }
+        .write_str(s);
+    }
+
+    /// The key rendered so far, in place.
+    #[inline]
+    pub fn rendered(&self) -> &Rendered {
+        &self.buf
+    }
+
     /// The rendered key.
     #[inline]
-    pub fn finish(self) -> String {
+    pub fn finish(self) -> Rendered {
         self.buf
+    }
+
+    /// The rendered key, as a `String` (a tag).
+    #[inline]
+    pub fn finish_string(self) -> String {
+        match self.buf.spill {
+            Some(s) => s,
+            None => self.buf.as_str().to_owned(),
+        }
+    }
+}
+
+/// A placeholder's value, rendered by the fastest way its type allows: integers and strings
+/// directly, anything else through `Display`. The expansion writes
+/// `(&Arg(v)).kind().render(&mut k, v)`: method resolution picks [`DirectKind`] when the
+/// type is [`RenderDirect`] (found without autoref), else [`DisplayKind`] (found with it),
+/// whose `render` asks for `Display`, so a value that has neither is reported as "doesn't
+/// implement `Display`" at the template. Both write exactly what `Display` would, escaped
+/// the same way.
+pub struct Arg<'a, T: ?Sized>(pub &'a T);
+
+/// Types rendered without `core::fmt`.
+pub trait RenderDirect {
+    /// Appends the value to the key.
+    fn render_direct(&self, k: &mut KeyBuilder);
+}
+
+/// Picks [`Direct`] for a [`RenderDirect`] value.
+pub trait DirectKind {
+    /// The renderer.
+    #[inline]
+    fn kind(&self) -> Direct {
+        Direct
+    }
+}
+
+impl<T: RenderDirect + ?Sized> DirectKind for Arg<'_, T> {}
+
+/// Picks [`ViaDisplay`] for any other value.
+pub trait DisplayKind {
+    /// The renderer.
+    #[inline]
+    fn kind(&self) -> ViaDisplay {
+        ViaDisplay
+    }
+}
+
+impl<T: ?Sized> DisplayKind for &Arg<'_, T> {}
+
+/// Renders a [`RenderDirect`] value.
+pub struct Direct;
+
+impl Direct {
+    /// Appends `v` to the key.
+    #[inline]
+    pub fn render<T: RenderDirect + ?Sized>(self, k: &mut KeyBuilder, v: &T) {
+        v.render_direct(k);
+    }
+}
+
+/// Renders a value through `Display`.
+pub struct ViaDisplay;
+
+impl ViaDisplay {
+    /// Appends `v` to the key.
+    #[inline]
+    pub fn render<T: fmt::Display + ?Sized>(self, k: &mut KeyBuilder, v: &T) {
+        k.arg(v);
+    }
+}
+
+impl<T: RenderDirect + ?Sized> RenderDirect for &T {
+    #[inline]
+    fn render_direct(&self, k: &mut KeyBuilder) {
+        (**self).render_direct(k)
+    }
+}
+
+macro_rules! render_unsigned {
+    ($($t:ty),*) => {$(
+        impl RenderDirect for $t {
+            #[inline]
+            fn render_direct(&self, k: &mut KeyBuilder) {
+                // Digits are never escaped: ASCII alphanumerics are not punctuation.
+                k.buf.push_str(itoa::Buffer::new().format(*self));
+            }
+        }
+    )*};
+}
+
+macro_rules! render_signed {
+    ($($t:ty),*) => {$(
+        impl RenderDirect for $t {
+            #[inline]
+            fn render_direct(&self, k: &mut KeyBuilder) {
+                if *self < 0 {
+                    k.push_escaped("-"); // `-` is escaped where the template uses it
+                }
+                k.buf.push_str(itoa::Buffer::new().format(self.unsigned_abs()));
+            }
+        }
+    )*};
+}
+
+render_unsigned!(u8, u16, u32, u64, u128, usize);
+render_signed!(i8, i16, i32, i64, i128, isize);
+
+impl RenderDirect for str {
+    #[inline]
+    fn render_direct(&self, k: &mut KeyBuilder) {
+        k.push_escaped(self);
+    }
+}
+
+impl RenderDirect for String {
+    #[inline]
+    fn render_direct(&self, k: &mut KeyBuilder) {
+        k.push_escaped(self);
     }
 }
 
 struct Escaping<'a> {
-    buf: &'a mut String,
+    buf: &'a mut Rendered,
     escape: u128,
 }
 
@@ -111,13 +351,13 @@ impl Write for Escaping<'_> {
             } else {
                 self.escape != 0 && (c.is_whitespace() || c.is_control())
             };
+            let mut utf8 = [0u8; 4];
             if escape {
-                let mut utf8 = [0u8; 4];
                 for b in c.encode_utf8(&mut utf8).bytes() {
                     write!(self.buf, "%{b:02X}")?;
                 }
             } else {
-                self.buf.push(c);
+                self.buf.push_str(c.encode_utf8(&mut utf8));
             }
         }
         Ok(())
@@ -208,14 +448,14 @@ mod tests {
     use super::*;
 
     fn render(template_punct: &'static [u8], parts: &[Result<&str, &str>]) -> String {
-        let mut k = KeyBuilder::new(16, template_punct);
+        let mut k = KeyBuilder::new(16, escape_set(template_punct));
         for p in parts {
             match p {
                 Ok(lit) => k.lit(lit),
                 Err(value) => k.arg(value),
             }
         }
-        k.finish()
+        k.finish_string()
     }
 
     #[test]
@@ -250,11 +490,37 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_paths_render_what_display_renders() {
+        fn both<T: fmt::Display + RenderDirect>(v: T, punct: &'static [u8]) -> (String, String) {
+            let mut fast = KeyBuilder::new(8, escape_set(punct));
+            (&Arg(&v)).kind().render(&mut fast, &v);
+            let mut slow = KeyBuilder::new(8, escape_set(punct));
+            slow.arg(&v);
+            (fast.finish_string(), slow.finish_string())
+        }
+        for (punct, v) in [
+            (&b":"[..], 0i64),
+            (b":", -42),
+            (b"-", -42),
+            (b"-", i64::MIN),
+            (b"", 7),
+        ] {
+            let (a, b) = both(v, punct);
+            assert_eq!(a, b, "{v} with {punct:?}");
+        }
+        let (a, b) = both(u128::MAX, b"");
+        assert_eq!(a, b);
+        let (a, b) = both(String::from("a:b c%"), b":");
+        assert_eq!(a, b);
+        assert_eq!(a, "a%3Ab%20c%25");
+    }
+
+    #[test]
     fn tags_keep_their_values_as_written() {
         let mut t = KeyBuilder::tag(8);
         t.lit("org:");
         t.arg("Acme Corp: {EU} 100%\u{a0}");
-        assert_eq!(t.finish(), "org:Acme Corp: {EU} 100%\u{a0}");
+        assert_eq!(t.finish_string(), "org:Acme Corp: {EU} 100%\u{a0}");
     }
 
     #[test]

@@ -7,8 +7,10 @@
 #[cfg(feature = "remote")]
 pub use crate::codec::codec_of;
 pub use crate::codec::ValueCodec;
-pub use crate::engine::{Engine, EngineCell};
-pub use crate::key::KeyBuilder;
+pub use crate::engine::{Call, Engine, EngineCell};
+pub use crate::key::{
+    escape_set, Arg, DirectKind, DisplayKind, Key, KeyBuilder, RenderDirect, Rendered,
+};
 pub use crate::kind::{
     CacheValue, ErrorSharing, Hooks, Kind, OptionKind, RemoteValue, ResultKind, ValueKind,
 };

@@ -59,15 +59,15 @@ fn place(path: &[String], span: Span) -> TokenStream {
     quote_spanned!(span=> &#root #(#fields)*)
 }
 
-/// An expression rendering `parts` to a `String`, `prefix` (a `&'static str` expression)
-/// first. `escape` is the key's escape set; `None` renders a tag (values as written).
+/// Renders `parts`, `prefix` (a `&'static str` expression) first. `escape` is the key's
+/// escape set; `None` renders a tag (values as written, finished as a `String`).
 fn render(
     p: &TokenStream,
     parts: &[Part],
     escape: Option<&[u8]>,
     span: Span,
     prefix: Option<TokenStream>,
-) -> TokenStream {
+) -> Rendering {
     let cap: usize = parts
         .iter()
         .map(|p| match p {
@@ -84,22 +84,43 @@ fn render(
         }
         Part::Place(path) => {
             let v = place(path, span);
-            quote_spanned!(span=> __k.arg(#v);)
+            quote_spanned!(span=> {
+                let __v = #v;
+                (&#p::Arg(__v)).kind().render(&mut __k, __v);
+            })
         }
     });
-    let builder = match escape {
+    let (builder, finish) = match escape {
         Some(escape) => {
             let esc = LitByteStr::new(escape, span);
-            quote!(#p::KeyBuilder::new(#cap, #esc))
+            let set = quote!({ const SET: u128 = #p::escape_set(#esc); SET });
+            (quote!(#p::KeyBuilder::new(#cap, #set)), quote!(finish))
         }
-        None => quote!(#p::KeyBuilder::tag(#cap)),
+        None => (quote!(#p::KeyBuilder::tag(#cap)), quote!(finish_string)),
     };
-    quote! {{
+    let stmts = quote! {
+        #[allow(unused_imports)]
+        use #p::{DirectKind as _, DisplayKind as _};
         let mut __k = #builder;
         #prefix
         #(#pushes)*
-        __k.finish()
-    }}
+    };
+    Rendering { stmts, finish }
+}
+
+/// Statements that render a key or tag into `__k` (a `KeyBuilder`), and the builder method
+/// that finishes it.
+struct Rendering {
+    stmts: TokenStream,
+    finish: TokenStream,
+}
+
+impl Rendering {
+    /// A block evaluating to the finished key (or tag).
+    fn expr(&self) -> TokenStream {
+        let Rendering { stmts, finish } = self;
+        quote!({ #stmts __k.#finish() })
+    }
 }
 
 /// What a default key escapes in its values besides the runtime's fixed set.
@@ -210,7 +231,7 @@ pub fn expand(m: &Model) -> TokenStream {
     };
 
     // ---- key and tags -----------------------------------------------------------------
-    let key = match &m.key {
+    let key_rendering = match &m.key {
         Some(t) => render(&p, &t.parts, Some(&t.escape_set()), t.span, None),
         None => {
             let prefix = quote!(::core::concat!(::core::module_path!(), "::", #fn_name));
@@ -223,13 +244,14 @@ pub fn expand(m: &Model) -> TokenStream {
             )
         }
     };
+    let key = key_rendering.expr();
     let tags = if m.tags.is_empty() {
         quote!(#p::Vec::new())
     } else {
         let each = m
             .tags
             .iter()
-            .map(|t| render(&p, &t.parts, None, t.span, None));
+            .map(|t| render(&p, &t.parts, None, t.span, None).expr());
         quote!(#p::Vec::from([#(#each),*]))
     };
 
@@ -309,16 +331,19 @@ pub fn expand(m: &Model) -> TokenStream {
         }
     };
     let engine = quote_spanned!(ret_span=> __CACHEMACRO.get(#hooks));
+    let key_stmts = &key_rendering.stmts;
     let main = quote! {
         #(#attrs)*
         #vis #sig {
             #cell
             #(#checks)*
-            let __cachemacro_key = #key;
-            let __cachemacro_tags = #tags;
-            #engine
-                .#get(__cachemacro_key, __cachemacro_tags, move || #body)
-                .await
+            // The key is rendered on the stack and read there (it does not live in the
+            // call's future); tags and the source are built only if the call gets past L1.
+            let __cachemacro_call = {
+                #key_stmts
+                #engine.#get(__k.rendered(), move || (#tags, #body))
+            };
+            __cachemacro_call.await
         }
     };
 
@@ -361,7 +386,7 @@ pub fn expand(m: &Model) -> TokenStream {
         #vis async fn #invalidate #generics (#inputs) -> #p::Result<(), #rt::Error> #where_clause {
             #cell
             let __cachemacro_key = #key;
-            #engine.invalidate(__cachemacro_key).await
+            #engine.invalidate(#p::Key::from(__cachemacro_key)).await
         }
 
         #(#cfgs)*
@@ -372,7 +397,7 @@ pub fn expand(m: &Model) -> TokenStream {
             let __cachemacro_key = #key;
             let __cachemacro_tags = #tags;
             #engine
-                .refresh(__cachemacro_key, __cachemacro_tags, #body)
+                .refresh(#p::Key::from(__cachemacro_key), __cachemacro_tags, #body)
                 .await
         }
 
@@ -383,7 +408,7 @@ pub fn expand(m: &Model) -> TokenStream {
             #cell
             let __cachemacro_key = #key;
             let __cachemacro_tags = #tags;
-            #engine.put(__cachemacro_key, __cachemacro_tags, #value_ident).await
+            #engine.put(#p::Key::from(__cachemacro_key), __cachemacro_tags, #value_ident).await
         }
 
         #(#cfgs)*

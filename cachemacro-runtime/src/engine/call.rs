@@ -5,11 +5,17 @@
 //! the call, so the caller that wins a refresh runs it itself, and a cancelled leader hands
 //! its flight to a waiter). The stages are the same; only how a refresh and a load run
 //! differ ([`Flavour`]).
+//!
+//! A call's first stage, the L1 look-up, runs synchronously when the call is made: an L1 hit
+//! is a ready future ([`Call::Ready`]), with nothing allocated and the source neither built
+//! nor its tags rendered. Everything else (an L2 read, a flight, a load) is the slow path,
+//! boxed.
 
-use std::future::Future;
+use std::future::{Future, Ready};
+use std::pin::Pin;
 use std::sync::Arc;
-
-use tokio::time::Instant;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 use super::load::{Guard, RefreshFrom};
 use super::read::{Lookup, Miss};
@@ -17,30 +23,61 @@ use super::ticket::{Due, Snapshot, Ticket};
 use super::Engine;
 use crate::flight::Leader;
 use crate::io::Detach;
+use crate::key::{Key, Rendered};
 use crate::kind::Kind;
 
+/// The future of one call: ready at once on an L1 hit, else the slow path.
+#[must_use = "a cached call does nothing unless awaited"]
+pub enum Call<R, F> {
+    /// Answered from L1.
+    Ready(Ready<R>),
+    /// The rest of the read path, and perhaps a load.
+    Slow(Pin<Box<F>>),
+}
+
+impl<R, F: Future<Output = R>> Future for Call<R, F> {
+    type Output = R;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
+        match self.get_mut() {
+            Call::Ready(r) => Pin::new(r).poll(cx),
+            Call::Slow(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<R, F> std::fmt::Debug for Call<R, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Call::Ready(_) => "Call::Ready",
+            Call::Slow(_) => "Call::Slow",
+        })
+    }
+}
+
 /// A refresh this call leads: the value it serves meanwhile, and where its ticket comes
-/// from. `hit` is when the call started, if it is yet to be counted as a hit.
+/// from. `hit` is when the call started (sampled), if it is yet to be counted as a hit.
 pub(super) struct Refresh<V: Clone> {
     leader: Leader<V>,
-    key: String,
+    key: Key,
     tags: Vec<String>,
     due: Due,
     from: RefreshFrom<V>,
     value: V,
-    hit: Option<Instant>,
+    hit: Option<Option<Instant>>,
 }
 
 /// A load this call runs.
 pub(super) struct Load<V: Clone> {
     leader: Option<Leader<V>>,
-    key: String,
+    key: Key,
     tags: Vec<String>,
     ticket: Ticket<V>,
     snap: Snapshot,
 }
 
-/// How a call runs what it cannot hand back at once.
+/// How a call runs what it cannot hand back at once; it holds the call's source future.
 pub(super) trait Flavour<R: 'static, S: Kind<R>> {
     /// Serves `r.value` and refreshes it (or, inline, refreshes and serves the result).
     async fn refresh(self, engine: &Arc<Engine<R, S>>, r: Refresh<S::Value>) -> R;
@@ -49,44 +86,90 @@ pub(super) trait Flavour<R: 'static, S: Kind<R>> {
 }
 
 impl<R: 'static, S: Kind<R>> Engine<R, S> {
-    /// Cache-aside for a source whose future borrows the caller's arguments.
-    pub async fn get<F, Fut>(self: &Arc<Self>, key: String, tags: Vec<String>, source: F) -> R
+    /// Cache-aside for a source whose future borrows the caller's arguments. `make` builds
+    /// the call's tags and its source future, only if the call gets past L1.
+    #[inline]
+    pub fn get<'a, M, Fut>(
+        self: &'a Arc<Self>,
+        key: &Rendered,
+        make: M,
+    ) -> Call<R, impl Future<Output = R> + 'a>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = R>,
+        M: FnOnce() -> (Vec<String>, Fut) + 'a,
+        Fut: Future<Output = R> + 'a,
     {
-        self.call(key, tags, Inline(source)).await
+        let started = self.stats.sample();
+        if let Some(v) = self.fresh_hit(key.as_bytes(), started) {
+            return Call::Ready(std::future::ready(S::join(v)));
+        }
+        let key = Key::from(key.as_str());
+        let looked = self.local().map(|l1| self.lookup(l1, &key, started));
+        Call::Slow(Box::pin(async move {
+            let (tags, source) = make();
+            self.call(key, tags, Inline(source), started, looked).await
+        }))
     }
 
-    /// Cache-aside for a source that owns its arguments.
-    pub async fn get_detached<F, Fut>(
+    /// Cache-aside for a source that owns its arguments: a refresh of a stale L1 value is
+    /// started as a task right here, and the call is answered at once.
+    #[inline]
+    pub fn get_detached<M, Fut>(
         self: &Arc<Self>,
-        key: String,
-        tags: Vec<String>,
-        source: F,
-    ) -> R
+        key: &Rendered,
+        make: M,
+    ) -> Call<R, impl Future<Output = R> + Send + 'static>
     where
-        F: FnOnce() -> Fut + Send + 'static,
+        M: FnOnce() -> (Vec<String>, Fut) + Send + 'static,
         Fut: Future<Output = R> + Send + 'static,
         R: Send,
+        S::Error: Send,
     {
-        self.call(key, tags, Detached(source)).await
+        let started = self.stats.sample();
+        if let Some(v) = self.fresh_hit(key.as_bytes(), started) {
+            return Call::Ready(std::future::ready(S::join(v)));
+        }
+        let key = Key::from(key.as_str());
+        let looked = self.local().map(|l1| self.lookup(l1, &key, started));
+        let looked = match looked {
+            Some(Lookup::Hit(v)) => return Call::Ready(std::future::ready(S::join(v))),
+            Some(Lookup::Refresh { leader, entry, due }) => {
+                let (tags, source) = make();
+                let value = entry.value.clone();
+                let from = RefreshFrom::Stale(entry);
+                self.refresh_job(leader, key, tags, source, due, from);
+                self.count_hit(due, started);
+                return Call::Ready(std::future::ready(S::join(value)));
+            }
+            other => other,
+        };
+        let this = self.clone();
+        Call::Slow(Box::pin(async move {
+            let (tags, source) = make();
+            this.call(key, tags, Detached(source), started, looked)
+                .await
+        }))
     }
 
-    /// The stages of a call: the hit path; then rounds of the miss path until a value, an
-    /// error, a load or a refresh settles it.
+    /// The stages after L1: the hit path's L2 read if L1 was not looked at; then rounds of
+    /// the miss path until a value, an error, a load or a refresh settles it.
     async fn call<Fl: Flavour<R, S>>(
         self: &Arc<Self>,
-        key: String,
+        key: Key,
         tags: Vec<String>,
         how: Fl,
+        started: Option<Instant>,
+        looked: Option<Lookup<S::Value>>,
     ) -> R {
-        let now = Instant::now();
-        let mut fallback = match self.hit_path(&key, &tags, now).await {
+        let looked = match looked {
+            Some(l) => l,
+            None => self.hit_path(&key, &tags, started).await,
+        };
+        let mut fallback = match looked {
             Lookup::Hit(v) => return S::join(v),
             Lookup::Refresh { leader, entry, due } => {
                 let value = entry.value.clone();
                 let from = RefreshFrom::Stale(entry);
+                let hit = Some(started);
                 let r = Refresh {
                     leader,
                     key,
@@ -94,7 +177,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                     due,
                     from,
                     value,
-                    hit: Some(now),
+                    hit,
                 };
                 return how.refresh(self, r).await;
             }
@@ -146,74 +229,94 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     }
 
     fn count_hit(&self, due: Due, started: Option<Instant>) {
-        if let Some(t) = started {
-            self.stats.hit(due == Due::Stale, || t.elapsed());
-        }
-    }
-}
-
-/// The source borrows the caller's arguments.
-struct Inline<F>(F);
-
-impl<R: 'static, S: Kind<R>, F, Fut> Flavour<R, S> for Inline<F>
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = R>,
-{
-    async fn refresh(self, engine: &Arc<Engine<R, S>>, r: Refresh<S::Value>) -> R {
-        let snap = engine.snapshot(&r.key);
-        let Some(ticket) = engine.refresh_ticket(&r.key, &r.tags, r.from).await else {
-            // Another process refreshes it: serve what we have.
-            engine.count_hit(r.due, r.hit);
-            return S::join(r.value);
-        };
-        engine.count_refresh(r.due);
-        let guard = Guard::Load(snap);
-        engine
-            .load(Some(r.leader), r.key, r.tags, (self.0)(), ticket, guard)
-            .await
+        self.stats.hit(due == Due::Stale, started);
     }
 
-    async fn load(self, engine: &Arc<Engine<R, S>>, l: Load<S::Value>) -> R {
-        let guard = Guard::Load(l.snap);
-        engine
-            .load(l.leader, l.key, l.tags, (self.0)(), l.ticket, guard)
-            .await
-    }
-}
-
-/// The source owns its arguments.
-struct Detached<F>(F);
-
-impl<R, S, F, Fut> Flavour<R, S> for Detached<F>
-where
-    R: Send + 'static,
-    S: Kind<R>,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = R> + Send + 'static,
-{
-    async fn refresh(self, engine: &Arc<Engine<R, S>>, r: Refresh<S::Value>) -> R {
-        let this = engine.clone();
-        let snap = engine.snapshot(&r.key);
-        let (leader, key, tags, due, from) = (r.leader, r.key, r.tags, r.due, r.from);
+    /// Starts a refresh of `key` as a task on the caller's runtime (the cache's user-code
+    /// threads if there is none). With a distributed lock, only the process that claims it
+    /// refreshes.
+    fn refresh_job<Fut>(
+        self: &Arc<Self>,
+        leader: Leader<S::Value>,
+        key: Key,
+        tags: Vec<String>,
+        source: Fut,
+        due: Due,
+        from: RefreshFrom<S::Value>,
+    ) where
+        Fut: Future<Output = R> + Send + 'static,
+        R: Send,
+        S::Error: Send,
+    {
+        let this = self.clone();
+        let snap = self.snapshot(&key);
         crate::io::spawn_here(async move {
             let Some(ticket) = this.refresh_ticket(&key, &tags, from).await else {
                 return; // another process refreshes; the flight is released
             };
             this.count_refresh(due);
             let guard = Guard::Load(snap);
-            this.load(Some(leader), key, tags, (self.0)(), ticket, guard)
+            this.load(Some(leader), key, tags, source, ticket, guard)
                 .await;
         });
-        engine.count_hit(r.due, r.hit);
+    }
+}
+
+/// The source borrows the caller's arguments.
+struct Inline<Fut>(Fut);
+
+impl<R: 'static, S: Kind<R>, Fut> Flavour<R, S> for Inline<Fut>
+where
+    Fut: Future<Output = R>,
+{
+    async fn refresh(self, engine: &Arc<Engine<R, S>>, r: Refresh<S::Value>) -> R {
+        let snap = engine.snapshot(&r.key);
+        let Some(ticket) = engine.refresh_ticket(&r.key, &r.tags, r.from).await else {
+            // Another process refreshes it: serve what we have.
+            if let Some(started) = r.hit {
+                engine.count_hit(r.due, started);
+            }
+            return S::join(r.value);
+        };
+        engine.count_refresh(r.due);
+        let guard = Guard::Load(snap);
+        engine
+            .load(Some(r.leader), r.key, r.tags, self.0, ticket, guard)
+            .await
+    }
+
+    async fn load(self, engine: &Arc<Engine<R, S>>, l: Load<S::Value>) -> R {
+        let guard = Guard::Load(l.snap);
+        engine
+            .load(l.leader, l.key, l.tags, self.0, l.ticket, guard)
+            .await
+    }
+}
+
+/// The source owns its arguments.
+struct Detached<Fut>(Fut);
+
+impl<R, S, Fut> Flavour<R, S> for Detached<Fut>
+where
+    R: Send + 'static,
+    S: Kind<R>,
+    S::Error: Send,
+    Fut: Future<Output = R> + Send + 'static,
+{
+    async fn refresh(self, engine: &Arc<Engine<R, S>>, r: Refresh<S::Value>) -> R {
+        engine.refresh_job(r.leader, r.key, r.tags, self.0, r.due, r.from);
+        if let Some(started) = r.hit {
+            engine.count_hit(r.due, started);
+        }
         S::join(r.value)
     }
 
     async fn load(self, engine: &Arc<Engine<R, S>>, l: Load<S::Value>) -> R {
         let this = engine.clone();
+        let source = self.0;
         Detach::new(async move {
             let guard = Guard::Load(l.snap);
-            this.load(l.leader, l.key, l.tags, (self.0)(), l.ticket, guard)
+            this.load(l.leader, l.key, l.tags, source, l.ticket, guard)
                 .await
         })
         .await

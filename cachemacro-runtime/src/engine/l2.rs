@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::ticket::{Due, Lock, Snapshot, Ticket};
 use super::Engine;
+use crate::clock;
 use crate::codec::{self, Meta, Reject, ValueCodec};
 use crate::coherence::{tags as tag_clock, Message};
 use crate::config::Codec;
@@ -33,9 +34,9 @@ pub(crate) enum Peeked<V> {
     /// A fresh value.
     Fresh(V),
     /// A value to serve at once and refresh.
-    Due(Arc<Entry<V>>, Due),
+    Due(Entry<V>, Due),
     /// Past its hard TTL, within the fail-safe window: only a fallback for the load.
-    Expired(Arc<Entry<V>>),
+    Expired(Entry<V>),
     /// Nothing usable (or L2 failed: the leader's read counts it).
     Miss,
 }
@@ -160,16 +161,16 @@ impl<V: CacheValue> Remote<V> {
 
     /// The in-process entry of a value read from L2, deadlines translated to this
     /// process's clock.
-    fn entry(meta: &Meta, value: V, now_ms: u64, tags: &[String], stamp: u64) -> Arc<Entry<V>> {
-        let now = Instant::now();
-        let local = |at_ms: u64| now + Duration::from_millis(at_ms.saturating_sub(now_ms));
-        Arc::new(Entry {
+    fn entry(meta: &Meta, value: V, now_ms: u64, tags: &[String], stamp: u64) -> Entry<V> {
+        let left = |at_ms: u64| Duration::from_millis(at_ms.saturating_sub(now_ms));
+        Entry::new(
             value,
-            soft: meta.soft_ms.map(local),
-            hard: local(meta.hard_ms),
-            delta: Duration::from_micros(meta.delta_us),
-            tags: TagStamp::new(tags.to_vec(), stamp),
-        })
+            clock::now(),
+            meta.soft_ms.map(left),
+            left(meta.hard_ms),
+            Duration::from_micros(meta.delta_us),
+            TagStamp::new(tags.to_vec(), stamp),
+        )
     }
 
     /// The hit path when L1 is not in use: one read, no flight.
@@ -178,8 +179,8 @@ impl<V: CacheValue> Remote<V> {
         engine: &Engine<R, S>,
         key: &str,
         tags: &[String],
+        started: Option<Instant>,
     ) -> Peeked<V> {
-        let started = Instant::now();
         let stamp = tag_clock().epoch();
         // Failures are left for the leader's read to count and log, once per call.
         let Ok(got) = self.tier.get(key, tags).await else {
@@ -190,7 +191,7 @@ impl<V: CacheValue> Remote<V> {
         };
         match self.judge(engine, key, &bytes, &got.tag_versions, false) {
             Verdict::Usable(_, value, _, None) => {
-                engine.stats.hit(false, || started.elapsed());
+                engine.stats.hit(false, started);
                 Peeked::Fresh(value)
             }
             Verdict::Usable(meta, value, now_ms, Some(due)) => {
@@ -213,11 +214,11 @@ impl<V: CacheValue> Remote<V> {
         key: &str,
         tags: &[String],
         snap: Snapshot,
-        fallback: Option<Arc<Entry<V>>>,
+        fallback: Option<Entry<V>>,
         for_caller: bool,
     ) -> Found<V> {
-        let started = Instant::now();
-        let read_at = std::time::Instant::now();
+        let started = engine.stats.sample();
+        let read_at = Instant::now();
         let read = match self.tier.read(key, tags).await {
             Ok(read) => read,
             Err(e) => {
@@ -243,17 +244,16 @@ impl<V: CacheValue> Remote<V> {
             )))),
             Verdict::Usable(meta, value, now_ms, due) => {
                 if for_caller {
-                    engine
-                        .stats
-                        .hit(due == Some(Due::Stale), || started.elapsed());
+                    engine.stats.hit(due == Some(Due::Stale), started);
                 }
                 if due.is_none() && engine.local().is_none() {
                     // Nothing keeps the value but the caller: no entry, no clone.
                     return Found::Value(value, due, ticket(None));
                 }
                 let entry = Self::entry(&meta, value, now_ms, tags, snap.stamp);
+                let value = entry.value.clone();
                 engine.put_local(key, entry.clone(), snap.generation);
-                Found::Value(entry.value.clone(), due, ticket(Some(entry)))
+                Found::Value(value, due, ticket(Some(entry)))
             }
         }
     }
@@ -284,7 +284,7 @@ impl<V: CacheValue> Remote<V> {
         tags: &[String],
         mut ticket: Ticket<V>,
     ) -> Locked<V> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let deadline = started + self.tier.config().lock_wait;
         let mut backoff = Duration::from_millis(5);
         let mut waited = false;
@@ -315,7 +315,7 @@ impl<V: CacheValue> Remote<V> {
                 waited = true;
                 engine.stats.incr(Counter::LockWaits);
             }
-            let now = std::time::Instant::now();
+            let now = Instant::now();
             if now >= deadline {
                 engine.stats.incr(Counter::StampedeEscapes);
                 tracing::warn!(function = %engine.stats.name(), key, "cachemacro: waited lock_wait for another process's load; loading without the lock");
@@ -382,9 +382,9 @@ impl<V: CacheValue> Remote<V> {
         engine: &Arc<Engine<R, S>>,
         key: &str,
         tags: &[String],
-        stale: Option<Arc<Entry<V>>>,
+        stale: Option<Entry<V>>,
     ) -> Ticket<V> {
-        let read_at = std::time::Instant::now();
+        let read_at = Instant::now();
         match self.tier.versions(key, tags).await {
             Ok(read) => Ticket {
                 generation: Some(read.generation),
@@ -409,7 +409,7 @@ impl<V: CacheValue> Remote<V> {
         key: &str,
         tags: &[String],
     ) -> Option<Ticket<V>> {
-        let read_at = std::time::Instant::now();
+        let read_at = Instant::now();
         let generation = self.tier.bump(key, false).await;
         let versions = self.tier.tag_versions(tags).await;
         match (generation, versions) {

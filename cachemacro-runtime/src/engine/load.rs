@@ -7,14 +7,14 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::l2::Outcome;
 use super::ticket::{Due, Snapshot, Ticket};
 use super::Engine;
+use crate::clock;
 use crate::entry::{Entry, TagStamp};
 use crate::flight::{Landed, Leader};
 use crate::io::CatchUnwind;
+use crate::key::Key;
 use crate::kind::Kind;
 use crate::policy::Stampede;
 use crate::stats::Counter;
@@ -55,7 +55,7 @@ pub(super) enum RefreshFrom<V> {
     /// Read already (an L2 hit that turned out to be due).
     Known(Ticket<V>),
     /// To be read; the value being served stands in if the refresh fails.
-    Stale(Arc<Entry<V>>),
+    Stale(Entry<V>),
 }
 
 impl<R: 'static, S: Kind<R>> Engine<R, S> {
@@ -117,7 +117,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     pub(super) async fn load<Fut>(
         &self,
         leader: Option<Leader<S::Value>>,
-        key: String,
+        key: Key,
         tags: Vec<String>,
         source: Fut,
         ticket: Ticket<S::Value>,
@@ -135,7 +135,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     pub(super) async fn load_and_store<Fut>(
         &self,
         leader: Option<Leader<S::Value>>,
-        key: String,
+        key: Key,
         tags: Vec<String>,
         source: Fut,
         ticket: Ticket<S::Value>,
@@ -152,7 +152,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         );
         let source = tracing::Instrument::instrument(source, span);
         let loading = self.loading(&key);
-        let started = Instant::now();
+        let started = clock::Stopwatch::start();
         // With fail-safe and a value to fall back on, a panicking source is a failure too.
         let result = if ticket.fallback.is_some() && self.policy.fail_safe.is_some() {
             CatchUnwind::new(source).await
@@ -294,14 +294,14 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                 }
             },
         };
-        let now = Instant::now();
-        let entry = Arc::new(Entry {
-            value: value.clone(),
-            soft: soft.map(|s| now + s),
-            hard: now + hard,
+        let entry = Entry::new(
+            value.clone(),
+            clock::now(),
+            soft,
+            hard,
             delta,
-            tags: TagStamp::new(tags.to_vec(), stamp),
-        });
+            TagStamp::new(tags.to_vec(), stamp),
+        );
         if !self.put_local(key, entry, generation) {
             return Stored::NotInL1;
         }
@@ -313,7 +313,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
 struct Failed<'a, V: Clone, E> {
     leader: Option<Leader<V>>,
     tags: &'a [String],
-    fallback: Option<Arc<Entry<V>>>,
+    fallback: Option<Entry<V>>,
     /// The source's error, or its panic.
     failure: Result<E, Box<dyn Any + Send>>,
     guard: Guard,

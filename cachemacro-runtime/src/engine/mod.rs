@@ -25,6 +25,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use call::Call;
 pub use cell::EngineCell;
 
 use crate::codec::ValueCodec;
@@ -33,6 +34,7 @@ use crate::entry::Entry;
 use crate::error::Error;
 use crate::flight::{Flights, Landed, Leader};
 use crate::io::{Defer, Detach};
+use crate::key::Key;
 use crate::kind::{Hooks, Kind};
 use crate::policy::{Backend, Policy};
 use crate::stats::{Counter, Recorder, Stats};
@@ -170,21 +172,17 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
 
     /// Writes `entry` to L1 unless `key`'s local generation moved past `generation`;
     /// `false` if it did.
-    pub(super) fn put_local(
-        &self,
-        key: &str,
-        entry: Arc<Entry<S::Value>>,
-        generation: u64,
-    ) -> bool {
+    pub(super) fn put_local(&self, key: &str, entry: Entry<S::Value>, generation: u64) -> bool {
         if self.gens.of(key) != generation {
             return false; // invalidated (or put) since the load started: it must not overwrite
         }
         if let Some(l1) = self.local() {
-            l1.insert(key.to_owned(), entry.clone());
+            let hard = entry.hard;
+            l1.insert(Key::from(key), entry);
             // An invalidation that landed meanwhile wins: it bumped the generation before
             // removing the key, so either it removed what we just wrote, or we see the bump.
             if self.gens.of(key) != generation {
-                l1.remove_entry(key, &entry);
+                l1.remove_hard(key, hard);
                 return false;
             }
         }
@@ -198,7 +196,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// runs as a task of its own.
     pub async fn put(
         self: &Arc<Self>,
-        key: String,
+        key: Key,
         tags: Vec<String>,
         value: S::Value,
     ) -> Result<(), Error> {
@@ -208,7 +206,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
 
     async fn put_now(
         self: &Arc<Self>,
-        key: String,
+        key: Key,
         tags: Vec<String>,
         value: S::Value,
     ) -> Result<(), Error> {
@@ -258,7 +256,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         }
     }
 
-    async fn put_failed(self: &Arc<Self>, key: String, what: &str) -> Error {
+    async fn put_failed(self: &Arc<Self>, key: Key, what: &str) -> Error {
         self.stats.incr(Counter::BackendErrors);
         let message = match self.invalidate_now(key).await {
             Ok(()) => format!("put: {what}; the key was invalidated instead"),
@@ -283,7 +281,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// flight for the key, in this process or another, will not overwrite it. If the result
     /// cannot be written to L2, the key is invalidated there instead, so nobody reads the
     /// value it replaced.
-    pub async fn refresh<Fut>(self: &Arc<Self>, key: String, tags: Vec<String>, source: Fut) -> R
+    pub async fn refresh<Fut>(self: &Arc<Self>, key: Key, tags: Vec<String>, source: Fut) -> R
     where
         Fut: std::future::Future<Output = R>,
     {
@@ -325,12 +323,12 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// flight for it, here or elsewhere, will not write it back, and a call that starts
     /// after this returns does not join it. A caller cancelled half way does not leave it
     /// half done: the rest runs as a task of its own.
-    pub async fn invalidate(self: &Arc<Self>, key: String) -> Result<(), Error> {
+    pub async fn invalidate(self: &Arc<Self>, key: Key) -> Result<(), Error> {
         let this = self.clone();
         Detach::on_cache_threads(async move { this.invalidate_now(key).await }).await
     }
 
-    async fn invalidate_now(&self, key: String) -> Result<(), Error> {
+    async fn invalidate_now(&self, key: Key) -> Result<(), Error> {
         self.stats.incr(Counter::Invalidations);
         // This process stops serving the old value at once (should the caller be cancelled
         // while the shared tier is slow, the rest still runs, but later)…

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::l2::{Found, Locked, Peeked};
 use super::ticket::{Due, Snapshot, Ticket};
 use super::Engine;
+use crate::clock;
 use crate::entry::{Entry, Freshness};
 use crate::flight::{Landed, Leader, Role};
 use crate::kind::Kind;
@@ -23,11 +24,11 @@ pub(super) enum Lookup<V: Clone> {
     /// Serve `entry` (stale, or XFetch-due) and refresh it under `leader`.
     Refresh {
         leader: Leader<V>,
-        entry: Arc<Entry<V>>,
+        entry: Entry<V>,
         due: Due,
     },
     /// Load; `fallback` may stand in for a failing source (fail-safe).
-    Miss { fallback: Option<Arc<Entry<V>>> },
+    Miss { fallback: Option<Entry<V>> },
 }
 
 /// What one round of the miss path leaves to do.
@@ -59,17 +60,17 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         &self,
         key: &str,
         tags: &[String],
-        now: Instant,
+        started: Option<Instant>,
     ) -> Lookup<S::Value> {
         if let Some(l1) = self.local() {
-            return self.lookup(l1, key, now);
+            return self.lookup(l1, key, started);
         }
         let Some(remote) = &self.remote else {
             return Lookup::Miss { fallback: None };
         };
-        match remote.peek(self, key, tags).await {
+        match remote.peek(self, key, tags, started).await {
             Peeked::Fresh(v) => Lookup::Hit(v),
-            Peeked::Due(entry, due) => self.due(key, entry, due, now),
+            Peeked::Due(entry, due) => self.due(key, entry, due, started),
             Peeked::Expired(entry) => Lookup::Miss {
                 fallback: Some(entry),
             },
@@ -77,11 +78,33 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         }
     }
 
+    /// The hit path's common case, kept small: a fresh L1 value that needs nothing else
+    /// (not stale, not XFetch-due). `None`: anything else, for [`Engine::lookup`].
     #[inline]
-    fn lookup(&self, l1: &MemoryStore<S::Value>, key: &str, now: Instant) -> Lookup<S::Value> {
+    pub(super) fn fresh_hit(&self, key: &[u8], started: Option<Instant>) -> Option<S::Value> {
+        let entry = self.local()?.get_bytes(key)?;
+        let now = clock::now();
+        if entry.freshness(now) != Freshness::Fresh
+            || (self.policy.stampede == Stampede::Xfetch && entry.xfetch_due(now, self.policy.beta))
+        {
+            return None;
+        }
+        self.stats.hit(false, started);
+        Some(entry.value)
+    }
+
+    /// The L1 look-up: one clock read (the cache's coarse clock), one map read.
+    #[inline]
+    pub(super) fn lookup(
+        &self,
+        l1: &MemoryStore<S::Value>,
+        key: &str,
+        started: Option<Instant>,
+    ) -> Lookup<S::Value> {
         let Some(entry) = l1.get(key) else {
             return Lookup::Miss { fallback: None };
         };
+        let now = clock::now();
         match entry.freshness(now) {
             Freshness::Fresh => {
                 if self.policy.stampede == Stampede::Xfetch
@@ -95,10 +118,10 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                         };
                     }
                 }
-                self.stats.hit(false, || now.elapsed());
-                Lookup::Hit(entry.value.clone())
+                self.stats.hit(false, started);
+                Lookup::Hit(entry.value)
             }
-            Freshness::Stale => self.due(key, entry, Due::Stale, now),
+            Freshness::Stale => self.due(key, entry, Due::Stale, started),
             Freshness::Expired => {
                 let keep = self
                     .policy
@@ -119,15 +142,15 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     fn due(
         &self,
         key: &str,
-        entry: Arc<Entry<S::Value>>,
+        entry: Entry<S::Value>,
         due: Due,
-        now: Instant,
+        started: Option<Instant>,
     ) -> Lookup<S::Value> {
         if let Some(leader) = self.flights.try_lead(key) {
             return Lookup::Refresh { leader, entry, due };
         }
-        self.stats.hit(due == Due::Stale, || now.elapsed());
-        Lookup::Hit(entry.value.clone())
+        self.stats.hit(due == Due::Stale, started);
+        Lookup::Hit(entry.value)
     }
 
     /// One round of the miss path, shared by both flavours: join the key's flight or lead
@@ -137,7 +160,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         self: &Arc<Self>,
         key: &str,
         tags: &[String],
-        fallback: &mut Option<Arc<Entry<S::Value>>>,
+        fallback: &mut Option<Entry<S::Value>>,
         joined: &mut bool,
     ) -> Miss<S::Value, S::Error> {
         let leader = match self.role(key, joined) {
@@ -221,9 +244,9 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// and its taking the lead has filled L1.
     fn recheck(&self, key: &str) -> Option<S::Value> {
         let entry = self.local()?.get(key)?;
-        (entry.freshness(Instant::now()) == Freshness::Fresh).then(|| {
+        (entry.freshness(clock::now()) == Freshness::Fresh).then(|| {
             self.stats.incr(Counter::Hits);
-            entry.value.clone()
+            entry.value
         })
     }
 

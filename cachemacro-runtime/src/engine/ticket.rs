@@ -30,7 +30,7 @@ pub(crate) enum Due {
 pub(crate) struct Lock {
     /// The tier to release it on; `None` once known not to be held.
     tier: Option<Arc<dyn Tier>>,
-    key: String,
+    key: crate::key::Key,
     pub(super) token: u64,
 }
 
@@ -40,7 +40,7 @@ impl Lock {
     pub(super) fn asking(tier: Arc<dyn Tier>, key: &str) -> Self {
         Self {
             tier: Some(tier),
-            key: key.to_owned(),
+            key: key.into(),
             token: fastrand::u64(1..),
         }
     }
@@ -54,7 +54,7 @@ impl Lock {
 impl Drop for Lock {
     fn drop(&mut self) {
         if let Some(tier) = self.tier.take() {
-            tier.unlock(std::mem::take(&mut self.key), self.token);
+            tier.unlock(std::mem::take(&mut self.key).into_string(), self.token);
         }
     }
 }
@@ -71,7 +71,7 @@ pub(crate) struct Ticket<V> {
     /// L2 versions of the call's tags when the load started.
     pub tag_versions: Vec<u64>,
     /// A value that may stand in for a failing source.
-    pub fallback: Option<Arc<Entry<V>>>,
+    pub fallback: Option<Entry<V>>,
     /// The distributed lock this load holds (`stampede = lock | xfetch`), released when
     /// the ticket is dropped, after the write.
     pub lock: Option<Lock>,
@@ -79,7 +79,7 @@ pub(crate) struct Ticket<V> {
 
 impl<V> Ticket<V> {
     /// A ticket without L2 (in-process only, or L2 did not answer).
-    pub(super) fn local(fallback: Option<Arc<Entry<V>>>) -> Self {
+    pub(super) fn local(fallback: Option<Entry<V>>) -> Self {
         Self {
             generation: None,
             read_at: std::time::Instant::now(),

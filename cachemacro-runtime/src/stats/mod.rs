@@ -1,21 +1,23 @@
 //! Per-function counters and latency histograms, the registry behind [`all`], and the
 //! operator's table.
 //!
-//! This module depends on nothing else in the crate. The hot path (a hit) touches only
-//! memory owned by the calling thread's shard: counters are striped over cache-line-padded
-//! shards, one per group of threads, so no atomic is shared by every core on every call.
-//! Reads ([`Stats`] snapshots) sum the shards.
+//! This module depends on nothing else in the crate. The hot path (a hit) writes only memory
+//! of the calling thread: each thread has its own cache-line-aligned counters per function
+//! (written with plain loads and stores, no read-modify-write), so concurrent hits share no
+//! written cache line. Reads ([`Stats`] snapshots) sum every thread's counters and those of
+//! threads that ended. Latencies go to histograms striped over 16 shards by thread; hit
+//! latencies are sampled.
 
 mod histogram;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod table;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use histogram::LatencyHistogram;
 use histogram::{Histogram, BUCKETS};
@@ -44,38 +46,73 @@ pub enum Counter {
 
 const COUNTERS: usize = 14;
 
+/// One thread's counters of one function, alone on their cache lines.
 #[repr(align(128))]
-struct Shard {
+struct ThreadCounters {
     counters: [AtomicU64; COUNTERS],
-    hit_latency: Histogram,
-    load_latency: Histogram,
 }
 
-impl Shard {
+impl ThreadCounters {
     fn new() -> Self {
         Self {
             counters: std::array::from_fn(|_| AtomicU64::new(0)),
-            hit_latency: Histogram::new(),
-            load_latency: Histogram::new(),
         }
     }
 }
 
-/// The live, shared counters of one cached function. Cheap to update from any thread.
+/// The counters of every thread that counted for one function.
+#[derive(Default)]
+struct Threads {
+    live: Vec<Arc<ThreadCounters>>,
+    /// What threads that ended had counted.
+    ended: [u64; COUNTERS],
+}
+
+/// Latency histograms of a group of threads.
+#[repr(align(128))]
+struct HistShard {
+    hit_latency: Histogram,
+    load_latency: Histogram,
+}
+
+/// Histogram shards per function.
+const HIST_SHARDS: usize = 16;
+
+/// The live counters of one cached function. Cheap to update from any thread.
 pub struct Recorder {
     name: String,
-    shards: Box<[Shard]>,
-    mask: usize,
+    /// This function's place in every thread's table of counters.
+    id: usize,
+    threads: Arc<Mutex<Threads>>,
+    hist: Box<[HistShard]>,
 }
 
 /// One hit in this many has its latency recorded (per thread).
-pub const HIT_SAMPLE: u32 = 8;
+pub const HIT_SAMPLE: u32 = 64;
+
+/// A thread's counters, by recorder id. When the thread ends, what it counted moves to
+/// each recorder's `ended` totals.
+struct Mine(Vec<Option<(Arc<Mutex<Threads>>, Arc<ThreadCounters>)>>);
+
+impl Drop for Mine {
+    fn drop(&mut self) {
+        for (threads, counters) in self.0.drain(..).flatten() {
+            let mut t = threads.lock().unwrap_or_else(|e| e.into_inner());
+            for (sum, c) in t.ended.iter_mut().zip(counters.counters.iter()) {
+                *sum += c.load(Relaxed);
+            }
+            t.live.retain(|c| !Arc::ptr_eq(c, &counters));
+        }
+    }
+}
 
 thread_local! {
+    static MINE: RefCell<Mine> = const { RefCell::new(Mine(Vec::new())) };
     static THREAD_SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
-    static HIT_TICK: Cell<u32> = const { Cell::new(u32::MAX) };
+    static HIT_TICK: Cell<u32> = const { Cell::new(0) };
 }
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
 #[inline]
 fn thread_slot() -> usize {
@@ -91,14 +128,18 @@ fn thread_slot() -> usize {
 }
 
 impl Recorder {
-    /// A recorder for the function called `name`, with one shard per core (at most 16).
+    /// A recorder for the function called `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-        let n = cores.next_power_of_two().clamp(1, 16);
         Self {
             name: name.into(),
-            shards: (0..n).map(|_| Shard::new()).collect(),
-            mask: n - 1,
+            id: NEXT_ID.fetch_add(1, Relaxed),
+            threads: Default::default(),
+            hist: (0..HIST_SHARDS)
+                .map(|_| HistShard {
+                    hit_latency: Histogram::new(),
+                    load_latency: Histogram::new(),
+                })
+                .collect(),
         }
     }
 
@@ -108,8 +149,8 @@ impl Recorder {
     }
 
     #[inline]
-    fn shard(&self) -> &Shard {
-        &self.shards[thread_slot() & self.mask]
+    fn hist(&self) -> &HistShard {
+        &self.hist[thread_slot() % HIST_SHARDS]
     }
 
     /// Adds one to `counter`.
@@ -118,53 +159,103 @@ impl Recorder {
         self.add(counter, 1);
     }
 
-    /// Adds `n` to `counter`.
+    /// Adds `n` to `counter`, in this thread's counters.
     #[inline]
     pub fn add(&self, counter: Counter, n: u64) {
-        self.shard().counters[counter as usize].fetch_add(n, Relaxed);
+        let done = MINE.try_with(|mine| {
+            if let Ok(mine) = mine.try_borrow() {
+                if let Some(Some((_, c))) = mine.0.get(self.id) {
+                    // Only this thread writes these: a plain load and store, no RMW.
+                    let a = &c.counters[counter as usize];
+                    a.store(a.load(Relaxed).wrapping_add(n), Relaxed);
+                    return true;
+                }
+            }
+            false
+        });
+        if done != Ok(true) {
+            self.add_slow(counter, n);
+        }
     }
 
-    /// Counts a hit (fresh or stale). Every [`HIT_SAMPLE`]th hit of a thread also records
-    /// its latency, which `latency` measures: reading the clock costs as much as the rest of
-    /// a hit, so quantiles come from a uniform sample while the counts stay exact.
+    /// The first count of this function on this thread (or one during its shutdown).
+    #[cold]
+    fn add_slow(&self, counter: Counter, n: u64) {
+        let counters = Arc::new(ThreadCounters::new());
+        counters.counters[counter as usize].store(n, Relaxed);
+        let registered = MINE.try_with(|mine| {
+            let Ok(mut mine) = mine.try_borrow_mut() else {
+                return false;
+            };
+            if mine.0.len() <= self.id {
+                mine.0.resize_with(self.id + 1, || None);
+            }
+            mine.0[self.id] = Some((self.threads.clone(), counters.clone()));
+            true
+        });
+        let mut t = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        if registered == Ok(true) {
+            t.live.push(counters);
+        } else {
+            t.ended[counter as usize] += n; // the thread is ending: count it as ended
+        }
+    }
+
+    /// Whether this hit's latency is recorded: every [`HIT_SAMPLE`]th call of a thread
+    /// reads the precise clock at its start (`Some`), the others do not read it at all.
     #[inline]
-    pub fn hit(&self, stale: bool, latency: impl FnOnce() -> Duration) {
-        let shard = self.shard();
-        let c = if stale {
+    pub fn sample(&self) -> Option<Instant> {
+        HIT_TICK
+            .try_with(|t| {
+                let n = t.get().wrapping_add(1);
+                t.set(n);
+                n % HIT_SAMPLE == 0
+            })
+            .unwrap_or(false)
+            .then(Instant::now)
+    }
+
+    /// Counts a hit (fresh or stale); a sampled one (`started`, see [`Recorder::sample`])
+    /// also records its latency. Reading the clock costs about as much as the rest of a
+    /// hit, so quantiles come from a uniform sample while the counts stay exact.
+    #[inline]
+    pub fn hit(&self, stale: bool, started: Option<Instant>) {
+        self.incr(if stale {
             Counter::StaleHits
         } else {
             Counter::Hits
-        };
-        shard.counters[c as usize].fetch_add(1, Relaxed);
-        let sample = HIT_TICK.with(|t| {
-            let n = t.get().wrapping_add(1);
-            t.set(n);
-            n % HIT_SAMPLE == 0
         });
-        if sample {
-            shard.hit_latency.record(saturating_nanos(latency()));
+        if let Some(t) = started {
+            self.hist()
+                .hit_latency
+                .record(saturating_nanos(t.elapsed()));
         }
     }
 
     /// Counts a source call that took `latency` and whether it failed.
     pub fn load(&self, failed: bool, latency: Duration) {
-        let shard = self.shard();
-        shard.counters[Counter::Loads as usize].fetch_add(1, Relaxed);
+        self.incr(Counter::Loads);
         if failed {
-            shard.counters[Counter::LoadErrors as usize].fetch_add(1, Relaxed);
+            self.incr(Counter::LoadErrors);
         }
-        shard.load_latency.record(saturating_nanos(latency));
+        self.hist().load_latency.record(saturating_nanos(latency));
     }
 
     /// A consistent-enough snapshot: each counter is summed over the shards.
     pub fn snapshot(&self) -> Stats {
-        let mut c = [0u64; COUNTERS];
+        let mut c;
+        {
+            let t = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+            c = t.ended;
+            for counters in &t.live {
+                for (i, v) in counters.counters.iter().enumerate() {
+                    c[i] += v.load(Relaxed);
+                }
+            }
+        }
         let mut hit = vec![0u64; BUCKETS];
         let mut load = vec![0u64; BUCKETS];
-        for shard in self.shards.iter() {
-            for (i, v) in shard.counters.iter().enumerate() {
-                c[i] += v.load(Relaxed);
-            }
+        for shard in self.hist.iter() {
             for i in 0..BUCKETS {
                 hit[i] += shard.hit_latency.buckets[i].load(Relaxed);
                 load[i] += shard.load_latency.buckets[i].load(Relaxed);
@@ -314,7 +405,10 @@ mod tests {
     fn quantiles_are_within_an_eighth() {
         let r = Recorder::new("q");
         for i in 1..=8000u64 {
-            r.hit(false, || Duration::from_micros(i / 8));
+            r.hit(false, None);
+            if i % 8 == 0 {
+                r.hist().hit_latency.record(i / 8 * 1000);
+            }
         }
         let s = r.snapshot();
         let p50 = s.hit_latency(0.5).as_micros() as f64;
@@ -324,6 +418,30 @@ mod tests {
         assert_eq!(s.hits, 8000);
         assert_eq!(s.hit_hist.count(), 1000);
         assert_eq!(s.hit_ratio(), 1.0);
+    }
+
+    #[test]
+    fn what_ended_threads_counted_is_kept() {
+        let r = Arc::new(Recorder::new("ended"));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        r.incr(Counter::Hits);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = r.snapshot();
+        assert_eq!(s.hits, 8000);
+        assert!(
+            r.threads.lock().unwrap().live.is_empty(),
+            "ended threads' counters are folded in, not kept one by one"
+        );
     }
 
     #[test]

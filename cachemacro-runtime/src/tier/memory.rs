@@ -1,16 +1,48 @@
-//! The in-process tier: a bounded, sharded S3-FIFO cache (quick_cache) of entries.
+//! The in-process tier (L1): a bounded, sharded S3-FIFO cache (quick_cache) of entries,
+//! stored inline under their rendered keys.
 //!
 //! Why quick_cache and not moka: a hit must cost well under the `cached` crate's (see
 //! docs/BENCHMARKS.md), and moka's bare `get` alone costs more than that budget on the
 //! project's machine; quick_cache's costs about a sixth of it. Its S3-FIFO policy also keeps
 //! hot keys through one-time scans at least as well as moka's TinyLFU (hit-ratio bench).
+//! It runs with sharded read locks, so concurrent hits on different threads write no shared
+//! memory (a plain reader-writer lock would write its lock word on every hit).
+//!
+//! Keys are `CompactString`s (inline up to 24 bytes: most keys cost no allocation), and an
+//! entry is its value and four words (deadlines, δ, tags), not a separate allocation.
 
 use std::sync::Arc;
 
+use std::hash::{Hash, Hasher};
+
 use quick_cache::sync::Cache;
-use quick_cache::{Lifecycle, UnitWeighter};
+use quick_cache::{Equivalent, Lifecycle, UnitWeighter};
 
 use crate::entry::Entry;
+use crate::key::Key;
+
+/// A key as L1 stores it. It hashes and compares as its bytes, so a look-up needs only the
+/// bytes a call rendered on its stack (no `String`, no UTF-8 check).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Stored(Key);
+
+impl Hash for Stored {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.as_bytes().hash(h);
+    }
+}
+
+/// The bytes of a key, looking for its [`Stored`] form.
+#[derive(Hash)]
+pub(crate) struct Probe<'a>(pub &'a [u8]);
+
+impl Equivalent<Stored> for Probe<'_> {
+    #[inline]
+    fn equivalent(&self, stored: &Stored) -> bool {
+        self.0 == stored.0.as_bytes()
+    }
+}
 
 /// Called once per entry pushed out by the capacity bound.
 type OnEvict = Arc<dyn Fn() + Send + Sync>;
@@ -20,16 +52,15 @@ type OnEvict = Arc<dyn Fn() + Send + Sync>;
 #[derive(Clone, Copy)]
 struct Collect;
 
-impl<V> Lifecycle<String, V> for Collect {
-    type RequestState = Vec<String>;
+impl<V> Lifecycle<Stored, V> for Collect {
+    type RequestState = Vec<Stored>;
 
-    fn on_evict(&self, evicted: &mut Vec<String>, key: String, _: V) {
+    fn on_evict(&self, evicted: &mut Vec<Stored>, key: Stored, _: V) {
         evicted.push(key);
     }
 }
 
-type Inner<V> =
-    Cache<String, Arc<Entry<V>>, UnitWeighter, quick_cache::DefaultHashBuilder, Collect>;
+type Inner<V> = Cache<Stored, Entry<V>, UnitWeighter, quick_cache::DefaultHashBuilder, Collect>;
 
 /// A bounded map from key to entry.
 pub(crate) struct MemoryStore<V> {
@@ -37,7 +68,7 @@ pub(crate) struct MemoryStore<V> {
     on_evict: OnEvict,
 }
 
-impl<V: Send + Sync + 'static> MemoryStore<V> {
+impl<V: Clone + Send + Sync + 'static> MemoryStore<V> {
     pub fn new(capacity: u64, on_evict: OnEvict) -> Self {
         let items = usize::try_from(capacity).unwrap_or(usize::MAX).min(1 << 24);
         Self {
@@ -46,13 +77,21 @@ impl<V: Send + Sync + 'static> MemoryStore<V> {
         }
     }
 
+    /// A copy of the entry under `key` (its value cloned).
     #[inline]
-    pub fn get(&self, key: &str) -> Option<Arc<Entry<V>>> {
-        self.cache.get(key)
+    pub fn get(&self, key: &str) -> Option<Entry<V>> {
+        self.get_bytes(key.as_bytes())
     }
 
-    pub fn insert(&self, key: String, entry: Arc<Entry<V>>) {
+    /// [`MemoryStore::get`] by the key's bytes.
+    #[inline]
+    pub fn get_bytes(&self, key: &[u8]) -> Option<Entry<V>> {
+        self.cache.get(&Probe(key))
+    }
+
+    pub fn insert(&self, key: Key, entry: Entry<V>) {
         let mut evicted = Vec::new();
+        let key = Stored(key);
         self.cache
             .insert_with_lifecycle(key.clone(), entry, &mut evicted);
         for _ in evicted.iter().filter(|k| **k != key) {
@@ -61,12 +100,19 @@ impl<V: Send + Sync + 'static> MemoryStore<V> {
     }
 
     pub fn remove(&self, key: &str) {
-        self.cache.remove(key);
+        self.cache.remove(&Probe(key.as_bytes()));
     }
 
-    /// Removes `key` only while it still maps to `entry` (not a newer one).
-    pub fn remove_entry(&self, key: &str, entry: &Arc<Entry<V>>) {
-        self.cache.remove_if(key, |e| Arc::ptr_eq(e, entry));
+    /// Removes `key` only while it still holds `entry` (not a newer one; entries are told
+    /// apart by their hard deadline: mistaking one for another only costs a refill).
+    pub fn remove_entry(&self, key: &str, entry: &Entry<V>) {
+        self.remove_hard(key, entry.hard);
+    }
+
+    /// Removes `key` only while its entry has this hard deadline.
+    pub fn remove_hard(&self, key: &str, hard: u64) {
+        self.cache
+            .remove_if(&Probe(key.as_bytes()), |e| e.hard == hard);
     }
 
     pub fn clear(&self) {
@@ -83,16 +129,10 @@ impl<V: Send + Sync + 'static> MemoryStore<V> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
 
-    fn entry(v: u32) -> Arc<Entry<u32>> {
-        let now = tokio::time::Instant::now();
-        Arc::new(Entry {
-            value: v,
-            soft: None,
-            hard: now,
-            delta: Default::default(),
-            tags: None,
-        })
+    fn entry(v: u32) -> Entry<u32> {
+        Entry::new(v, 0, None, Duration::from_secs(1), Duration::ZERO, None)
     }
 
     #[test]
@@ -112,7 +152,7 @@ mod tests {
         store.insert("a".into(), entry(3));
         assert_eq!(evicted.load(Ordering::SeqCst), 0);
         for i in 0..20_000 {
-            store.insert(i.to_string(), entry(i));
+            store.insert(i.to_string().into(), entry(i));
         }
         assert!(store.len() <= 10_000);
         assert!(evicted.load(Ordering::SeqCst) >= 10_000);

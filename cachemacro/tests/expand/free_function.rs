@@ -25,56 +25,68 @@ async fn get_user(id: u64) -> Result<User, DbError> {
             >>::Value,
         >(),
     );
-    let __cachemacro_key = {
+    let __cachemacro_call = {
+        #[allow(unused_imports)]
+        use ::cachemacro_runtime::__private_v0_1_0::{DirectKind as _, DisplayKind as _};
         let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
             13usize,
-            b"%:",
+            {
+                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                    b"%:",
+                );
+                SET
+            },
         );
         __k.lit("user:");
-        __k.arg(&id);
-        __k.finish()
-    };
-    let __cachemacro_tags = ::cachemacro_runtime::__private_v0_1_0::Vec::new();
-    __CACHEMACRO
-        .get(|| {
-            #[allow(unused_imports)]
-            use ::cachemacro_runtime::__private_v0_1_0::{
-                ProbeNone as _, ProbeSome as _, ShareErrors as _,
-            };
-            ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
-                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Result<User, DbError>,
-                    >>::Error,
-                >::new())
-                    .sharing(),
-                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Result<User, DbError>,
-                    >>::Value,
-                >::new())
-                    .negative(),
+        {
+            let __v = &id;
+            (&::cachemacro_runtime::__private_v0_1_0::Arg(__v))
+                .kind()
+                .render(&mut __k, __v);
+        }
+        __CACHEMACRO
+            .get(|| {
+                #[allow(unused_imports)]
+                use ::cachemacro_runtime::__private_v0_1_0::{
+                    ProbeNone as _, ProbeSome as _, ShareErrors as _,
+                };
+                ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
+                    (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Error,
+                    >::new())
+                        .sharing(),
+                    (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Value,
+                    >::new())
+                        .negative(),
+                )
+            })
+            .get_detached(
+                __k.rendered(),
+                move || (
+                    ::cachemacro_runtime::__private_v0_1_0::Vec::new(),
+                    async move {
+                        #[allow(
+                            unreachable_code,
+                            clippy::diverging_sub_expression,
+                            clippy::empty_loop,
+                            clippy::let_unit_value,
+                            clippy::needless_return
+                        )]
+                        if false {
+                            let __cachemacro_fake_return: Result<User, DbError> = loop {};
+                            return __cachemacro_fake_return;
+                        }
+                        db.fetch_user(id).await
+                    },
+                ),
             )
-        })
-        .get_detached(
-            __cachemacro_key,
-            __cachemacro_tags,
-            move || async move {
-                #[allow(
-                    unreachable_code,
-                    clippy::diverging_sub_expression,
-                    clippy::empty_loop,
-                    clippy::let_unit_value,
-                    clippy::needless_return
-                )]
-                if false {
-                    let __cachemacro_fake_return: Result<User, DbError> = loop {};
-                    return __cachemacro_fake_return;
-                }
-                db.fetch_user(id).await
-            },
-        )
-        .await
+    };
+    __cachemacro_call.await
 }
 ///Removes the cached value of [`get_user`] for these arguments from every tier; a load in flight for it will not write it back.
 #[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]
@@ -108,12 +120,24 @@ async fn get_user_invalidate(
         >(),
     );
     let __cachemacro_key = {
+        #[allow(unused_imports)]
+        use ::cachemacro_runtime::__private_v0_1_0::{DirectKind as _, DisplayKind as _};
         let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
             13usize,
-            b"%:",
+            {
+                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                    b"%:",
+                );
+                SET
+            },
         );
         __k.lit("user:");
-        __k.arg(&id);
+        {
+            let __v = &id;
+            (&::cachemacro_runtime::__private_v0_1_0::Arg(__v))
+                .kind()
+                .render(&mut __k, __v);
+        }
         __k.finish()
     };
     __CACHEMACRO
@@ -137,7 +161,7 @@ async fn get_user_invalidate(
                     .negative(),
             )
         })
-        .invalidate(__cachemacro_key)
+        .invalidate(::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key))
         .await
 }
 ///Calls the source of [`get_user`] now and stores its result (a write-through put).
@@ -170,12 +194,24 @@ async fn get_user_refresh(id: u64) -> Result<User, DbError> {
         >(),
     );
     let __cachemacro_key = {
+        #[allow(unused_imports)]
+        use ::cachemacro_runtime::__private_v0_1_0::{DirectKind as _, DisplayKind as _};
         let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
             13usize,
-            b"%:",
+            {
+                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                    b"%:",
+                );
+                SET
+            },
         );
         __k.lit("user:");
-        __k.arg(&id);
+        {
+            let __v = &id;
+            (&::cachemacro_runtime::__private_v0_1_0::Arg(__v))
+                .kind()
+                .render(&mut __k, __v);
+        }
         __k.finish()
     };
     let __cachemacro_tags = ::cachemacro_runtime::__private_v0_1_0::Vec::new();
@@ -201,7 +237,7 @@ async fn get_user_refresh(id: u64) -> Result<User, DbError> {
             )
         })
         .refresh(
-            __cachemacro_key,
+            ::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key),
             __cachemacro_tags,
             async move {
                 #[allow(
@@ -255,12 +291,24 @@ async fn get_user_put(
         >(),
     );
     let __cachemacro_key = {
+        #[allow(unused_imports)]
+        use ::cachemacro_runtime::__private_v0_1_0::{DirectKind as _, DisplayKind as _};
         let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
             13usize,
-            b"%:",
+            {
+                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                    b"%:",
+                );
+                SET
+            },
         );
         __k.lit("user:");
-        __k.arg(&id);
+        {
+            let __v = &id;
+            (&::cachemacro_runtime::__private_v0_1_0::Arg(__v))
+                .kind()
+                .render(&mut __k, __v);
+        }
         __k.finish()
     };
     let __cachemacro_tags = ::cachemacro_runtime::__private_v0_1_0::Vec::new();
@@ -285,7 +333,11 @@ async fn get_user_put(
                     .negative(),
             )
         })
-        .put(__cachemacro_key, __cachemacro_tags, value)
+        .put(
+            ::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key),
+            __cachemacro_tags,
+            value,
+        )
         .await
 }
 ///Counters and latency of [`get_user`]'s cache.

@@ -14,57 +14,69 @@ pub async fn find(&self, id: u64, trace: &str) -> Option<Row> {
             ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(300u64),
         ),
     );
-    let __cachemacro_key = {
+    let __cachemacro_call = {
+        #[allow(unused_imports)]
+        use ::cachemacro_runtime::__private_v0_1_0::{DirectKind as _, DisplayKind as _};
         let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
             57usize,
-            b"%:",
+            {
+                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                    b"%:",
+                );
+                SET
+            },
         );
         __k.lit(::core::concat!(::core::module_path!(), "::", "find"));
         __k.lit(":");
-        __k.arg(&id);
-        __k.finish()
-    };
-    let __cachemacro_tags = ::cachemacro_runtime::__private_v0_1_0::Vec::new();
-    __CACHEMACRO
-        .get(|| {
-            #[allow(unused_imports)]
-            use ::cachemacro_runtime::__private_v0_1_0::{
-                ProbeNone as _, ProbeSome as _, ShareErrors as _,
-            };
-            ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
-                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Option<Row>,
-                    >>::Error,
-                >::new())
-                    .sharing(),
-                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Option<Row>,
-                    >>::Value,
-                >::new())
-                    .negative(),
+        {
+            let __v = &id;
+            (&::cachemacro_runtime::__private_v0_1_0::Arg(__v))
+                .kind()
+                .render(&mut __k, __v);
+        }
+        __CACHEMACRO
+            .get(|| {
+                #[allow(unused_imports)]
+                use ::cachemacro_runtime::__private_v0_1_0::{
+                    ProbeNone as _, ProbeSome as _, ShareErrors as _,
+                };
+                ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
+                    (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Error,
+                    >::new())
+                        .sharing(),
+                    (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Value,
+                    >::new())
+                        .negative(),
+                )
+            })
+            .get(
+                __k.rendered(),
+                move || (
+                    ::cachemacro_runtime::__private_v0_1_0::Vec::new(),
+                    async move {
+                        #[allow(
+                            unreachable_code,
+                            clippy::diverging_sub_expression,
+                            clippy::empty_loop,
+                            clippy::let_unit_value,
+                            clippy::needless_return
+                        )]
+                        if false {
+                            let __cachemacro_fake_return: Option<Row> = loop {};
+                            return __cachemacro_fake_return;
+                        }
+                        self.db.find(id).await
+                    },
+                ),
             )
-        })
-        .get(
-            __cachemacro_key,
-            __cachemacro_tags,
-            move || async move {
-                #[allow(
-                    unreachable_code,
-                    clippy::diverging_sub_expression,
-                    clippy::empty_loop,
-                    clippy::let_unit_value,
-                    clippy::needless_return
-                )]
-                if false {
-                    let __cachemacro_fake_return: Option<Row> = loop {};
-                    return __cachemacro_fake_return;
-                }
-                self.db.find(id).await
-            },
-        )
-        .await
+    };
+    __cachemacro_call.await
 }
 ///Removes the cached value of [`find`] for these arguments from every tier; a load in flight for it will not write it back.
 #[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]
@@ -89,13 +101,25 @@ pub async fn find_invalidate(
         ),
     );
     let __cachemacro_key = {
+        #[allow(unused_imports)]
+        use ::cachemacro_runtime::__private_v0_1_0::{DirectKind as _, DisplayKind as _};
         let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
             57usize,
-            b"%:",
+            {
+                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                    b"%:",
+                );
+                SET
+            },
         );
         __k.lit(::core::concat!(::core::module_path!(), "::", "find"));
         __k.lit(":");
-        __k.arg(&id);
+        {
+            let __v = &id;
+            (&::cachemacro_runtime::__private_v0_1_0::Arg(__v))
+                .kind()
+                .render(&mut __k, __v);
+        }
         __k.finish()
     };
     __CACHEMACRO
@@ -119,7 +143,7 @@ pub async fn find_invalidate(
                     .negative(),
             )
         })
-        .invalidate(__cachemacro_key)
+        .invalidate(::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key))
         .await
 }
 ///Calls the source of [`find`] now and stores its result (a write-through put).
@@ -141,13 +165,25 @@ pub async fn find_refresh(&self, id: u64, trace: &str) -> Option<Row> {
         ),
     );
     let __cachemacro_key = {
+        #[allow(unused_imports)]
+        use ::cachemacro_runtime::__private_v0_1_0::{DirectKind as _, DisplayKind as _};
         let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
             57usize,
-            b"%:",
+            {
+                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                    b"%:",
+                );
+                SET
+            },
         );
         __k.lit(::core::concat!(::core::module_path!(), "::", "find"));
         __k.lit(":");
-        __k.arg(&id);
+        {
+            let __v = &id;
+            (&::cachemacro_runtime::__private_v0_1_0::Arg(__v))
+                .kind()
+                .render(&mut __k, __v);
+        }
         __k.finish()
     };
     let __cachemacro_tags = ::cachemacro_runtime::__private_v0_1_0::Vec::new();
@@ -173,7 +209,7 @@ pub async fn find_refresh(&self, id: u64, trace: &str) -> Option<Row> {
             )
         })
         .refresh(
-            __cachemacro_key,
+            ::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key),
             __cachemacro_tags,
             async move {
                 #[allow(
@@ -218,13 +254,25 @@ pub async fn find_put(
         ),
     );
     let __cachemacro_key = {
+        #[allow(unused_imports)]
+        use ::cachemacro_runtime::__private_v0_1_0::{DirectKind as _, DisplayKind as _};
         let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
             57usize,
-            b"%:",
+            {
+                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                    b"%:",
+                );
+                SET
+            },
         );
         __k.lit(::core::concat!(::core::module_path!(), "::", "find"));
         __k.lit(":");
-        __k.arg(&id);
+        {
+            let __v = &id;
+            (&::cachemacro_runtime::__private_v0_1_0::Arg(__v))
+                .kind()
+                .render(&mut __k, __v);
+        }
         __k.finish()
     };
     let __cachemacro_tags = ::cachemacro_runtime::__private_v0_1_0::Vec::new();
@@ -249,7 +297,11 @@ pub async fn find_put(
                     .negative(),
             )
         })
-        .put(__cachemacro_key, __cachemacro_tags, value)
+        .put(
+            ::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key),
+            __cachemacro_tags,
+            value,
+        )
         .await
 }
 ///Counters and latency of [`find`]'s cache.

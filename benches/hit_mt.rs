@@ -1,0 +1,355 @@
+//! The hit path where applications run it: a multi-thread runtime (2 workers), calls made
+//! from spawned tasks. Plain timed loops (2,000,000 hits over 1,000 warm keys, best of 5),
+//! every figure beside its baselines measured in the same process, interleaved round by
+//! round. Also: the current-thread runtime figures, two tasks on two workers (different keys,
+//! one key), and L1 memory per entry.
+//!
+//! ```text
+//! cargo bench --bench hit_mt                 # hits, scaling; starts a redis-server for tiered
+//! cargo bench --bench hit_mt -- --memory     # L1 memory per entry (RSS, one process per store)
+//! ```
+//!
+//! Results and how to read them: docs/BENCHMARKS.md.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cachemacro_runtime::{cached, configure, Config};
+
+const KEYS: u64 = 1_000;
+const CALLS: u64 = 2_000_000;
+const ROUNDS: usize = 5;
+
+#[cached(ttl = 600, key = "pm:<id>")]
+async fn ours(id: u64) -> Arc<String> {
+    Arc::new(id.to_string())
+}
+
+#[cached(ttl = 600, key = "pt:<id>", backend = tiered)]
+async fn ours_tiered(id: u64) -> Arc<String> {
+    Arc::new(id.to_string())
+}
+
+#[cached::proc_macro::cached(max_size = 10000, ttl_secs = 600)]
+async fn theirs(id: u64) -> Arc<String> {
+    Arc::new(id.to_string())
+}
+
+#[cached::proc_macro::cached(max_size = 10000)]
+async fn theirs_no_expiry(id: u64) -> Arc<String> {
+    Arc::new(id.to_string())
+}
+
+type Quick = quick_cache::sync::Cache<u64, Arc<String>>;
+
+/// One measured loop, in a task spawned on `rt`: ns per call.
+fn timed<F, Fut>(rt: &tokio::runtime::Runtime, f: F) -> f64
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Arc<String>> + Send,
+{
+    rt.block_on(async move {
+        tokio::spawn(async move {
+            let started = Instant::now();
+            for i in 0..CALLS {
+                black_box(f(black_box(i % KEYS)).await);
+            }
+            started.elapsed().as_nanos() as f64 / CALLS as f64
+        })
+        .await
+        .unwrap()
+    })
+}
+
+/// `tasks` tasks spawned at once, each making `CALLS` calls on its own keys (`same`: all on
+/// key 0): calls per microsecond, all tasks together.
+fn throughput<F, Fut>(rt: &tokio::runtime::Runtime, tasks: u64, same: bool, f: F) -> f64
+where
+    F: Fn(u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Arc<String>> + Send,
+{
+    rt.block_on(async move {
+        let barrier = Arc::new(tokio::sync::Barrier::new(tasks as usize));
+        let started = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let (f, barrier) = (f.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    for i in 0..CALLS {
+                        let key = if same { 0 } else { t * KEYS + i % KEYS };
+                        black_box(f(black_box(key)).await);
+                        if i % 1024 == 0 {
+                            // As a request handler does now and then: lets the other worker
+                            // take a task (a task woken by another never leaves that
+                            // worker's LIFO slot otherwise).
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+        (tasks * CALLS) as f64 / started.elapsed().as_nanos() as f64 * 1_000.0
+    })
+}
+
+struct Row {
+    name: &'static str,
+    best: f64,
+    all: Vec<f64>,
+}
+
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    quick: &Arc<Quick>,
+    moka: &Arc<moka::future::Cache<u64, Arc<String>>>,
+) -> Vec<Row> {
+    let mut rows: Vec<Row> = [
+        "cachemacro memory",
+        "cachemacro tiered",
+        "cached, ttl_secs = 600",
+        "cached, no expiry",
+        "raw quick_cache get_or_insert_with",
+        "raw quick_cache get",
+        "raw moka future get",
+    ]
+    .into_iter()
+    .map(|name| Row {
+        name,
+        best: f64::MAX,
+        all: Vec::new(),
+    })
+    .collect();
+    for _ in 0..ROUNDS {
+        let q1 = quick.clone();
+        let q2 = quick.clone();
+        let m = moka.clone();
+        let figures = [
+            timed(rt, ours),
+            timed(rt, ours_tiered),
+            timed(rt, theirs),
+            timed(rt, theirs_no_expiry),
+            timed(rt, move |id| {
+                let q = q1.clone();
+                async move {
+                    q.get_or_insert_with(&id, || Ok::<_, ()>(Arc::new(id.to_string())))
+                        .unwrap()
+                }
+            }),
+            timed(rt, move |id| {
+                let q = q2.clone();
+                async move { q.get(&id).unwrap() }
+            }),
+            timed(rt, move |id| {
+                let m = m.clone();
+                async move { m.get(&id).await.unwrap() }
+            }),
+        ];
+        for (row, ns) in rows.iter_mut().zip(figures) {
+            row.best = row.best.min(ns);
+            row.all.push(ns);
+        }
+    }
+    rows
+}
+
+fn print(title: &str, rows: &[Row]) {
+    let cached = rows[2].best;
+    let raw = rows[5].best;
+    let memory = rows[0].best;
+    println!("\n{title}: ns per hit, best of {ROUNDS} (every round)");
+    println!(
+        "{:<38} {:>8} {:>10} {:>10} {:>10}",
+        "", "ns", "/cached", "/raw get", "/memory"
+    );
+    for r in rows {
+        println!(
+            "{:<38} {:>8.1} {:>10.2} {:>10.2} {:>10.2}   {:?}",
+            r.name,
+            r.best,
+            r.best / cached,
+            r.best / raw,
+            r.best / memory,
+            r.all
+                .iter()
+                .map(|x| (x * 10.0).round() / 10.0)
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+fn memory_per_entry(which: &str) {
+    fn rss() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        pages * 4096
+    }
+    const N: u64 = 1_000_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let before = rss();
+    let keep: Box<dyn std::any::Any> = match which {
+        "cachemacro" => {
+            rt.block_on(async {
+                for id in 0..N {
+                    big(id).await;
+                }
+            });
+            Box::new(())
+        }
+        _ => {
+            let q = Quick::new(N as usize + 10);
+            for id in 0..N {
+                q.insert(id, Arc::new(id.to_string()));
+            }
+            Box::new(q)
+        }
+    };
+    let after = rss();
+    println!(
+        "{which}: {:.1} bytes per entry",
+        (after - before) as f64 / N as f64
+    );
+    drop(keep);
+}
+
+#[cached(ttl = 600, key = "big:<id>", max_capacity = 1_000_010)]
+async fn big(id: u64) -> Arc<String> {
+    Arc::new(id.to_string())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--memory-of") {
+        memory_per_entry(&args[i + 1]);
+        return;
+    }
+    if args.iter().any(|a| a == "--memory") {
+        let me = std::env::current_exe().unwrap();
+        for which in ["quick_cache", "cachemacro"] {
+            let out = std::process::Command::new(&me)
+                .args(["--memory-of", which])
+                .output()
+                .unwrap();
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+        }
+        return;
+    }
+    if args.iter().any(|a| a == "--profile") {
+        // A loop of hits alone, for a profiler.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for id in 0..KEYS {
+                ours(id).await;
+            }
+        });
+        for _ in 0..10 {
+            println!("{:.1} ns", timed(&rt, ours));
+        }
+        return;
+    }
+    if args
+        .iter()
+        .any(|a| a == "--list" || a.starts_with("--test"))
+    {
+        return; // `cargo test --benches` lists or smoke-runs every bench
+    }
+
+    let server = support::Server::start();
+    configure(Config::default().redis_url(server.url()).prefix("hitmt:")).unwrap();
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let quick = Arc::new(Quick::new(10_000));
+    let moka = Arc::new(
+        moka::future::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(Duration::from_secs(600))
+            .build(),
+    );
+    multi.block_on(async {
+        for id in 0..2 * KEYS {
+            ours(id).await; // two tasks' key ranges
+        }
+        for id in 0..KEYS {
+            ours_tiered(id).await;
+            theirs(id).await;
+            theirs_no_expiry(id).await;
+            quick.insert(id, Arc::new(id.to_string()));
+            moka.insert(id, Arc::new(id.to_string())).await;
+        }
+        // L1 of tiered is used once the backplane is subscribed.
+        while !cachemacro_runtime::health()
+            .iter()
+            .all(|h| h.subscribed != Some(false))
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for id in 0..KEYS {
+            ours_tiered(id).await;
+        }
+    });
+    let loads = ours_tiered_stats().loads;
+
+    print(
+        "multi-thread runtime, 2 workers, one spawned task",
+        &measure(&multi, &quick, &moka),
+    );
+    print("current-thread runtime", &measure(&current, &quick, &moka));
+    assert_eq!(
+        ours_tiered_stats().loads,
+        loads,
+        "every tiered call was an L1 hit"
+    );
+
+    println!("\nscaling on the multi-thread runtime (2 workers): calls per µs, all tasks together");
+    let own = |id: u64| async move { ours(id).await };
+    let q = quick.clone();
+    for id in 0..2 * KEYS {
+        q.insert(id, Arc::new(id.to_string()));
+    }
+    let raw = move |id: u64| {
+        let q = q.clone();
+        async move { q.get(&id).unwrap() }
+    };
+    for _ in 0..2 {
+        let one = throughput(&multi, 1, false, raw.clone());
+        let two = throughput(&multi, 2, false, raw.clone());
+        let one_same = throughput(&multi, 1, true, raw.clone());
+        let two_same = throughput(&multi, 2, true, raw.clone());
+        println!(
+            "raw quick_cache: different keys: 1 task {one:.1}, 2 tasks {two:.1} ({:.2}x)   same key: 1 task {one_same:.1}, 2 tasks {two_same:.1} ({:.2}x)",
+            two / one,
+            two_same / one_same
+        );
+    }
+    for _ in 0..3 {
+        let one = throughput(&multi, 1, false, own);
+        let two = throughput(&multi, 2, false, own);
+        let one_same = throughput(&multi, 1, true, own);
+        let two_same = throughput(&multi, 2, true, own);
+        println!(
+            "different keys: 1 task {one:.1}, 2 tasks {two:.1} ({:.2}x)   same key: 1 task {one_same:.1}, 2 tasks {two_same:.1} ({:.2}x)",
+            two / one,
+            two_same / one_same
+        );
+    }
+}
