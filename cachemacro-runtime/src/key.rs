@@ -493,7 +493,7 @@ mod tests {
     fn the_fast_paths_render_what_display_renders() {
         fn both<T: fmt::Display + RenderDirect>(v: T, punct: &'static [u8]) -> (String, String) {
             let mut fast = KeyBuilder::new(8, escape_set(punct));
-            (&Arg(&v)).kind().render(&mut fast, &v);
+            Arg(&v).kind().render(&mut fast, &v);
             let mut slow = KeyBuilder::new(8, escape_set(punct));
             slow.arg(&v);
             (fast.finish_string(), slow.finish_string())

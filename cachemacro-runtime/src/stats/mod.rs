@@ -92,7 +92,10 @@ pub const HIT_SAMPLE: u32 = 64;
 
 /// A thread's counters, by recorder id. When the thread ends, what it counted moves to
 /// each recorder's `ended` totals.
-struct Mine(Vec<Option<(Arc<Mutex<Threads>>, Arc<ThreadCounters>)>>);
+struct Mine(Vec<Option<Slot>>);
+
+/// One recorder's counters on this thread, and where they go when the thread ends.
+type Slot = (Arc<Mutex<Threads>>, Arc<ThreadCounters>);
 
 impl Drop for Mine {
     fn drop(&mut self) {
