@@ -232,7 +232,85 @@ fn interleaved(
     )
 }
 
+/// CPU seconds (user + system) of process `pid` so far.
+fn cpu_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // Fields 14 and 15 (utime, stime), counted from the state field after the name.
+    (f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)) as f64 / 100.0
+}
+
+/// `CACHEMACRO_BENCH_CPU=1`: 64-task rounds, alternating, with wall time and the CPU time
+/// of this process and of redis-server per call.
+fn cpu_mode() {
+    let server = Server::start();
+    let url = server.url();
+    configure(Config::default().redis_url(&url)).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let raw = rt.block_on(async {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut c = conn.clone();
+        for id in 0..64 {
+            remote(id).await;
+            let bytes: Vec<u8> = c.get(format!("bench:r:{id}")).await.unwrap();
+            let _: () = c.set(format!("raw:{id}"), bytes).await.unwrap();
+        }
+        conn
+    });
+    let me = std::process::id();
+    let redis_pid = server.0.id();
+    for round in 0..6 {
+        let only = std::env::var("CACHEMACRO_BENCH_CPU").unwrap_or_default();
+        let cached = only == "ours" || (only != "raw" && round % 2 == 1);
+        let conn = raw.clone();
+        let (c0, r0, t0) = (cpu_of(me), cpu_of(redis_pid), Instant::now());
+
+        const PER: u64 = 3000;
+        rt.block_on(async move {
+            let tasks: Vec<_> = (0..64u64)
+                .map(|id| {
+                    let mut c = conn.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..PER {
+                            if cached {
+                                black_box(remote(id).await);
+                            } else {
+                                let v: Vec<u8> = c.get(format!("raw:{id}")).await.unwrap();
+                                black_box(v);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        let n = (64 * PER) as f64;
+        println!(
+            "{:<10} wall {:>6.2} µs/call   bench cpu {:>6.2} µs/call   redis cpu {:>6.2} µs/call",
+            if cached { "cachemacro" } else { "raw" },
+            t0.elapsed().as_secs_f64() * 1e6 / n,
+            (cpu_of(me) - c0) * 1e6 / n,
+            (cpu_of(redis_pid) - r0) * 1e6 / n
+        );
+    }
+}
+
 fn main() {
+    if std::env::var_os("CACHEMACRO_BENCH_CPU").is_some() {
+        cpu_mode();
+        return;
+    }
     benches(&mut Criterion::default().configure_from_args());
     Criterion::default().configure_from_args().final_summary();
 }

@@ -115,7 +115,7 @@ impl Drop for Counted {
 /// `None` if it panicked (a bug in a dependency), which callers treat as a backend failure.
 pub(crate) async fn run<F: Future>(fut: F) -> Option<F::Output> {
     CatchUnwind {
-        inner: Box::pin(fut),
+        inner: fut,
         enter: true,
     }
     .await
@@ -127,18 +127,22 @@ pub(crate) async fn guarded<F: Future>(fut: F) -> Option<F::Output> {
     CatchUnwind::new(fut).await.ok()
 }
 
-/// Polls a future, turning a panic into an `Err` carrying the payload; with `enter`, in the
-/// cache's I/O runtime's context (its timers and connections).
-pub(crate) struct CatchUnwind<F> {
-    inner: Pin<Box<F>>,
-    enter: bool,
+pin_project_lite::pin_project! {
+    /// Polls a future, turning a panic into an `Err` carrying the payload; with `enter`, in
+    /// the cache's I/O runtime's context (its timers and connections). The future is held
+    /// in place, not boxed.
+    pub(crate) struct CatchUnwind<F> {
+        #[pin]
+        inner: F,
+        enter: bool,
+    }
 }
 
 impl<F: Future> CatchUnwind<F> {
     /// Polls `fut` in the caller's own context.
     pub(crate) fn new(fut: F) -> Self {
         Self {
-            inner: Box::pin(fut),
+            inner: fut,
             enter: false,
         }
     }
@@ -148,10 +152,10 @@ impl<F: Future> Future for CatchUnwind<F> {
     type Output = std::thread::Result<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let inner = &mut this.inner;
+        let this = self.project();
+        let inner = this.inner;
         let _context = this.enter.then(|| handle().enter());
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
             Err(panic) => Poll::Ready(Err(panic)),

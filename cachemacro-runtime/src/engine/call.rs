@@ -164,6 +164,23 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             Some(l) => l,
             None => self.hit_path(&key, &tags, started).await,
         };
+        if let Lookup::Hit(v) = looked {
+            return S::join(v);
+        }
+        // The rest is large (every stage of a miss, the source's future): allocated only
+        // when a call gets this far, so an L2 hit's future stays small.
+        Box::pin(self.settle(key, tags, how, started, looked)).await
+    }
+
+    /// The stages after the hit path: a refresh, or rounds of the miss path.
+    async fn settle<Fl: Flavour<R, S>>(
+        self: &Arc<Self>,
+        key: Key,
+        tags: Vec<String>,
+        how: Fl,
+        started: Option<Instant>,
+        looked: Lookup<S::Value>,
+    ) -> R {
         let mut fallback = match looked {
             Lookup::Hit(v) => return S::join(v),
             Lookup::Refresh { leader, entry, due } => {

@@ -29,13 +29,20 @@ pub(crate) struct Stored(Key);
 impl Hash for Stored {
     #[inline]
     fn hash<H: Hasher>(&self, h: &mut H) {
-        self.0.as_bytes().hash(h);
+        // The bytes alone, no length prefix: a key is the only thing hashed.
+        h.write(self.0.as_bytes());
     }
 }
 
 /// The bytes of a key, looking for its [`Stored`] form.
-#[derive(Hash)]
 pub(crate) struct Probe<'a>(pub &'a [u8]);
+
+impl Hash for Probe<'_> {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write(self.0); // as `Stored` hashes
+    }
+}
 
 impl Equivalent<Stored> for Probe<'_> {
     #[inline]
