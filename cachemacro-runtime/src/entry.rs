@@ -17,6 +17,9 @@ pub(crate) struct Entry<V> {
     pub soft: u64,
     /// After this no tier returns the value (fail-safe aside).
     pub hard: u64,
+    /// When the value was produced as this process knows it: the start of the load that
+    /// made it, or when it was read from a shared tier.
+    pub born: u64,
     /// How long the load that produced the value took (XFetch's δ), in microseconds.
     pub delta_us: u32,
     /// Tags and the tag epoch at which the load that produced the value started.
@@ -95,6 +98,7 @@ impl<V> Entry<V> {
             value,
             soft: soft.map_or(u64::MAX, |s| now.saturating_add(clock::nanos(s))),
             hard: now.saturating_add(clock::nanos(hard)),
+            born: now,
             delta_us: u32::try_from(delta.as_micros()).unwrap_or(u32::MAX),
             tags,
         }

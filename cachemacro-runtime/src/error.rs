@@ -44,3 +44,21 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// What a cached function whose source missed its `hard_timeout` returns, converted into
+/// its error type (`E: From<SourceTimeout>`), when no stale or fail-safe value can stand in.
+/// The load itself goes on in the background when the function's arguments are owned, and
+/// lands for later calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceTimeout {
+    /// The `hard_timeout` that ran out.
+    pub after: std::time::Duration,
+}
+
+impl fmt::Display for SourceTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the source did not answer within {:?}", self.after)
+    }
+}
+
+impl std::error::Error for SourceTimeout {}

@@ -163,6 +163,26 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
+/// A timer on the cache's own I/O runtime: usable from any caller, whatever its executor
+/// (and whether or not its runtime has timers).
+pub(crate) fn sleep(d: std::time::Duration) -> tokio::time::Sleep {
+    let _context = handle().enter();
+    tokio::time::sleep(d)
+}
+
+/// `fut` if it finishes within `d`; `None` (and `fut` left as it is) otherwise.
+pub(crate) async fn within<F: Future + Unpin>(
+    fut: &mut F,
+    d: std::time::Duration,
+) -> Option<F::Output> {
+    let timer = sleep(d);
+    tokio::select! {
+        biased;
+        out = fut => Some(out),
+        () = timer => None,
+    }
+}
+
 /// A duration in whole milliseconds, saturating (deadlines in the envelope, `PX` values).
 pub(crate) fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

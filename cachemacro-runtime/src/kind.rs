@@ -110,12 +110,24 @@ impl<T: CacheValue + serde::Serialize + serde::de::DeserializeOwned> RemoteValue
 pub struct Hooks<V, E> {
     pub(crate) errors: Option<ErrorSharing<E>>,
     pub(crate) negative: Option<fn(&V) -> bool>,
+    /// The function's error for a source past `hard_timeout` (`E: From<SourceTimeout>`).
+    pub(crate) timed_out: Option<fn(crate::SourceTimeout) -> E>,
 }
 
 impl<V, E> Hooks<V, E> {
     /// The hooks of one function.
     pub fn new(errors: Option<ErrorSharing<E>>, negative: Option<fn(&V) -> bool>) -> Self {
-        Self { errors, negative }
+        Self {
+            errors,
+            negative,
+            timed_out: None,
+        }
+    }
+
+    /// How a `hard_timeout` becomes the function's error.
+    pub fn with_timed_out(mut self, make: fn(crate::SourceTimeout) -> E) -> Self {
+        self.timed_out = Some(make);
+        self
     }
 
     /// Whether `v` is a negative result (`None`, possibly nested in a `Result`).

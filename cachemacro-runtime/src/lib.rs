@@ -60,8 +60,10 @@ pub use cachemacro::cached;
 
 pub use codec::FORMAT_VERSION;
 pub use config::{configure, BackendConfig, Codec, Config, DEFAULT_REDIS_URL};
-pub use error::Error;
-pub use policy::{Backend, Policy, Site, Stampede, DEFAULT_CAPACITY};
+pub use error::{Error, SourceTimeout};
+pub use policy::{
+    Backend, Policy, Site, Stampede, DEFAULT_CAPACITY, DEFAULT_MAX_REFRESHES, DEFAULT_OUTAGE_TTL,
+};
 #[cfg(feature = "metrics")]
 pub use stats::metrics;
 pub use stats::Stats;

@@ -98,10 +98,34 @@ pub struct Policy {
     /// escape besides the fixed set, for remote backends: the runtime refuses to let two
     /// functions share keys silently.
     pub key_template: Option<(&'static str, &'static [u8])>,
+    /// Soft source timeout: past it a caller with a stale or fail-safe value to fall back
+    /// on gets that value, and the load goes on and lands.
+    pub timeout: Option<Duration>,
+    /// Hard source timeout: past it the caller gives up (an error, or the fail-safe value).
+    pub hard_timeout: Option<Duration>,
+    /// How old (from when it was loaded, or from when the backplane was lost, whichever is
+    /// later) an L1 entry of a `tiered` function may be and still be served while the
+    /// process can reach neither its backplane nor Redis. Zero: L1 is not read then.
+    pub outage_ttl: Duration,
+    /// At most this many background refreshes of the function run at once; past it, stale
+    /// values keep being served and the refresh is left to a later call.
+    pub max_refreshes: u32,
+    /// Refresh a key in the background every this long while it is read.
+    pub refresh_every: Option<Duration>,
+    /// Stop refreshing a key ahead once it has not been read for this long.
+    pub refresh_idle: Option<Duration>,
+    /// Track the top this-many keys by hits and by loads (0: off).
+    pub hot_keys: u32,
 }
 
 /// In-process entries per function when `max_capacity` is not given.
 pub const DEFAULT_CAPACITY: u64 = 10_000;
+
+/// Default of [`Policy::outage_ttl`].
+pub const DEFAULT_OUTAGE_TTL: Duration = Duration::from_secs(5);
+
+/// Default of [`Policy::max_refreshes`].
+pub const DEFAULT_MAX_REFRESHES: u32 = 16;
 
 impl Policy {
     /// The default policy for the function at `site`, with a hard TTL.
@@ -120,7 +144,46 @@ impl Policy {
             fail_safe: None,
             backend: Backend::Memory,
             key_template: None,
+            timeout: None,
+            hard_timeout: None,
+            outage_ttl: DEFAULT_OUTAGE_TTL,
+            max_refreshes: DEFAULT_MAX_REFRESHES,
+            refresh_every: None,
+            refresh_idle: None,
+            hot_keys: 0,
         }
+    }
+
+    /// Sets the soft source timeout.
+    pub const fn with_timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+    /// Sets the hard source timeout.
+    pub const fn with_hard_timeout(mut self, d: Duration) -> Self {
+        self.hard_timeout = Some(d);
+        self
+    }
+    /// Sets how old an L1 entry may be and be served during an outage (zero: never).
+    pub const fn with_outage_ttl(mut self, d: Duration) -> Self {
+        self.outage_ttl = d;
+        self
+    }
+    /// Bounds the function's concurrent background refreshes.
+    pub const fn with_max_refreshes(mut self, n: u32) -> Self {
+        self.max_refreshes = n;
+        self
+    }
+    /// Refreshes read keys ahead every `every`, until idle for `idle` (default 4 × `every`).
+    pub const fn with_refresh_ahead(mut self, every: Duration, idle: Option<Duration>) -> Self {
+        self.refresh_every = Some(every);
+        self.refresh_idle = idle;
+        self
+    }
+    /// Tracks the top `n` keys by hits and by loads.
+    pub const fn with_hot_keys(mut self, n: u32) -> Self {
+        self.hot_keys = n;
+        self
     }
 
     /// Sets the name in stats.
@@ -205,6 +268,10 @@ impl Policy {
     /// The soft TTL of a new entry whose hard TTL is `hard`: never past `hard`.
     pub(crate) fn soft_ttl_within(&self, hard: Duration) -> Option<Duration> {
         self.soft_ttl.map(|s| s.min(hard))
+    }
+
+    pub(crate) fn has_timeouts(&self) -> bool {
+        self.timeout.is_some() || self.hard_timeout.is_some()
     }
 
     pub(crate) fn coalesces(&self) -> bool {

@@ -16,6 +16,7 @@ pub use crate::kind::{
 };
 pub use crate::policy::{Backend, Policy, Site, Stampede};
 pub use crate::stats::Stats;
+pub use crate::SourceTimeout;
 
 pub use core::future::Future;
 pub use core::marker::PhantomData;
@@ -168,3 +169,20 @@ pub trait ProbePlain {
     }
 }
 impl<T> ProbePlain for &KindProbe<T> {}
+
+/// How a `hard_timeout` becomes a function's error (checked where the option is written).
+#[diagnostic::on_unimplemented(
+    message = "`hard_timeout` gives up with the function's error, so `{Self}` must implement `From<cachemacro_runtime::SourceTimeout>`",
+    label = "`{Self}` cannot carry a `SourceTimeout`",
+    note = "add `impl From<cachemacro_runtime::SourceTimeout> for {Self}`, or use `fail_safe` so a stale value stands in"
+)]
+pub trait TimeoutError {
+    /// The error for a source that missed its `hard_timeout`.
+    fn timed_out(t: crate::SourceTimeout) -> Self;
+}
+
+impl<E: From<crate::SourceTimeout>> TimeoutError for E {
+    fn timed_out(t: crate::SourceTimeout) -> Self {
+        E::from(t)
+    }
+}

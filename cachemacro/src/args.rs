@@ -104,6 +104,13 @@ pub struct Options {
     pub tags: Option<Spanned<Vec<LitStr>>>,
     pub krate: Option<Spanned<syn::Path>>,
     pub returns: Option<Spanned<Returns>>,
+    pub timeout: Option<Spanned<Nanos>>,
+    pub hard_timeout: Option<Spanned<Nanos>>,
+    pub outage_ttl: Option<Spanned<Nanos>>,
+    pub max_refreshes: Option<Spanned<u64>>,
+    pub refresh_every: Option<Spanned<Nanos>>,
+    pub refresh_idle: Option<Spanned<Nanos>>,
+    pub hot_keys: Option<Spanned<u64>>,
 }
 
 pub const OPTION_NAMES: &[&str] = &[
@@ -122,6 +129,13 @@ pub const OPTION_NAMES: &[&str] = &[
     "tags",
     "crate",
     "returns",
+    "timeout",
+    "hard_timeout",
+    "outage_ttl",
+    "max_refreshes",
+    "refresh_every",
+    "refresh_idle",
+    "hot_keys",
 ];
 
 /// Stores `value` in `slot`, or reports a duplicate on the second option's name.
@@ -148,6 +162,43 @@ impl Options {
                 "soft_ttl" => set(&mut o.soft_ttl, &name, duration(&value, errors), errors),
                 "none_ttl" => set(&mut o.none_ttl, &name, duration(&value, errors), errors),
                 "fail_safe" => set(&mut o.fail_safe, &name, duration(&value, errors), errors),
+                "timeout" => set(&mut o.timeout, &name, duration(&value, errors), errors),
+                "hard_timeout" => set(&mut o.hard_timeout, &name, duration(&value, errors), errors),
+                "outage_ttl" => set(
+                    &mut o.outage_ttl,
+                    &name,
+                    duration_or_zero(&value, errors),
+                    errors,
+                ),
+                "refresh_every" => set(
+                    &mut o.refresh_every,
+                    &name,
+                    duration(&value, errors),
+                    errors,
+                ),
+                "refresh_idle" => set(&mut o.refresh_idle, &name, duration(&value, errors), errors),
+                "max_refreshes" => set(
+                    &mut o.max_refreshes,
+                    &name,
+                    count(
+                        &value,
+                        "max_refreshes",
+                        "concurrent background refreshes, e.g. `max_refreshes = 16`",
+                        errors,
+                    ),
+                    errors,
+                ),
+                "hot_keys" => set(
+                    &mut o.hot_keys,
+                    &name,
+                    count(
+                        &value,
+                        "hot_keys",
+                        "keys to track, e.g. `hot_keys = 10`",
+                        errors,
+                    ),
+                    errors,
+                ),
                 "key" => set(&mut o.key, &name, string(&value, "key", errors), errors),
                 "name" => set(&mut o.name, &name, string(&value, "name", errors), errors),
                 "backend" => set(&mut o.backend, &name, backend(&value, errors), errors),
@@ -199,6 +250,22 @@ fn ident(value: &Expr) -> Option<&Ident> {
 
 const DURATION_HELP: &str =
     "write whole seconds (`600`) or a duration string such as \"150ms\", \"10s\", \"5m\", \"1h30m\"";
+
+/// A duration that may be zero (`0` or `"0s"`: the feature is off).
+fn duration_or_zero(value: &Expr, errors: &mut Errors) -> Option<Spanned<Nanos>> {
+    let zero = match lit(value) {
+        Some(Lit::Int(i)) => i.base10_parse::<u64>().ok() == Some(0),
+        Some(Lit::Str(s)) => parse_duration(&s.value()) == Some(0),
+        _ => false,
+    };
+    if zero {
+        return Some(Spanned {
+            value: 0,
+            span: value.span(),
+        });
+    }
+    duration(value, errors)
+}
 
 fn duration(value: &Expr, errors: &mut Errors) -> Option<Spanned<Nanos>> {
     let span = value.span();
@@ -369,11 +436,24 @@ fn float(value: &Expr, what: &str, errors: &mut Errors) -> Option<Spanned<f64>> 
 }
 
 fn int(value: &Expr, errors: &mut Errors) -> Option<Spanned<u64>> {
+    count(
+        value,
+        "max_capacity",
+        "entries, e.g. `max_capacity = 10_000`",
+        errors,
+    )
+}
+
+/// A positive integer option: `what` says what it counts, with an example.
+fn count(value: &Expr, name: &str, what: &str, errors: &mut Errors) -> Option<Spanned<u64>> {
     let span = value.span();
     match lit(value) {
         Some(Lit::Int(i)) => match i.base10_parse::<u64>() {
             Ok(0) => {
-                errors.push(syn::Error::new(span, "`max_capacity` must be at least 1"));
+                errors.push(syn::Error::new(
+                    span,
+                    format!("`{name}` must be at least 1"),
+                ));
                 None
             }
             Ok(value) => Some(Spanned { value, span }),
@@ -385,7 +465,7 @@ fn int(value: &Expr, errors: &mut Errors) -> Option<Spanned<u64>> {
         _ => {
             errors.push(syn::Error::new(
                 span,
-                "`max_capacity` takes an integer number of entries, e.g. `max_capacity = 10_000`",
+                format!("`{name}` takes an integer number of {what}"),
             ));
             None
         }

@@ -189,6 +189,37 @@ pub fn expand(m: &Model) -> TokenStream {
         let d = nanos(&p, f);
         with.push(quote!(.with_fail_safe(#d)));
     }
+    if let Some(t) = m.timeout {
+        let d = nanos(&p, t);
+        with.push(quote!(.with_timeout(#d)));
+    }
+    if let Some(t) = m.hard_timeout {
+        let d = nanos(&p, t);
+        with.push(quote!(.with_hard_timeout(#d)));
+    }
+    if let Some(t) = m.outage_ttl {
+        let d = nanos(&p, t);
+        with.push(quote!(.with_outage_ttl(#d)));
+    }
+    if let Some(n) = m.max_refreshes {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        with.push(quote!(.with_max_refreshes(#n)));
+    }
+    if let Some(every) = m.refresh_every {
+        let d = nanos(&p, every);
+        let idle = match m.refresh_idle {
+            Some(i) => {
+                let i = nanos(&p, i);
+                quote!(#p::Some(#i))
+            }
+            None => quote!(#p::None),
+        };
+        with.push(quote!(.with_refresh_ahead(#d, #idle)));
+    }
+    if let Some(n) = m.hot_keys {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        with.push(quote!(.with_hot_keys(#n)));
+    }
     match &m.backend {
         Backend::Memory => {}
         Backend::Redis => with.push(quote!(.with_backend(#p::Backend::Redis))),
@@ -320,6 +351,14 @@ pub fn expand(m: &Model) -> TokenStream {
     // probes): whether errors can be handed to the callers of a failed load, and whether
     // the cached value is an `Option` (its `None` is cached only with `cache_none`).
     // Evaluated once, when the engine is created.
+    // With `hard_timeout` and a `Result`, the error type must take a `SourceTimeout`: checked
+    // where the option was written.
+    let timed_out = match (m.hard_timeout_span, m.returns) {
+        (Some(span), Returns::Result) => quote_spanned! {span=>
+            .with_timed_out(<<#kind_r as #pr::Kind<#ret>>::Error as #p::TimeoutError>::timed_out)
+        },
+        _ => quote!(),
+    };
     let hooks = quote_spanned! {ret_span=>
         || {
             #[allow(unused_imports)]
@@ -328,6 +367,7 @@ pub fn expand(m: &Model) -> TokenStream {
                 (&#pr::ErrProbe::<<#kind_r as #pr::Kind<#ret>>::Error>::new()).sharing(),
                 (&#pr::NoneProbe::<<#kind_r as #pr::Kind<#ret>>::Value>::new()).negative(),
             )
+            #timed_out
         }
     };
     let engine = quote_spanned!(ret_span=> __CACHEMACRO.get(#hooks));

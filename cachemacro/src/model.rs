@@ -27,6 +27,15 @@ pub struct Model {
     pub soft_ttl: Option<Nanos>,
     pub none_ttl: Option<Nanos>,
     pub fail_safe: Option<Nanos>,
+    pub timeout: Option<Nanos>,
+    pub hard_timeout: Option<Nanos>,
+    /// Where `hard_timeout` was written: the error-type conversion is checked there.
+    pub hard_timeout_span: Option<Span>,
+    pub outage_ttl: Option<Nanos>,
+    pub max_refreshes: Option<u64>,
+    pub refresh_every: Option<Nanos>,
+    pub refresh_idle: Option<Nanos>,
+    pub hot_keys: Option<u64>,
     pub stampede: Stampede,
     pub beta: Option<f64>,
     pub jitter: Option<f64>,
@@ -318,6 +327,53 @@ impl Model {
             }
         }
 
+        if let (Some(t), Some(h)) = (&opts.timeout, &opts.hard_timeout) {
+            if t.value >= h.value {
+                errors.push(syn::Error::new(
+                    t.span,
+                    "`timeout` must be shorter than `hard_timeout`: past `timeout` a stale value is served while the load goes on; past `hard_timeout` the caller gives up",
+                ));
+            }
+        }
+        if let Some(h) = &opts.hard_timeout {
+            if returns != Returns::Result && opts.fail_safe.is_none() {
+                errors.push(syn::Error::new(
+                    h.span,
+                    "`hard_timeout` needs a way to give up: return `Result<T, E>` with `E: From<cachemacro_runtime::SourceTimeout>`, or add `fail_safe` so a stale value can stand in",
+                ));
+            }
+        }
+        if let Some(o) = &opts.outage_ttl {
+            if !matches!(backend, Backend::Tiered | Backend::Named(_)) {
+                warnings.push((
+                    o.span,
+                    "`outage_ttl` bounds how long a `tiered` process serves its L1 while Redis is unreachable; it has no effect on this backend",
+                ));
+            }
+        }
+        if let Some(r) = &opts.refresh_every {
+            if r.value >= ttl {
+                errors.push(syn::Error::new(
+                    r.span,
+                    "`refresh_every` must be shorter than `ttl`, or the value expires before it is refreshed",
+                ));
+            }
+            if !detached {
+                errors.push(syn::Error::new(
+                    r.span,
+                    "`refresh_every` refreshes keys in the background, which needs owned arguments (`String`, not `&str`) and no receiver; or use `soft_ttl`, which refreshes on the next call",
+                ));
+            }
+        }
+        if let Some(i) = &opts.refresh_idle {
+            if opts.refresh_every.is_none() {
+                errors.push(syn::Error::new(
+                    i.span,
+                    "`refresh_idle` has no effect without `refresh_every`",
+                ));
+            }
+        }
+
         // Checks that every placeholder names a parameter; returns the parameters it
         // suggested for typos (so they are not also reported as missing from the key).
         let check = |t: &Template, what: &str, errors: &mut Errors| -> Vec<String> {
@@ -467,6 +523,14 @@ impl Model {
             soft_ttl: opts.soft_ttl.map(|s| s.value),
             none_ttl: opts.none_ttl.map(|s| s.value),
             fail_safe: opts.fail_safe.map(|s| s.value),
+            timeout: opts.timeout.map(|s| s.value),
+            hard_timeout: opts.hard_timeout.as_ref().map(|s| s.value),
+            hard_timeout_span: opts.hard_timeout.as_ref().map(|s| s.span),
+            outage_ttl: opts.outage_ttl.map(|s| s.value),
+            max_refreshes: opts.max_refreshes.map(|s| s.value),
+            refresh_every: opts.refresh_every.map(|s| s.value),
+            refresh_idle: opts.refresh_idle.map(|s| s.value),
+            hot_keys: opts.hot_keys.map(|s| s.value),
             stampede,
             beta: opts.beta.map(|b| b.value),
             jitter: opts.jitter.map(|j| j.value),

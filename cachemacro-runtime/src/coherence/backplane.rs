@@ -3,7 +3,7 @@
 //! How messages travel (Redis pub/sub) is the tier's business; what they mean is here.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::Notify;
@@ -36,6 +36,8 @@ pub(crate) enum Signal<'a> {
 #[derive(Default)]
 pub(crate) struct Backplane {
     healthy: AtomicBool,
+    /// When (on the cache's clock) the subscription was last lost; 0: never subscribed.
+    down_since: AtomicU64,
     tiers: Mutex<Vec<Weak<dyn LocalTier>>>,
     /// Callers waiting for another process's lock on a key, woken by its release message.
     waiters: Mutex<HashMap<String, Weak<Notify>>>,
@@ -47,6 +49,25 @@ impl Backplane {
     #[inline]
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
+    }
+
+    /// When the subscription was lost, if it was ever up and is down now.
+    pub fn down_since(&self) -> Option<u64> {
+        if self.healthy() {
+            return None;
+        }
+        match self.down_since.load(Ordering::Acquire) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// The subscription went down (only the first signal of a loss counts).
+    fn went_down(&self) {
+        if self.healthy.swap(false, Ordering::AcqRel) {
+            self.down_since
+                .store(crate::clock::now().max(1), Ordering::Release);
+        }
     }
 
     /// The wake-up of callers waiting for `key`'s lock to be released.
@@ -123,14 +144,14 @@ impl Backplane {
             }
             Signal::Message(text) => self.on_message(text),
             Signal::Down(None) => {
-                self.healthy.store(false, Ordering::Release);
+                self.went_down();
                 tracing::warn!(
                     backend,
                     "cachemacro: backplane subscription lost; L1 bypassed until it is back"
                 );
             }
             Signal::Down(Some(error)) => {
-                self.healthy.store(false, Ordering::Release);
+                self.went_down();
                 tracing::warn!(
                     backend,
                     error,

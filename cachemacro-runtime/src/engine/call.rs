@@ -25,6 +25,7 @@ use crate::flight::Leader;
 use crate::io::Detach;
 use crate::key::{Key, Rendered};
 use crate::kind::Kind;
+use crate::stats::Counter;
 
 /// The future of one call: ready at once on an L1 hit, else the slow path.
 #[must_use = "a cached call does nothing unless awaited"]
@@ -103,7 +104,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             return Call::Ready(std::future::ready(S::join(v)));
         }
         let key = Key::from(key.as_str());
-        let looked = self.local().map(|l1| self.lookup(l1, &key, started));
+        let looked = self.local_read().map(|l1| self.lookup(l1, &key, started));
         Call::Slow(Box::pin(async move {
             let (tags, source) = make();
             self.call(key, tags, Inline(source), started, looked).await
@@ -129,7 +130,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             return Call::Ready(std::future::ready(S::join(v)));
         }
         let key = Key::from(key.as_str());
-        let looked = self.local().map(|l1| self.lookup(l1, &key, started));
+        let looked = self.local_read().map(|l1| self.lookup(l1, &key, started));
         let looked = match looked {
             Some(Lookup::Hit(v)) => return Call::Ready(std::future::ready(S::join(v))),
             Some(Lookup::Refresh { leader, entry, due }) => {
@@ -169,7 +170,65 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         }
         // The rest is large (every stage of a miss, the source's future): allocated only
         // when a call gets this far, so an L2 hit's future stays small.
-        Box::pin(self.settle(key, tags, how, started, looked)).await
+        if !self.policy.has_timeouts() {
+            return Box::pin(self.settle(key, tags, how, started, looked)).await;
+        }
+        let fallback = match &looked {
+            Lookup::Refresh { entry, .. } => Some(entry.value.clone()),
+            Lookup::Miss {
+                fallback: Some(entry),
+            } => Some(entry.value.clone()),
+            _ => None,
+        };
+        let settle = Box::pin(self.settle(key, tags, how, started, looked));
+        self.bounded(settle, fallback).await
+    }
+
+    /// `work` (a caller waiting for a load, its own or another's), within the function's
+    /// source timeouts: past `timeout`, `fallback` (a stale or fail-safe value) if there is
+    /// one; past `hard_timeout`, `fallback` or the function's timeout error. Giving up drops
+    /// `work`: a detached load goes on as a task and lands; an inline one (borrowed
+    /// arguments) is cancelled, and its waiters go round again.
+    pub(super) async fn bounded<F>(&self, work: F, fallback: Option<S::Value>) -> R
+    where
+        F: Future<Output = R> + Unpin,
+    {
+        let mut work = work;
+        let started = Instant::now();
+        if let (Some(soft), Some(value)) = (self.policy.timeout, &fallback) {
+            if let Some(r) = crate::io::within(&mut work, soft).await {
+                return r;
+            }
+            self.timed_out("timeout", soft);
+            self.stats.incr(Counter::StaleHits);
+            return S::join(value.clone());
+        }
+        if let Some(hard) = self.policy.hard_timeout {
+            let left = hard.saturating_sub(started.elapsed());
+            if let Some(r) = crate::io::within(&mut work, left).await {
+                return r;
+            }
+            if let Some(value) = fallback {
+                self.timed_out("hard_timeout", hard);
+                self.stats.incr(Counter::StaleHits);
+                return S::join(value);
+            }
+            if let Some(make) = self.hooks.timed_out {
+                self.timed_out("hard_timeout", hard);
+                return S::fail(make(crate::SourceTimeout { after: hard }));
+            }
+        }
+        work.await
+    }
+
+    fn timed_out(&self, which: &str, after: std::time::Duration) {
+        self.stats.incr(Counter::SourceTimeouts);
+        tracing::debug!(
+            function = %self.stats.name(),
+            which,
+            ?after,
+            "cachemacro: stopped waiting for the source"
+        );
     }
 
     /// The stages after the hit path: a refresh, or rounds of the miss path.
@@ -304,9 +363,14 @@ where
 
     async fn load(self, engine: &Arc<Engine<R, S>>, l: Load<S::Value>) -> R {
         let guard = Guard::Load(l.snap);
-        engine
-            .load(l.leader, l.key, l.tags, self.0, l.ticket, guard)
-            .await
+        if !engine.policy.has_timeouts() {
+            return engine
+                .load(l.leader, l.key, l.tags, self.0, l.ticket, guard)
+                .await;
+        }
+        let fallback = l.ticket.fallback.as_ref().map(|e| e.value.clone());
+        let load = engine.load(l.leader, l.key, l.tags, self.0, l.ticket, guard);
+        engine.bounded(Box::pin(load), fallback).await
     }
 }
 
@@ -331,11 +395,20 @@ where
     async fn load(self, engine: &Arc<Engine<R, S>>, l: Load<S::Value>) -> R {
         let this = engine.clone();
         let source = self.0;
-        Detach::new(async move {
+        let fallback = engine
+            .policy
+            .has_timeouts()
+            .then(|| l.ticket.fallback.as_ref().map(|e| e.value.clone()))
+            .flatten();
+        let load = Detach::new(async move {
             let guard = Guard::Load(l.snap);
             this.load(l.leader, l.key, l.tags, source, l.ticket, guard)
                 .await
-        })
-        .await
+        });
+        if !engine.policy.has_timeouts() {
+            return load.await;
+        }
+        // Giving up drops `load`, which then goes on as a task and lands.
+        engine.bounded(load, fallback).await
     }
 }

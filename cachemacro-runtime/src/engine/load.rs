@@ -294,14 +294,16 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                 }
             },
         };
-        let entry = Entry::new(
+        let now = clock::now();
+        let mut entry = Entry::new(
             value.clone(),
-            clock::now(),
+            now,
             soft,
             hard,
             delta,
             TagStamp::new(tags.to_vec(), stamp),
         );
+        entry.born = now.saturating_sub(clock::nanos(delta)); // when the load started
         if !self.put_local(key, entry, generation) {
             return Stored::NotInL1;
         }

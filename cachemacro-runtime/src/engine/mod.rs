@@ -28,6 +28,7 @@ use std::time::Duration;
 pub use call::Call;
 pub use cell::EngineCell;
 
+use crate::clock;
 use crate::codec::ValueCodec;
 use crate::coherence::{tags as tag_clock, Generations, LocalTier};
 use crate::entry::Entry;
@@ -117,14 +118,49 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         self.stats.snapshot()
     }
 
-    /// The in-process tier, if it may be read now (tiered: only while subscribed).
+    /// The in-process tier, if it may be used now: always for `memory`; for `tiered` while
+    /// subscribed to the backplane, and during an outage (see [`Engine::local_read`]).
     #[inline]
     fn local(&self) -> Option<&MemoryStore<S::Value>> {
+        self.local_read().map(|(l1, _)| l1)
+    }
+
+    /// The in-process tier, if it may be read now, and how old what it returns may be:
+    /// entries born before the second value are not served (0: any). A `tiered` process
+    /// that lost its subscription could miss invalidations, so it does not read L1 while
+    /// Redis answers (Redis has the truth). When Redis does not answer either (its breaker
+    /// is open), nobody can invalidate through it, and sending every call to the source
+    /// would turn the outage into a stampede on it: L1 entries are served if they are at
+    /// most `outage_ttl` old, counted from when they were loaded or from when the
+    /// subscription was lost, whichever is later (so a missed invalidation is served for at
+    /// most `outage_ttl`). When the subscription is back, L1 is flushed.
+    #[inline]
+    fn local_read(&self) -> Option<(&MemoryStore<S::Value>, u64)> {
         let l1 = self.l1.as_ref()?;
         match &self.remote {
-            Some(r) if !r.tier.backplane().healthy() => None,
-            _ => Some(l1),
+            Some(r) if !r.tier.backplane().healthy() => self.outage_floor(r).map(|f| (l1, f)),
+            _ => Some((l1, 0)),
         }
+    }
+
+    /// The oldest birth an L1 entry may have to be served during an outage; `None` when
+    /// L1 may not be read at all.
+    #[cold]
+    fn outage_floor(&self, r: &Remote<S::Value>) -> Option<u64> {
+        if self.policy.outage_ttl.is_zero() {
+            return None;
+        }
+        let down = r.tier.backplane().down_since()?;
+        if r.tier.reachable() {
+            return None;
+        }
+        let now = clock::now();
+        let ttl = clock::nanos(self.policy.outage_ttl);
+        Some(if now.saturating_sub(down) <= ttl {
+            0
+        } else {
+            now - ttl
+        })
     }
 
     /// Whether `v` is a negative result (`None`, however the return type nests it), cached

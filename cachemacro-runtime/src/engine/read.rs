@@ -62,7 +62,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         tags: &[String],
         started: Option<Instant>,
     ) -> Lookup<S::Value> {
-        if let Some(l1) = self.local() {
+        if let Some(l1) = self.local_read() {
             return self.lookup(l1, key, started);
         }
         let Some(remote) = &self.remote else {
@@ -82,9 +82,11 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// (not stale, not XFetch-due). `None`: anything else, for [`Engine::lookup`].
     #[inline]
     pub(super) fn fresh_hit(&self, key: &[u8], started: Option<Instant>) -> Option<S::Value> {
-        let entry = self.local()?.get_bytes(key)?;
+        let (l1, min_born) = self.local_read()?;
+        let entry = l1.get_bytes(key)?;
         let now = clock::now();
-        if entry.freshness(now) != Freshness::Fresh
+        if entry.born < min_born
+            || entry.freshness(now) != Freshness::Fresh
             || (self.policy.stampede == Stampede::Xfetch && entry.xfetch_due(now, self.policy.beta))
         {
             return None;
@@ -97,13 +99,17 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     #[inline]
     pub(super) fn lookup(
         &self,
-        l1: &MemoryStore<S::Value>,
+        (l1, min_born): (&MemoryStore<S::Value>, u64),
         key: &str,
         started: Option<Instant>,
     ) -> Lookup<S::Value> {
         let Some(entry) = l1.get(key) else {
             return Lookup::Miss { fallback: None };
         };
+        if entry.born < min_born {
+            // Too old to trust during an outage: load (its result replaces it).
+            return Lookup::Miss { fallback: None };
+        }
         let now = clock::now();
         match entry.freshness(now) {
             Freshness::Fresh => {
@@ -243,8 +249,9 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// The double check of a new leader: a flight that landed between this caller's miss
     /// and its taking the lead has filled L1.
     fn recheck(&self, key: &str) -> Option<S::Value> {
-        let entry = self.local()?.get(key)?;
-        (entry.freshness(clock::now()) == Freshness::Fresh).then(|| {
+        let (l1, min_born) = self.local_read()?;
+        let entry = l1.get(key)?;
+        (entry.born >= min_born && entry.freshness(clock::now()) == Freshness::Fresh).then(|| {
             self.stats.incr(Counter::Hits);
             entry.value
         })

@@ -42,9 +42,14 @@ pub enum Counter {
     BackendErrors,
     StampedeEscapes,
     Oversized,
+    SourceTimeouts,
+    L2Hits,
+    BackplaneDrops,
+    RefreshesDeferred,
+    OutageHits,
 }
 
-const COUNTERS: usize = 14;
+const COUNTERS: usize = 19;
 
 /// One thread's counters of one function, alone on their cache lines.
 #[repr(align(128))]
@@ -280,6 +285,11 @@ impl Recorder {
             backend_errors: c[Counter::BackendErrors as usize],
             stampede_escapes: c[Counter::StampedeEscapes as usize],
             oversized: c[Counter::Oversized as usize],
+            source_timeouts: c[Counter::SourceTimeouts as usize],
+            l2_hits: c[Counter::L2Hits as usize],
+            backplane_drops: c[Counter::BackplaneDrops as usize],
+            refreshes_deferred: c[Counter::RefreshesDeferred as usize],
+            outage_hits: c[Counter::OutageHits as usize],
             hit_hist: LatencyHistogram(hit.into()),
             load_hist: LatencyHistogram(load.into()),
         }
@@ -338,6 +348,21 @@ pub struct Stats {
     /// Values too large for the remote tier (`Config::max_value_bytes`): not stored, and
     /// the key's previous value removed so it is not served instead.
     pub oversized: u64,
+    /// Callers that stopped waiting for the source at `timeout` (served the stale or
+    /// fail-safe value) or `hard_timeout` (gave up); the load itself may have gone on.
+    pub source_timeouts: u64,
+    /// Of `hits + stale_hits`, those answered from the shared tier (Redis) rather than the
+    /// in-process one.
+    pub l2_hits: u64,
+    /// In-process copies dropped because another process invalidated or replaced the key
+    /// (backplane messages); `invalidations` counts this process's own.
+    pub backplane_drops: u64,
+    /// Refreshes of stale values not started because `max_refreshes` were already running;
+    /// the stale value was served and a later call refreshes.
+    pub refreshes_deferred: u64,
+    /// In-process hits served while the backplane and Redis were both unreachable (within
+    /// `outage_ttl`).
+    pub outage_hits: u64,
     /// Latency of calls answered from the cache.
     pub hit_hist: LatencyHistogram,
     /// Latency of source calls.
