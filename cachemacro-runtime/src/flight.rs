@@ -59,6 +59,8 @@ impl<V: Clone> Flight<V> {
 /// The in-flight loads of one engine, by key.
 pub(crate) struct Flights<V> {
     map: Mutex<HashMap<Key, Arc<Flight<V>>>>,
+    /// Refreshes of due values running now (see [`Flights::try_lead_refresh`]).
+    refreshing: std::sync::atomic::AtomicU32,
 }
 
 /// What a caller does about a key: lead its load, or wait on the one in flight.
@@ -71,6 +73,7 @@ impl<V: Clone> Flights<V> {
     pub fn new() -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
+            refreshing: Default::default(),
         }
     }
 
@@ -87,13 +90,25 @@ impl<V: Clone> Flights<V> {
         Role::Leader(self.start(&mut map, key))
     }
 
-    /// Leads a new flight for `key` only if none is in flight (one refresh per key).
-    pub fn try_lead(self: &Arc<Self>, key: &str) -> Option<Leader<V>> {
+    /// Leads the refresh of a due value of `key`: `Err(true)` when one is in flight
+    /// already, `Err(false)` when `max` refreshes run already (the caller serves the due
+    /// value without refreshing; a later call will).
+    pub fn try_lead_refresh(self: &Arc<Self>, key: &str, max: u32) -> Result<Leader<V>, bool> {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut map = self.lock();
         if map.contains_key(key) {
-            return None;
+            return Err(true);
         }
-        Some(self.start(&mut map, key))
+        if self
+            .refreshing
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .is_err()
+        {
+            return Err(false);
+        }
+        let mut leader = self.start(&mut map, key);
+        leader.refresh = true;
+        Ok(leader)
     }
 
     fn start(self: &Arc<Self>, map: &mut HashMap<Key, Arc<Flight<V>>>, key: &str) -> Leader<V> {
@@ -108,6 +123,7 @@ impl<V: Clone> Flights<V> {
             key: Key::from(key),
             flight,
             landed: false,
+            refresh: false,
         }
     }
 
@@ -142,6 +158,8 @@ pub(crate) struct Leader<V: Clone> {
     key: Key,
     flight: Arc<Flight<V>>,
     landed: bool,
+    /// Counted in [`Flights::refreshing`] until it lands.
+    refresh: bool,
 }
 
 impl<V: Clone> Leader<V> {
@@ -161,6 +179,11 @@ impl<V: Clone> Leader<V> {
 
     fn finish(&mut self, decide: impl FnOnce(bool) -> Landed<V>) {
         self.landed = true;
+        if std::mem::take(&mut self.refresh) {
+            self.flights
+                .refreshing
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         {
             let mut map = self.flights.lock();
             if map

@@ -258,16 +258,22 @@ impl Policy {
         } else {
             self.ttl
         };
-        if self.jitter <= 0.0 {
-            return base;
-        }
-        let spread = (fastrand::f64() * 2.0 - 1.0) * self.jitter.min(1.0);
-        base.mul_f64((1.0 + spread).max(0.0))
+        self.jittered(base)
     }
 
-    /// The soft TTL of a new entry whose hard TTL is `hard`: never past `hard`.
+    /// The soft TTL of a new entry whose hard TTL is `hard`, jitter applied (keys loaded
+    /// together go stale at different times, so their refreshes spread): never past `hard`.
     pub(crate) fn soft_ttl_within(&self, hard: Duration) -> Option<Duration> {
-        self.soft_ttl.map(|s| s.min(hard))
+        self.soft_ttl.map(|s| self.jittered(s).min(hard))
+    }
+
+    /// `d` spread by ± `jitter`.
+    fn jittered(&self, d: Duration) -> Duration {
+        if self.jitter <= 0.0 {
+            return d;
+        }
+        let spread = (fastrand::f64() * 2.0 - 1.0) * self.jitter.min(1.0);
+        d.mul_f64((1.0 + spread).max(0.0))
     }
 
     pub(crate) fn has_timeouts(&self) -> bool {

@@ -285,7 +285,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                     // Those who waited for this read get the value as it is; one refresh
                     // follows, and nobody waits for it.
                     self.land(leader, &tags, snap, &value, true);
-                    let Some(leader) = self.flights.try_lead(&key) else {
+                    let Some(leader) = self.lead_refresh(&key) else {
                         return S::join(value);
                     };
                     let from = RefreshFrom::Known(ticket);

@@ -192,6 +192,7 @@ impl<V: CacheValue> Remote<V> {
         match self.judge(engine, key, &bytes, &got.tag_versions, false) {
             Verdict::Usable(_, value, _, None) => {
                 engine.stats.hit(false, started);
+                engine.stats.incr(Counter::L2Hits);
                 Peeked::Fresh(value)
             }
             Verdict::Usable(meta, value, now_ms, Some(due)) => {
@@ -245,6 +246,7 @@ impl<V: CacheValue> Remote<V> {
             Verdict::Usable(meta, value, now_ms, due) => {
                 if for_caller {
                     engine.stats.hit(due == Some(Due::Stale), started);
+                    engine.stats.incr(Counter::L2Hits);
                 }
                 if due.is_none() && engine.local().is_none() {
                     // Nothing keeps the value but the caller: no entry, no clone.

@@ -125,21 +125,23 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         self.local_read().map(|(l1, _)| l1)
     }
 
-    /// The in-process tier, if it may be read now, and how old what it returns may be:
-    /// entries born before the second value are not served (0: any). A `tiered` process
-    /// that lost its subscription could miss invalidations, so it does not read L1 while
-    /// Redis answers (Redis has the truth). When Redis does not answer either (its breaker
-    /// is open), nobody can invalidate through it, and sending every call to the source
-    /// would turn the outage into a stampede on it: L1 entries are served if they are at
-    /// most `outage_ttl` old, counted from when they were loaded or from when the
-    /// subscription was lost, whichever is later (so a missed invalidation is served for at
-    /// most `outage_ttl`). When the subscription is back, L1 is flushed.
+    /// The in-process tier, if it may be read now, and `Some(oldest birth)` if it is read
+    /// during an outage: entries born before it are not served. A `tiered` process that
+    /// lost its subscription could miss invalidations, so it does not read L1 while Redis
+    /// answers (Redis has the truth). When Redis does not answer either (its breaker is
+    /// open), nobody can invalidate through it, and sending every call to the source would
+    /// turn the outage into a stampede on it: L1 entries are served if they are at most
+    /// `outage_ttl` old, counted from when they were loaded or from when the subscription
+    /// was lost, whichever is later (so a missed invalidation is served for at most
+    /// `outage_ttl`). When the subscription is back, L1 is flushed.
     #[inline]
-    fn local_read(&self) -> Option<(&MemoryStore<S::Value>, u64)> {
+    fn local_read(&self) -> Option<(&MemoryStore<S::Value>, Option<u64>)> {
         let l1 = self.l1.as_ref()?;
         match &self.remote {
-            Some(r) if !r.tier.backplane().healthy() => self.outage_floor(r).map(|f| (l1, f)),
-            _ => Some((l1, 0)),
+            Some(r) if !r.tier.backplane().healthy() => {
+                self.outage_floor(r).map(|f| (l1, Some(f)))
+            }
+            _ => Some((l1, None)),
         }
     }
 
@@ -161,6 +163,20 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         } else {
             now - ttl
         })
+    }
+
+    /// Whether an L1 entry born at `born` may be served, given [`Engine::local_read`]'s
+    /// floor; counts it as an outage hit when it is served only because of `outage_ttl`.
+    #[inline]
+    fn admits(&self, born: u64, floor: Option<u64>) -> bool {
+        match floor {
+            None => true,
+            Some(min) if born >= min => {
+                self.stats.incr(Counter::OutageHits);
+                true
+            }
+            Some(_) => false,
+        }
     }
 
     /// Whether `v` is a negative result (`None`, however the return type nests it), cached
@@ -324,7 +340,9 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         let expected = self.gens.bump(&key);
         self.flights.forget(&key);
         // Cancelled before its L1 step, this process would keep the replaced value.
-        let unfinished = Defer::new(|| self.drop_local(&key));
+        let unfinished = Defer::new(|| {
+            self.drop_local(&key);
+        });
         let stamp = tag_clock().epoch();
         let ticket = match &self.remote {
             Some(remote) => remote
@@ -386,12 +404,11 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
 
     /// Drops `key` from this process: its generation moves on (loads in flight will not
     /// write it), L1 forgets it, and the next caller starts a new flight.
-    fn drop_local(&self, key: &str) {
+    fn drop_local(&self, key: &str) -> bool {
         self.gens.bump(key);
-        if let Some(l1) = &self.l1 {
-            l1.remove(key);
-        }
+        let dropped = self.l1.as_ref().is_some_and(|l1| l1.remove(key));
         self.flights.forget(key);
+        dropped
     }
 
     /// Drops every entry of this function from the in-process tier.
@@ -406,7 +423,9 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
 
 impl<R: 'static, S: Kind<R>> LocalTier for Engine<R, S> {
     fn drop_key(&self, key: &str) {
-        self.drop_local(key);
+        if self.drop_local(key) {
+            self.stats.incr(Counter::BackplaneDrops);
+        }
     }
 
     fn flush(&self) {

@@ -70,7 +70,10 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         };
         match remote.peek(self, key, tags, started).await {
             Peeked::Fresh(v) => Lookup::Hit(v),
-            Peeked::Due(entry, due) => self.due(key, entry, due, started),
+            Peeked::Due(entry, due) => {
+                self.stats.incr(Counter::L2Hits);
+                self.due(key, entry, due, started)
+            }
             Peeked::Expired(entry) => Lookup::Miss {
                 fallback: Some(entry),
             },
@@ -82,13 +85,15 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// (not stale, not XFetch-due). `None`: anything else, for [`Engine::lookup`].
     #[inline]
     pub(super) fn fresh_hit(&self, key: &[u8], started: Option<Instant>) -> Option<S::Value> {
-        let (l1, min_born) = self.local_read()?;
+        let (l1, floor) = self.local_read()?;
         let entry = l1.get_bytes(key)?;
         let now = clock::now();
-        if entry.born < min_born
-            || entry.freshness(now) != Freshness::Fresh
+        if entry.freshness(now) != Freshness::Fresh
             || (self.policy.stampede == Stampede::Xfetch && entry.xfetch_due(now, self.policy.beta))
         {
+            return None;
+        }
+        if floor.is_some() && !self.admits(entry.born, floor) {
             return None;
         }
         self.stats.hit(false, started);
@@ -99,14 +104,14 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     #[inline]
     pub(super) fn lookup(
         &self,
-        (l1, min_born): (&MemoryStore<S::Value>, u64),
+        (l1, floor): (&MemoryStore<S::Value>, Option<u64>),
         key: &str,
         started: Option<Instant>,
     ) -> Lookup<S::Value> {
         let Some(entry) = l1.get(key) else {
             return Lookup::Miss { fallback: None };
         };
-        if entry.born < min_born {
+        if !self.admits(entry.born, floor) {
             // Too old to trust during an outage: load (its result replaces it).
             return Lookup::Miss { fallback: None };
         }
@@ -116,7 +121,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                 if self.policy.stampede == Stampede::Xfetch
                     && entry.xfetch_due(now, self.policy.beta)
                 {
-                    if let Some(leader) = self.flights.try_lead(key) {
+                    if let Some(leader) = self.lead_refresh(key) {
                         return Lookup::Refresh {
                             leader,
                             entry,
@@ -152,11 +157,25 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         due: Due,
         started: Option<Instant>,
     ) -> Lookup<S::Value> {
-        if let Some(leader) = self.flights.try_lead(key) {
+        if let Some(leader) = self.lead_refresh(key) {
             return Lookup::Refresh { leader, entry, due };
         }
         self.stats.hit(due == Due::Stale, started);
         Lookup::Hit(entry.value)
+    }
+
+    /// Leads the one refresh of `key`'s due value, unless one is in flight or the
+    /// function runs `max_refreshes` already (then the due value is served and a later call
+    /// refreshes: keys loaded together do not all refresh at once).
+    pub(super) fn lead_refresh(&self, key: &str) -> Option<Leader<S::Value>> {
+        match self.flights.try_lead_refresh(key, self.policy.max_refreshes) {
+            Ok(leader) => Some(leader),
+            Err(true) => None,
+            Err(false) => {
+                self.stats.incr(Counter::RefreshesDeferred);
+                None
+            }
+        }
     }
 
     /// One round of the miss path, shared by both flavours: join the key's flight or lead
@@ -249,9 +268,9 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// The double check of a new leader: a flight that landed between this caller's miss
     /// and its taking the lead has filled L1.
     fn recheck(&self, key: &str) -> Option<S::Value> {
-        let (l1, min_born) = self.local_read()?;
+        let (l1, floor) = self.local_read()?;
         let entry = l1.get(key)?;
-        (entry.born >= min_born && entry.freshness(clock::now()) == Freshness::Fresh).then(|| {
+        (entry.freshness(clock::now()) == Freshness::Fresh && self.admits(entry.born, floor)).then(|| {
             self.stats.incr(Counter::Hits);
             entry.value
         })

@@ -106,8 +106,9 @@ impl<V: Clone + Send + Sync + 'static> MemoryStore<V> {
         }
     }
 
-    pub fn remove(&self, key: &str) {
-        self.cache.remove(&Probe(key.as_bytes()));
+    /// Removes `key`; whether it was there.
+    pub fn remove(&self, key: &str) -> bool {
+        self.cache.remove(&Probe(key.as_bytes())).is_some()
     }
 
     /// Removes `key` only while it still holds `entry` (not a newer one; entries are told

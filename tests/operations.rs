@@ -1,0 +1,98 @@
+//! Operations on the in-process engine: refresh waves (jittered soft expiry, a bound on
+//! concurrent background refreshes). Each test has its own cached function.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::time::Duration;
+
+use cachemacro_runtime::cached;
+use common::{until, Gate};
+use tokio::time::advance;
+
+// ---- refresh waves ----------------------------------------------------------------------------
+
+static WAVE: Gate = Gate::new();
+static WAVE_SLOW: AtomicU32 = AtomicU32::new(0);
+
+#[cached(ttl = 600, soft_ttl = 60, max_refreshes = 2, key = "wave:<id>")]
+async fn wave(id: u64) -> u64 {
+    if WAVE_SLOW.load(SeqCst) == 1 {
+        WAVE.pass().await;
+    }
+    id
+}
+
+static WAVE_CONTROL: Gate = Gate::new();
+static WAVE_CONTROL_SLOW: AtomicU32 = AtomicU32::new(0);
+
+#[cached(ttl = 600, soft_ttl = 60, key = "wave-control:<id>")]
+async fn wave_control(id: u64) -> u64 {
+    if WAVE_CONTROL_SLOW.load(SeqCst) == 1 {
+        WAVE_CONTROL.pass().await;
+    }
+    id
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_most_max_refreshes_run_at_once_and_stale_values_keep_being_served() {
+    for id in 0..10 {
+        wave(id).await;
+        wave_control(id).await;
+    }
+    advance(Duration::from_secs(61)).await; // every key stale at once
+    WAVE_SLOW.store(1, SeqCst);
+    WAVE_CONTROL_SLOW.store(1, SeqCst);
+    for id in 0..10 {
+        assert_eq!(wave(id).await, id, "stale, at once");
+        assert_eq!(wave_control(id).await, id);
+    }
+    until("the refreshes reached the source", || {
+        WAVE.entered() == 2 && WAVE_CONTROL.entered() == 10
+    })
+    .await;
+    let s = wave_stats();
+    assert_eq!(s.background_refreshes, 2, "two refreshes started");
+    assert_eq!(s.refreshes_deferred, 8, "eight waited for a later call");
+    assert_eq!(s.stale_hits, 10, "all ten served");
+    assert_eq!(
+        wave_control_stats().background_refreshes,
+        10,
+        "control: the default bound (16) lets all ten start"
+    );
+    // The bound frees up as refreshes land: the next calls refresh the rest.
+    WAVE.open(2);
+    until("two landed", || wave_stats().loads == 12).await;
+    for id in 0..10 {
+        wave(id).await;
+    }
+    until("two more started", || WAVE.entered() == 4).await;
+    WAVE.open(100);
+    WAVE_CONTROL.open(100);
+}
+
+static SPREAD: AtomicU32 = AtomicU32::new(0);
+
+#[cached(ttl = 600, soft_ttl = 100, jitter = 0.2, key = "spread:<id>")]
+async fn spread(id: u64) -> u64 {
+    SPREAD.fetch_add(1, SeqCst);
+    id
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_spreads_soft_expiry_so_keys_loaded_together_do_not_refresh_together() {
+    for id in 0..200 {
+        spread(id).await;
+    }
+    // Soft TTLs are spread over 80..120 s: at 95 s some keys are stale, most are not.
+    advance(Duration::from_secs(95)).await;
+    let before = spread_stats().stale_hits;
+    for id in 0..200 {
+        spread(id).await;
+    }
+    let stale = spread_stats().stale_hits - before;
+    assert!(
+        (10..150).contains(&stale),
+        "{stale} of 200 stale at 95 s (expected about 75)"
+    );
+}
