@@ -187,6 +187,83 @@ async fn a_tiered_process_cut_off_from_redis_does_not_serve_its_l1() {
     .await;
 }
 
+// ---- an outage is not a stampede: L1 within outage_ttl ------------------------------------
+
+static GUARDED: AtomicU32 = AtomicU32::new(0);
+static UNGUARDED: AtomicU32 = AtomicU32::new(0);
+
+#[cached(ttl = 60, key = "og:<id>", backend = tiered, outage_ttl = "2s")]
+async fn guarded(id: u64) -> u64 {
+    GUARDED.fetch_add(1, SeqCst);
+    id
+}
+
+#[cached(ttl = 60, key = "ou:<id>", backend = tiered, outage_ttl = 0)]
+async fn unguarded(id: u64) -> u64 {
+    UNGUARDED.fetch_add(1, SeqCst);
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_an_outage_a_tiered_process_serves_l1_within_outage_ttl_and_loads_once_per_period(
+) {
+    let mut s = server();
+    until_real("Redis reachable", reachable).await;
+    guarded(1).await;
+    unguarded(1).await;
+    until_real("subscribed", || {
+        health().iter().any(|h| h.subscribed == Some(true))
+    })
+    .await;
+    guarded(1).await;
+    unguarded(1).await;
+    let (g0, u0) = (GUARDED.load(SeqCst), UNGUARDED.load(SeqCst));
+    assert_eq!((g0, u0), (1, 1), "L1 hits while subscribed");
+
+    s.kill();
+    // The backplane notices; calls that go to Redis fail until its breaker opens.
+    until_real("Redis unreachable and the backplane down", || {
+        futures_block(unguarded(2));
+        !reachable() && health().iter().any(|h| h.subscribed == Some(false))
+    })
+    .await;
+    let u1 = UNGUARDED.load(SeqCst);
+    for _ in 0..20 {
+        assert_eq!(guarded(1).await, 1);
+        assert_eq!(unguarded(1).await, 1);
+    }
+    assert!(
+        GUARDED.load(SeqCst) <= g0 + 1,
+        "within outage_ttl, at most one reload: {} loads",
+        GUARDED.load(SeqCst) - g0
+    );
+    assert!(guarded_stats().outage_hits >= 19);
+    assert_eq!(
+        UNGUARDED.load(SeqCst),
+        u1 + 20,
+        "control (outage_ttl = 0): every call reaches the source"
+    );
+
+    // Past outage_ttl, one reload, then L1 again.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let g1 = GUARDED.load(SeqCst);
+    for _ in 0..20 {
+        assert_eq!(guarded(1).await, 1);
+    }
+    assert_eq!(GUARDED.load(SeqCst), g1 + 1, "one reload per outage_ttl");
+
+    s.restart();
+    until_real("subscribed again", || {
+        health().iter().any(|h| h.subscribed == Some(true))
+    })
+    .await;
+    until_real("the breaker closed", || {
+        futures_block(guarded(3));
+        reachable()
+    })
+    .await;
+}
+
 // ---- write paths during an outage ------------------------------------------------------------
 
 static ACCOUNT_SOURCE: AtomicU32 = AtomicU32::new(1);

@@ -14,6 +14,12 @@ impl Server {
             .local_addr()
             .unwrap()
             .port();
+        Self::start_on(port)
+    }
+
+    /// A server on `port` (a restart on the same port).
+    #[allow(dead_code)]
+    pub fn start_on(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--port",
