@@ -71,6 +71,20 @@ async fn with_redis_killed_calls_succeed_from_the_source_and_the_breaker_opens()
         "failures are counted"
     );
     assert!(!reachable(), "the breaker opened");
+    // While it is open, calls skip Redis without an error per call.
+    let (errors, skipped) = (
+        remote_stats().backend_errors,
+        remote_stats().backend_skipped,
+    );
+    for i in 0..20 {
+        assert_eq!(remote(3000 + i).await, 3000 + i);
+    }
+    assert_eq!(
+        remote_stats().backend_errors,
+        errors,
+        "no error counted per call"
+    );
+    assert!(remote_stats().backend_skipped >= skipped + 20);
     s.restart();
     until_real("the breaker closed after a probe", || {
         futures_block(remote(1));
@@ -205,8 +219,8 @@ async fn unguarded(id: u64) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn through_an_outage_a_tiered_process_serves_l1_within_outage_ttl_and_loads_once_per_period(
-) {
+async fn through_an_outage_a_tiered_process_serves_l1_within_outage_ttl_and_loads_once_per_period()
+{
     let mut s = server();
     until_real("Redis reachable", reachable).await;
     guarded(1).await;
@@ -257,11 +271,74 @@ async fn through_an_outage_a_tiered_process_serves_l1_within_outage_ttl_and_load
         health().iter().any(|h| h.subscribed == Some(true))
     })
     .await;
-    until_real("the breaker closed", || {
-        futures_block(guarded(3));
-        reachable()
+    // The subscription answering is evidence enough: the breaker probes at once rather
+    // than at the end of its cool-down.
+    let back = std::time::Instant::now();
+    until_real("the breaker closed", reachable).await;
+    assert!(
+        back.elapsed() < Duration::from_millis(1500),
+        "reachable {:?} after the subscription was back",
+        back.elapsed()
+    );
+}
+
+// ---- missed invalidations are replayed --------------------------------------------------------
+
+static OUTBOX_SOURCE: AtomicU32 = AtomicU32::new(1);
+
+#[cached(ttl = 600, key = "ox:<id>", backend = redis)]
+async fn outboxed(id: u64) -> u32 {
+    let _ = id;
+    OUTBOX_SOURCE.load(SeqCst)
+}
+
+fn pending() -> usize {
+    health().iter().map(|h| h.outbox_pending).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_that_missed_redis_is_replayed_when_it_answers_again() {
+    let s = server();
+    until_real("Redis reachable", reachable).await;
+    assert_eq!(outboxed(1).await, 1);
+    assert_eq!(outboxed(1).await, 1, "from Redis");
+    // Redis stops answering (its data stays): the invalidation fails and is kept.
+    s.cli(&["client", "pause", "1500", "all"]);
+    OUTBOX_SOURCE.store(2, SeqCst);
+    assert!(
+        outboxed_invalidate(1).await.is_err(),
+        "the caller is told it failed"
+    );
+    assert!(pending() >= 1, "kept for replay");
+    // Once Redis answers, the invalidation is replayed: nobody reads the old value.
+    until_real("replayed", || pending() == 0).await;
+    until_real("reachable", reachable).await;
+    assert_eq!(s.cli(&["exists", "out:ox:1"]), "0", "the old value is gone");
+    assert_eq!(outboxed(1).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_latency_and_the_servers_eviction_policy() {
+    let _s = server();
+    until_real("Redis reachable", reachable).await;
+    remote(5).await;
+    until_real("the server's policy is known", || {
+        health().iter().any(|h| h.eviction_policy.is_some())
     })
     .await;
+    let h = health()
+        .into_iter()
+        .find(|h| h.eviction_policy.is_some())
+        .unwrap();
+    assert!(h.op_latency_p99 > Duration::ZERO, "{h:?}");
+    assert!(h.evicted_keys.is_some());
+    // A test server runs with Redis's default policy, which is wrong for a cache.
+    assert_eq!(h.eviction_policy.as_deref(), Some("noeviction"));
+    assert!(
+        h.warnings.iter().any(|w| w.contains("noeviction")),
+        "{:?}",
+        h.warnings
+    );
 }
 
 // ---- write paths during an outage ------------------------------------------------------------

@@ -170,6 +170,7 @@ pub struct Config {
     pub(crate) tag_retention: Duration,
     pub(crate) generation_retention: Duration,
     pub(crate) heartbeat: Duration,
+    pub(crate) outbox_capacity: usize,
     pub(crate) tls_root_pem: Option<Vec<u8>>,
     pub(crate) backends: HashMap<String, BackendConfig>,
 }
@@ -191,6 +192,7 @@ impl fmt::Debug for Config {
             tag_retention,
             generation_retention,
             heartbeat,
+            outbox_capacity,
             tls_root_pem,
             backends,
         } = self;
@@ -209,6 +211,7 @@ impl fmt::Debug for Config {
             .field("tag_retention", tag_retention)
             .field("generation_retention", generation_retention)
             .field("heartbeat", heartbeat)
+            .field("outbox_capacity", outbox_capacity)
             .field(
                 "tls_root_pem",
                 &tls_root_pem
@@ -241,6 +244,7 @@ impl Default for Config {
             tag_retention: Duration::from_secs(7 * 24 * 3600),
             generation_retention: Duration::from_secs(600),
             heartbeat: Duration::from_secs(1),
+            outbox_capacity: 10_000,
             tls_root_pem: None,
             backends: HashMap::new(),
         }
@@ -342,6 +346,15 @@ impl Config {
     /// whose subscription fails stops serving from L1 within about twice this.
     pub fn heartbeat(mut self, d: Duration) -> Self {
         self.heartbeat = d.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How many missed invalidations (keys or tags an `*_invalidate`, `*_put` or
+    /// `invalidate_tag` could not reach a shared tier with) are kept per backend and
+    /// replayed when it answers again (default 10,000). Past it they are dropped, logged at
+    /// `error` and counted in `BackendHealth::outbox_dropped`.
+    pub fn outbox_capacity(mut self, n: usize) -> Self {
+        self.outbox_capacity = n;
         self
     }
 

@@ -102,6 +102,8 @@ async fn invalidate_tag_now(tag: &str) -> Result<(), Error> {
             tier.publish(coherence::Message::Tag(tag)).await
         };
         if let Err(e) = reached.await {
+            // Replayed when the tier answers again.
+            tier::outbox::of(tier.name()).keep(&tier, tier::outbox::Missed::Tag(tag.to_owned()));
             failed.push((tier.name().to_owned(), e.to_string()));
         }
     }
@@ -135,6 +137,24 @@ pub struct BackendHealth {
     /// same keys, without a shared `name`): each would read and overwrite the other's
     /// values. Also logged at `error` when the second function is first called.
     pub conflicts: Vec<String>,
+    /// Latency of this process's operations on the backend (median and P99; zero before
+    /// any).
+    pub op_latency_p50: std::time::Duration,
+    /// See `op_latency_p50`.
+    pub op_latency_p99: std::time::Duration,
+    /// Keys the server evicted for memory (Redis `evicted_keys`, standalone servers; polled
+    /// every few seconds from the first `health()` call on, `None` until known).
+    pub evicted_keys: Option<u64>,
+    /// The server's eviction policy (Redis `maxmemory-policy`), as `evicted_keys`.
+    pub eviction_policy: Option<String>,
+    /// Invalidations that could not reach the backend, kept to be replayed when it
+    /// answers again (see `Config::outbox_capacity`).
+    pub outbox_pending: usize,
+    /// Invalidations lost because that outbox was full.
+    pub outbox_dropped: u64,
+    /// What an operator should fix: e.g. a `noeviction` policy (cache writes fail when
+    /// Redis is full), or lost invalidations.
+    pub warnings: Vec<String>,
 }
 
 /// The shared backends this process has used so far (and the default one, when Redis was
@@ -142,11 +162,30 @@ pub struct BackendHealth {
 pub fn health() -> Vec<BackendHealth> {
     tier::registry::in_use()
         .iter()
-        .map(|t| BackendHealth {
-            backend: t.name().to_owned(),
-            reachable: t.reachable(),
-            subscribed: t.backplane().listening().then(|| t.backplane().healthy()),
-            conflicts: t.keyspace().conflicts(),
+        .map(|t| {
+            let info = t.info();
+            let outbox = tier::outbox::of(t.name());
+            let latency = |q| info.op_latency.as_ref().map_or_else(Default::default, |h| h.quantile(q));
+            let mut warnings = Vec::new();
+            if info.eviction_policy.as_deref() == Some("noeviction") {
+                warnings.push("maxmemory-policy is noeviction: when Redis is full, cache writes fail instead of evicting old entries (use allkeys-lru or allkeys-lfu)".to_owned());
+            }
+            if outbox.dropped() > 0 {
+                warnings.push(format!("{} invalidations could not be kept for replay (outbox full): other processes may serve old values until they expire", outbox.dropped()));
+            }
+            BackendHealth {
+                backend: t.name().to_owned(),
+                reachable: t.reachable(),
+                subscribed: t.backplane().listening().then(|| t.backplane().healthy()),
+                conflicts: t.keyspace().conflicts(),
+                op_latency_p50: latency(0.5),
+                op_latency_p99: latency(0.99),
+                evicted_keys: info.evicted_keys,
+                eviction_policy: info.eviction_policy,
+                outbox_pending: outbox.pending(),
+                outbox_dropped: outbox.dropped(),
+                warnings,
+            }
         })
         .collect()
 }

@@ -67,6 +67,10 @@ fn registered<R: 'static, S: Kind<R>>(
         }
     }
     let engine = Arc::new(Engine::<R, S>::new(policy, codec, hooks));
+    let weak = Arc::downgrade(&engine);
+    engine.stats.set_occupancy(Box::new(move || {
+        weak.upgrade().map_or(0, |e| e.l1_entries())
+    }));
     stats::register(engine.stats.clone());
     if let Some(remote) = &engine.remote {
         let tier = &remote.tier;

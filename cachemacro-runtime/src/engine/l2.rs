@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::kind::{CacheValue, Kind};
 use crate::policy::Stampede;
 use crate::stats::Counter;
+use crate::tier::outbox::{self, Missed};
 use crate::tier::{Tier, TierError, Written};
 
 /// What a miss under `stampede = lock` ends with.
@@ -100,6 +101,15 @@ impl<V: CacheValue> Remote<V> {
     }
 
     /// An error of this tier, named.
+    /// Counts a failed tier operation: a backend error, or (breaker open, not tried) a
+    /// skipped one, so an outage does not count an error per call.
+    fn count<R: 'static, S: Kind<R, Value = V>>(&self, engine: &Engine<R, S>, e: &TierError) {
+        engine.stats.incr(match e {
+            TierError::Open => Counter::BackendSkipped,
+            _ => Counter::BackendErrors,
+        });
+    }
+
     fn error(&self, e: TierError) -> Error {
         Error::Backend {
             backend: self.tier.name().to_owned(),
@@ -223,7 +233,7 @@ impl<V: CacheValue> Remote<V> {
         let read = match self.tier.read(key, tags).await {
             Ok(read) => read,
             Err(e) => {
-                engine.stats.incr(Counter::BackendErrors);
+                self.count(engine, &e);
                 tracing::debug!(function = %engine.stats.name(), error = %e, "cachemacro: shared tier read failed; calling the source");
                 return Found::Nothing(Ticket::local(fallback));
             }
@@ -307,8 +317,8 @@ impl<V: CacheValue> Remote<V> {
                     return Locked::Proceed(ticket);
                 }
                 Ok(None) => {}
-                Err(_) => {
-                    engine.stats.incr(Counter::BackendErrors);
+                Err(e) => {
+                    self.count(engine, &e);
                     engine.stats.incr(Counter::StampedeEscapes);
                     return Locked::Proceed(ticket);
                 }
@@ -370,8 +380,8 @@ impl<V: CacheValue> Remote<V> {
                 }
                 false
             }
-            Err(_) => {
-                engine.stats.incr(Counter::BackendErrors);
+            Err(e) => {
+                self.count(engine, &e);
                 true
             }
         }
@@ -395,8 +405,8 @@ impl<V: CacheValue> Remote<V> {
                 fallback: stale,
                 lock: None,
             },
-            Err(_) => {
-                engine.stats.incr(Counter::BackendErrors);
+            Err(e) => {
+                self.count(engine, &e);
                 Ticket::local(stale)
             }
         }
@@ -487,7 +497,7 @@ impl<V: CacheValue> Remote<V> {
                 Outcome::TooLarge
             }
             Err(e) => {
-                engine.stats.incr(Counter::BackendErrors);
+                self.count(engine, &e);
                 tracing::debug!(function = %engine.stats.name(), error = %e, "cachemacro: shared tier write failed");
                 Outcome::Failed
             }
@@ -497,15 +507,25 @@ impl<V: CacheValue> Remote<V> {
     /// Deletes the key in L2, moves its generation on, and tells other processes to drop
     /// their L1 copy.
     pub async fn invalidate(&self, key: &str) -> Result<(), Error> {
-        self.tier.bump(key, true).await.map_err(|e| self.error(e))?;
-        self.announce(key).await
+        let done = match self.tier.bump(key, true).await {
+            Ok(_) => self.tier.publish(Message::Key(key)).await,
+            Err(e) => Err(e),
+        };
+        self.or_keep(key, done)
     }
 
     /// Tells other processes to drop their L1 copy of `key`.
     pub async fn announce(&self, key: &str) -> Result<(), Error> {
-        self.tier
-            .publish(Message::Key(key))
-            .await
-            .map_err(|e| self.error(e))
+        let done = self.tier.publish(Message::Key(key)).await;
+        self.or_keep(key, done)
+    }
+
+    /// A failed invalidation step is kept and replayed when the tier answers again (the
+    /// caller still gets the error).
+    fn or_keep(&self, key: &str, done: Result<(), TierError>) -> Result<(), Error> {
+        done.map_err(|e| {
+            outbox::of(self.tier.name()).keep(&self.tier, Missed::Key(key.to_owned()));
+            self.error(e)
+        })
     }
 }

@@ -138,9 +138,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     fn local_read(&self) -> Option<(&MemoryStore<S::Value>, Option<u64>)> {
         let l1 = self.l1.as_ref()?;
         match &self.remote {
-            Some(r) if !r.tier.backplane().healthy() => {
-                self.outage_floor(r).map(|f| (l1, Some(f)))
-            }
+            Some(r) if !r.tier.backplane().healthy() => self.outage_floor(r).map(|f| (l1, Some(f))),
             _ => Some((l1, None)),
         }
     }
@@ -409,6 +407,11 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         let dropped = self.l1.as_ref().is_some_and(|l1| l1.remove(key));
         self.flights.forget(key);
         dropped
+    }
+
+    /// Entries in the in-process tier now.
+    pub(crate) fn l1_entries(&self) -> u64 {
+        self.l1.as_ref().map_or(0, |l1| l1.len() as u64)
     }
 
     /// Drops every entry of this function from the in-process tier.

@@ -168,7 +168,10 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// function runs `max_refreshes` already (then the due value is served and a later call
     /// refreshes: keys loaded together do not all refresh at once).
     pub(super) fn lead_refresh(&self, key: &str) -> Option<Leader<S::Value>> {
-        match self.flights.try_lead_refresh(key, self.policy.max_refreshes) {
+        match self
+            .flights
+            .try_lead_refresh(key, self.policy.max_refreshes)
+        {
             Ok(leader) => Some(leader),
             Err(true) => None,
             Err(false) => {
@@ -270,10 +273,12 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     fn recheck(&self, key: &str) -> Option<S::Value> {
         let (l1, floor) = self.local_read()?;
         let entry = l1.get(key)?;
-        (entry.freshness(clock::now()) == Freshness::Fresh && self.admits(entry.born, floor)).then(|| {
-            self.stats.incr(Counter::Hits);
-            entry.value
-        })
+        (entry.freshness(clock::now()) == Freshness::Fresh && self.admits(entry.born, floor)).then(
+            || {
+                self.stats.incr(Counter::Hits);
+                entry.value
+            },
+        )
     }
 
     /// Whether to lead or join (None: no coalescing). Counts a caller's first join.

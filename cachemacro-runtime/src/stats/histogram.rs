@@ -13,19 +13,31 @@ const SUB: usize = 1 << SUB_BITS;
 const MAX_POW: usize = 38;
 pub(super) const BUCKETS: usize = (MAX_POW + 1) * SUB;
 
-pub(super) struct Histogram {
+pub(crate) struct Histogram {
     pub(super) buckets: Box<[AtomicU64]>,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Histogram {
-    pub(super) fn new() -> Self {
+    /// The distribution so far.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn snapshot(&self) -> LatencyHistogram {
+        LatencyHistogram(self.buckets.iter().map(|b| b.load(Relaxed)).collect())
+    }
+
+    pub(crate) fn new() -> Self {
         Self {
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
     #[inline]
-    pub(super) fn record(&self, nanos: u64) {
+    pub(crate) fn record(&self, nanos: u64) {
         self.buckets[bucket_of(nanos)].fetch_add(1, Relaxed);
     }
 }

@@ -11,6 +11,8 @@
 //! |---|---|
 //! | `cachemacro_{hits,stale_hits,misses,loads,load_errors,coalesced,lock_waits,early_refreshes,background_refreshes,invalidations,evictions,backend_errors}_total` | counter |
 //! | `cachemacro_stampede_escapes_total`, `cachemacro_oversized_total` | counter |
+//! | `cachemacro_{source_timeouts,l2_hits,backplane_drops,refreshes_deferred,outage_hits,backend_skipped}_total` | counter |
+//! | `cachemacro_l1_entries` (the in-process tier's size now) | gauge |
 //! | `cachemacro_stampede_signal_total` (the seed's signal: concurrent misses of one key that reached the source; near zero while protection works) | counter |
 //! | `cachemacro_stampede_absorbed_total` (coalesced + lock waits: concurrent misses kept from the source) | counter |
 //! | `cachemacro_hit_ratio` | gauge |
@@ -25,7 +27,7 @@ const QUANTILES: [(f64, &str); 4] = [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"),
 
 fn export_one(s: &Stats) {
     let f = s.name.clone();
-    let counters: [(&'static str, u64); 16] = [
+    let counters: [(&'static str, u64); 22] = [
         ("cachemacro_hits_total", s.hits),
         ("cachemacro_stale_hits_total", s.stale_hits),
         ("cachemacro_misses_total", s.misses),
@@ -45,11 +47,18 @@ fn export_one(s: &Stats) {
         ("cachemacro_oversized_total", s.oversized),
         ("cachemacro_stampede_signal_total", s.stampede_signal()),
         ("cachemacro_stampede_absorbed_total", s.stampede_absorbed()),
+        ("cachemacro_source_timeouts_total", s.source_timeouts),
+        ("cachemacro_l2_hits_total", s.l2_hits),
+        ("cachemacro_backplane_drops_total", s.backplane_drops),
+        ("cachemacro_refreshes_deferred_total", s.refreshes_deferred),
+        ("cachemacro_outage_hits_total", s.outage_hits),
+        ("cachemacro_backend_skipped_total", s.backend_skipped),
     ];
     for (name, value) in counters {
         ::metrics::counter!(name, "function" => f.clone()).absolute(value);
     }
     ::metrics::gauge!("cachemacro_hit_ratio", "function" => f.clone()).set(s.hit_ratio());
+    ::metrics::gauge!("cachemacro_l1_entries", "function" => f.clone()).set(s.l1_entries as f64);
     for (q, label) in QUANTILES {
         ::metrics::gauge!("cachemacro_hit_latency_seconds", "function" => f.clone(), "quantile" => label)
             .set(s.hit_latency(q).as_secs_f64());

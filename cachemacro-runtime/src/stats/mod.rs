@@ -19,8 +19,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub(crate) use histogram::Histogram;
 pub use histogram::LatencyHistogram;
-use histogram::{Histogram, BUCKETS};
+use histogram::BUCKETS;
 pub use table::table;
 
 /// One counter of [`Stats`]; the discriminant indexes a shard's counter array.
@@ -47,9 +48,10 @@ pub enum Counter {
     BackplaneDrops,
     RefreshesDeferred,
     OutageHits,
+    BackendSkipped,
 }
 
-const COUNTERS: usize = 19;
+const COUNTERS: usize = 20;
 
 /// One thread's counters of one function, alone on their cache lines.
 #[repr(align(128))]
@@ -90,7 +92,12 @@ pub struct Recorder {
     id: usize,
     threads: Arc<Mutex<Threads>>,
     hist: Box<[HistShard]>,
+    /// Entries in the function's in-process tier now (set by its engine).
+    occupancy: OnceLock<Occupancy>,
 }
+
+/// Reads how many entries a function's in-process tier holds.
+pub type Occupancy = Box<dyn Fn() -> u64 + Send + Sync>;
 
 /// One hit in this many has its latency recorded (per thread).
 pub const HIT_SAMPLE: u32 = 64;
@@ -148,7 +155,13 @@ impl Recorder {
                     load_latency: Histogram::new(),
                 })
                 .collect(),
+            occupancy: OnceLock::new(),
         }
+    }
+
+    /// Says how to read the in-process tier's entry count (once).
+    pub fn set_occupancy(&self, read: Occupancy) {
+        let _ = self.occupancy.set(read);
     }
 
     /// The function's name in stats.
@@ -290,6 +303,8 @@ impl Recorder {
             backplane_drops: c[Counter::BackplaneDrops as usize],
             refreshes_deferred: c[Counter::RefreshesDeferred as usize],
             outage_hits: c[Counter::OutageHits as usize],
+            backend_skipped: c[Counter::BackendSkipped as usize],
+            l1_entries: self.occupancy.get().map_or(0, |read| read()),
             hit_hist: LatencyHistogram(hit.into()),
             load_hist: LatencyHistogram(load.into()),
         }
@@ -363,10 +378,55 @@ pub struct Stats {
     /// In-process hits served while the backplane and Redis were both unreachable (within
     /// `outage_ttl`).
     pub outage_hits: u64,
+    /// Shared-tier operations not tried because its circuit breaker was open (the call went
+    /// on without it); not counted in `backend_errors`.
+    pub backend_skipped: u64,
+    /// Entries in the in-process tier now (a gauge, not a counter; 0 without one).
+    pub l1_entries: u64,
     /// Latency of calls answered from the cache.
     pub hit_hist: LatencyHistogram,
     /// Latency of source calls.
     pub load_hist: LatencyHistogram,
+}
+
+/// `Stats` as JSON (or any serde format): every counter, the gauge, the hit ratio, and the
+/// latency quantiles (P50, P99, P99.9) in microseconds.
+impl serde::Serialize for Stats {
+    fn serialize<Ser: serde::Serializer>(&self, ser: Ser) -> Result<Ser::Ok, Ser::Error> {
+        use serde::ser::SerializeStruct;
+        let micros = |d: Duration| d.as_secs_f64() * 1e6;
+        let mut s = ser.serialize_struct("Stats", 32)?;
+        s.serialize_field("name", &self.name)?;
+        s.serialize_field("hits", &self.hits)?;
+        s.serialize_field("stale_hits", &self.stale_hits)?;
+        s.serialize_field("misses", &self.misses)?;
+        s.serialize_field("hit_ratio", &self.hit_ratio())?;
+        s.serialize_field("loads", &self.loads)?;
+        s.serialize_field("load_errors", &self.load_errors)?;
+        s.serialize_field("coalesced", &self.coalesced)?;
+        s.serialize_field("lock_waits", &self.lock_waits)?;
+        s.serialize_field("early_refreshes", &self.early_refreshes)?;
+        s.serialize_field("background_refreshes", &self.background_refreshes)?;
+        s.serialize_field("refreshes_deferred", &self.refreshes_deferred)?;
+        s.serialize_field("invalidations", &self.invalidations)?;
+        s.serialize_field("backplane_drops", &self.backplane_drops)?;
+        s.serialize_field("evictions", &self.evictions)?;
+        s.serialize_field("backend_errors", &self.backend_errors)?;
+        s.serialize_field("backend_skipped", &self.backend_skipped)?;
+        s.serialize_field("stampede_escapes", &self.stampede_escapes)?;
+        s.serialize_field("oversized", &self.oversized)?;
+        s.serialize_field("source_timeouts", &self.source_timeouts)?;
+        s.serialize_field("l2_hits", &self.l2_hits)?;
+        s.serialize_field("outage_hits", &self.outage_hits)?;
+        s.serialize_field("l1_entries", &self.l1_entries)?;
+        s.serialize_field("hit_latency_p50_us", &micros(self.hit_latency(0.5)))?;
+        s.serialize_field("hit_latency_p99_us", &micros(self.hit_latency(0.99)))?;
+        s.serialize_field("hit_latency_p999_us", &micros(self.hit_latency(0.999)))?;
+        s.serialize_field("load_latency_p50_us", &micros(self.load_latency(0.5)))?;
+        s.serialize_field("load_latency_p99_us", &micros(self.load_latency(0.99)))?;
+        s.serialize_field("load_latency_p999_us", &micros(self.load_latency(0.999)))?;
+        s.end()
+    }
 }
 
 impl Stats {

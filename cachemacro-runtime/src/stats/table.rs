@@ -6,10 +6,14 @@ use super::Stats;
 
 /// The table an operator reads: one row per function.
 ///
-/// `src err` counts source calls that failed (`load_errors`); `backend` counts cache
-/// backend failures the calls survived (`backend_errors`); `absorbed` is concurrent misses
-/// that coalescing or locks kept from the source, `escaped` those that reached it anyway
-/// (the stampede signal: near zero while protection works).
+/// `src err` counts source calls that failed (`load_errors`: the function's own errors);
+/// `cache err` counts shared-tier failures the calls survived (`backend_errors`; operations
+/// skipped while its breaker was open are not errors, see `Stats::backend_skipped`);
+/// `L2 hits` is the part of the hits answered by Redis rather than the in-process tier;
+/// `absorbed` is concurrent misses that coalescing or locks kept from the source, `escaped`
+/// those that reached it anyway (the stampede signal: near zero while protection works);
+/// `inval` counts this process's invalidations, `dropped` the in-process copies other
+/// processes' invalidations removed; `entries` is the in-process tier's size now.
 ///
 /// ```
 /// let text = cachemacro_runtime::stats::table(&cachemacro_runtime::stats::all());
@@ -26,18 +30,20 @@ pub fn table(rows: &[Stats]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<width$}  {:>6} {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>8} {:>7} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8}",
-        "function", "hit%", "hits", "stale", "misses", "loads", "src err", "backend", "absorbed",
-        "escaped", "refresh", "evict", "inval", "hit p50", "hit p99", "load p50", "load p99",
+        "{:<width$}  {:>6} {:>9} {:>7} {:>8} {:>7} {:>7} {:>8} {:>9} {:>8} {:>7} {:>7} {:>6} {:>6} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "function", "hit%", "hits", "stale", "L2 hits", "misses", "loads", "src err", "cache err",
+        "absorbed", "escaped", "refresh", "evict", "inval", "dropped", "entries", "hit p50",
+        "hit p99", "load p50", "load p99",
     );
     for s in rows {
         let _ = writeln!(
             out,
-            "{:<width$}  {:>5.1}% {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>8} {:>7} {:>7} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8}",
+            "{:<width$}  {:>5.1}% {:>9} {:>7} {:>8} {:>7} {:>7} {:>8} {:>9} {:>8} {:>7} {:>7} {:>6} {:>6} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}",
             s.name,
             s.hit_ratio() * 100.0,
             s.hits,
             s.stale_hits,
+            s.l2_hits,
             s.misses,
             s.loads,
             s.load_errors,
@@ -47,6 +53,8 @@ pub fn table(rows: &[Stats]) -> String {
             s.background_refreshes + s.early_refreshes,
             s.evictions,
             s.invalidations,
+            s.backplane_drops,
+            s.l1_entries,
             human(s.hit_latency(0.5)),
             human(s.hit_latency(0.99)),
             human(s.load_latency(0.5)),

@@ -127,7 +127,6 @@ impl<V: Clone + Send + Sync + 'static> MemoryStore<V> {
         self.cache.clear();
     }
 
-    #[allow(dead_code)]
     pub fn len(&self) -> usize {
         self.cache.len()
     }

@@ -8,6 +8,7 @@
 
 pub(crate) mod keyspace;
 pub(crate) mod memory;
+pub(crate) mod outbox;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 pub(crate) mod registry;
@@ -71,8 +72,23 @@ pub(crate) enum Written {
     TooLarge,
 }
 
+/// What a tier can tell about itself, for [`crate::health`].
+#[derive(Debug, Default, Clone)]
+pub(crate) struct TierInfo {
+    /// Latency of its operations as this process saw them.
+    pub op_latency: Option<crate::stats::LatencyHistogram>,
+    /// Keys the server itself evicted for memory (Redis `evicted_keys`).
+    pub evicted_keys: Option<u64>,
+    /// The server's eviction policy (Redis `maxmemory-policy`).
+    pub eviction_policy: Option<String>,
+}
+
 /// A shared tier, as the engine sees it.
 pub(crate) trait Tier: Send + Sync + 'static {
+    /// What the tier can tell about itself (latency, the server's evictions).
+    fn info(&self) -> TierInfo {
+        TierInfo::default()
+    }
     /// `default`, or the name it was registered under.
     fn name(&self) -> &str;
     /// The configuration it was built with.

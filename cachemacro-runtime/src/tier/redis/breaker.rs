@@ -74,6 +74,19 @@ impl Breaker {
         })
     }
 
+    /// Lets the next probe run now, and the ones after it at the base cool-down (evidence
+    /// that the server answers again: the first probe may still meet a connection that is
+    /// reconnecting).
+    pub fn probe_soon(&self) {
+        if self.open.load(Relaxed) {
+            let mut s = self.lock();
+            s.cooldown = self.base_cooldown;
+            if !s.probing {
+                s.until = Instant::now();
+            }
+        }
+    }
+
     /// When the next probe may run, while the circuit is open.
     fn next_probe(&self) -> Option<Instant> {
         self.open.load(Relaxed).then(|| self.lock().until)
@@ -175,7 +188,10 @@ impl RedisTier {
         io::spawn(async move {
             while let Some(at) = this.breaker.next_probe() {
                 let wait = at.saturating_duration_since(Instant::now());
-                tokio::time::sleep(wait + Duration::from_millis(1)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(wait + Duration::from_millis(1)) => {}
+                    () = this.probe_now.notified() => {}
+                }
                 if let Some(permit) = this.breaker.probe() {
                     let ping = this.with_permit(permit, |mut c| async move {
                         redis::cmd("PING").query_async::<redis::Value>(&mut c).await

@@ -50,6 +50,22 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// Records how long an operation took, however it ends (a cancelled one included).
+struct Timed<'a>(std::time::Instant, &'a crate::stats::Histogram);
+
+impl<'a> Timed<'a> {
+    fn start(h: &'a crate::stats::Histogram) -> Self {
+        Self(std::time::Instant::now(), h)
+    }
+}
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        self.1
+            .record(u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    }
+}
+
 /// Above this many requests in flight, requests take the I/O thread's connection.
 const BUSY: usize = 4;
 
@@ -345,6 +361,7 @@ impl RedisTier {
             }
         };
         let _in_flight = InFlight::enter(&self.in_flight);
+        let _timed = Timed::start(&self.op_latency);
         let busy = _in_flight.0 > BUSY;
         if let Some(conn) = (!busy).then(|| self.local_conn()).flatten() {
             // Few requests in flight, and the caller's runtime has a connection of its own:

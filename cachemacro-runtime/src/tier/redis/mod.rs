@@ -30,7 +30,7 @@ use tokio::sync::OnceCell;
 use crate::coherence::{Backplane, Message, Signal};
 use crate::config::{BackendConfig, Config};
 
-use super::{Following, Keyspace, Read, Tier, TierFuture, Written};
+use super::{Following, Keyspace, Read, Tier, TierFuture, TierInfo, Written};
 use breaker::Breaker;
 use client::{Conn, LocalConns};
 
@@ -57,6 +57,22 @@ pub(crate) struct RedisTier {
     in_flight: std::sync::atomic::AtomicUsize,
     backplane: Backplane,
     keyspace: Keyspace,
+    /// How long operations took, as this process saw them.
+    op_latency: crate::stats::Histogram,
+    /// What the server last said of its memory and evictions (`INFO`), polled while the
+    /// tier is in use.
+    server: std::sync::Mutex<ServerInfo>,
+    /// Wakes the breaker's watcher early (the subscription connected again: Redis answers).
+    probe_now: tokio::sync::Notify,
+}
+
+/// What `INFO` said.
+#[derive(Debug, Default, Clone)]
+struct ServerInfo {
+    evicted_keys: Option<u64>,
+    eviction_policy: Option<String>,
+    /// Started polling.
+    polling: bool,
 }
 
 impl RedisTier {
@@ -81,7 +97,56 @@ impl RedisTier {
             in_flight: Default::default(),
             backplane: Backplane::default(),
             keyspace: Keyspace::default(),
+            op_latency: Default::default(),
+            server: Default::default(),
+            probe_now: Default::default(),
         })
+    }
+
+    /// Polls `INFO` every few seconds while the process lives (started by the first
+    /// `health()`): the server's evictions and eviction policy. A server that evicts
+    /// nothing when full (`noeviction`) makes cache writes fail instead: warned once.
+    fn poll_server(&self) {
+        {
+            let mut s = self.server.lock().unwrap_or_else(|e| e.into_inner());
+            if std::mem::replace(&mut s.polling, true) {
+                return;
+            }
+        }
+        let this = self.arc();
+        crate::io::spawn(async move {
+            let mut warned = false;
+            loop {
+                if this.breaker.allow_without_probe() && !this.is_cluster() {
+                    let info = this
+                        .op(|mut c| async move {
+                            redis::cmd("INFO")
+                                .arg("stats")
+                                .arg("memory")
+                                .query_async::<String>(&mut c)
+                                .await
+                        })
+                        .await;
+                    if let Ok(text) = info {
+                        let field = |name: &str| {
+                            text.lines()
+                                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                                .map(|v| v.trim().to_owned())
+                        };
+                        let evicted = field("evicted_keys").and_then(|v| v.parse().ok());
+                        let policy = field("maxmemory_policy");
+                        if policy.as_deref() == Some("noeviction") && !warned {
+                            warned = true;
+                            tracing::warn!(backend = %this.name, "cachemacro: Redis maxmemory-policy is noeviction: when Redis is full, cache writes fail instead of evicting old entries; use allkeys-lru or allkeys-lfu for a cache");
+                        }
+                        let mut s = this.server.lock().unwrap_or_else(|e| e.into_inner());
+                        s.evicted_keys = evicted;
+                        s.eviction_policy = policy;
+                    }
+                }
+                crate::io::sleep(Duration::from_secs(5)).await;
+            }
+        });
     }
 
     /// This tier, owned (for tasks that outlive a call).
@@ -123,6 +188,20 @@ impl RedisTier {
 impl Tier for RedisTier {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn info(&self) -> TierInfo {
+        self.poll_server();
+        let s = self
+            .server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        TierInfo {
+            op_latency: Some(self.op_latency.snapshot()),
+            evicted_keys: s.evicted_keys,
+            eviction_policy: s.eviction_policy,
+        }
     }
 
     fn config(&self) -> &Config {

@@ -30,6 +30,10 @@ impl RedisTier {
                     on(Signal::Up {
                         again: failures > 0,
                     });
+                    // The server answers: if the breaker is open, probe now rather than at
+                    // the end of its cool-down.
+                    self.breaker.probe_soon();
+                    self.probe_now.notify_one();
                     failures = 0;
                     loop {
                         tokio::select! {
