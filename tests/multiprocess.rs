@@ -133,3 +133,41 @@ fn after_a_put_in_one_process_another_does_not_serve_its_refresh_in_flight() {
         "B read the put value, it did not wait for its older refresh: {answer}"
     );
 }
+
+#[test]
+fn clear_drops_every_value_of_a_function_in_redis_and_in_every_process() {
+    let server = Server::start();
+    let mut a = Proc::start(&server.url(), "mp-clear:");
+    let mut b = Proc::start(&server.url(), "mp-clear:");
+    a.cmd("get tiered 0");
+    b.cmd("get tiered 0");
+    a.wait_subscribed();
+    b.wait_subscribed();
+    for id in 1..=3 {
+        assert_eq!(a.version("tiered", id), 1);
+        assert_eq!(
+            b.version("tiered", id),
+            1,
+            "B's L1 and Redis hold version 1"
+        );
+    }
+    assert_eq!(a.version("remote", 9), 1, "another function's value");
+    a.cmd("version 2");
+    b.cmd("version 2");
+    assert_eq!(
+        b.version("tiered", 1),
+        1,
+        "control: still cached before the clear"
+    );
+    assert_eq!(a.cmd("clear tiered"), "ok");
+    eventually("B dropped its copies", || b.version("tiered", 2) == 2);
+    for id in [1, 3] {
+        assert_eq!(b.version("tiered", id), 2, "B: no old copy of {id}");
+        assert_eq!(a.version("tiered", id), 2, "A: no old copy of {id}");
+    }
+    assert_eq!(
+        b.version("remote", 9),
+        1,
+        "other functions keep their values"
+    );
+}

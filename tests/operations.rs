@@ -96,3 +96,29 @@ async fn jitter_spreads_soft_expiry_so_keys_loaded_together_do_not_refresh_toget
         "{stale} of 200 stale at 95 s (expected about 75)"
     );
 }
+
+// ---- clear -------------------------------------------------------------------------------------
+
+static CLEARED: AtomicU32 = AtomicU32::new(0);
+
+#[cached(ttl = 600, key = "clear:<id>")]
+async fn clearable(id: u64) -> u64 {
+    CLEARED.fetch_add(1, SeqCst);
+    id
+}
+
+#[tokio::test]
+async fn clear_drops_every_entry_of_a_memory_function() {
+    for id in 0..5 {
+        clearable(id).await;
+        clearable(id).await;
+    }
+    assert_eq!(CLEARED.load(SeqCst), 5, "cached");
+    assert_eq!(clearable_stats().l1_entries, 5);
+    clearable_clear().await.unwrap();
+    assert_eq!(clearable_stats().l1_entries, 0);
+    for id in 0..5 {
+        clearable(id).await;
+    }
+    assert_eq!(CLEARED.load(SeqCst), 10, "every key loaded again");
+}

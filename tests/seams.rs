@@ -107,7 +107,7 @@ async fn a_cancelled_probe_does_not_switch_the_redis_tier_off() {
     tokio::time::sleep(Duration::from_millis(400)).await; // the cool-down is over
 
     // The next call probes; its caller gives up while Redis has not answered yet.
-    let hold = w.probe.hold_next(&["GET"]);
+    let hold = w.probe.hold_next(&["MGET"]);
     let cancelled = tokio::time::timeout(Duration::from_millis(100), probed(1)).await;
     assert!(
         cancelled.is_err(),

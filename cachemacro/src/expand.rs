@@ -395,6 +395,7 @@ pub fn expand(m: &Model) -> TokenStream {
     let refresh = format_ident!("{}_refresh", ident);
     let stats = format_ident!("{}_stats", ident);
     let put = format_ident!("{}_put", ident);
+    let clear = format_ident!("{}_clear", ident);
     let value_ident = if m
         .params
         .iter()
@@ -416,6 +417,9 @@ pub fn expand(m: &Model) -> TokenStream {
         "Calls the source of [`{fn_name}`] now and stores its result (a write-through put)."
     );
     let doc_stats = format!("Counters and latency of [`{fn_name}`]'s cache.");
+    let doc_clear = format!(
+        "Drops every cached value of [`{fn_name}`], for all arguments, from every tier and (tiered) every process's in-process tier, without scanning keys; loads in flight do not write back. If the shared tier cannot be reached, the error is returned and the clear is replayed when it answers."
+    );
     let allow = quote!(#[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]);
     quote! {
         #main
@@ -456,6 +460,13 @@ pub fn expand(m: &Model) -> TokenStream {
         #vis fn #stats() -> #rt::Stats {
             #cell
             #engine.stats()
+        }
+
+        #(#cfgs)*
+        #[doc = #doc_clear]
+        #vis async fn #clear() -> #p::Result<(), #rt::Error> {
+            #cell
+            #engine.clear().await
         }
     }
 }

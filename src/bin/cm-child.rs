@@ -95,10 +95,11 @@ struct Fns {
     inv: fn(u64) -> BoxFut<Result<(), String>>,
     refresh: fn(u64) -> BoxFut<Item>,
     stats: fn() -> cachemacro_runtime::Stats,
+    clear: fn() -> BoxFut<Result<(), String>>,
 }
 
 macro_rules! generated {
-    ($($name:ident => $inv:ident, $refresh:ident, $stats:ident, $put:ident);* $(;)?) => {
+    ($($name:ident => $inv:ident, $refresh:ident, $stats:ident, $put:ident, $clear:ident);* $(;)?) => {
         fn lookup(f: &str) -> Option<Fns> {
             match f {
                 $(stringify!($name) => Some(Fns {
@@ -107,6 +108,7 @@ macro_rules! generated {
                     inv: |id| Box::pin(async move { $inv(id).await.map_err(|e| e.to_string()) }),
                     refresh: |id| Box::pin(async move { $refresh(id).await }),
                     stats: $stats,
+                    clear: || Box::pin(async move { $clear().await.map_err(|e| e.to_string()) }),
                 }),)*
                 _ => None,
             }
@@ -115,16 +117,16 @@ macro_rules! generated {
 }
 
 generated! {
-    tiered => tiered_invalidate, tiered_refresh, tiered_stats, tiered_put;
-    remote => remote_invalidate, remote_refresh, remote_stats, remote_put;
-    tagged => tagged_invalidate, tagged_refresh, tagged_stats, tagged_put;
-    locked => locked_invalidate, locked_refresh, locked_stats, locked_put;
-    tiered_locked => tiered_locked_invalidate, tiered_locked_refresh, tiered_locked_stats, tiered_locked_put;
-    unlocked => unlocked_invalidate, unlocked_refresh, unlocked_stats, unlocked_put;
-    xfetched => xfetched_invalidate, xfetched_refresh, xfetched_stats, xfetched_put;
-    xfetched_remote => xfetched_remote_invalidate, xfetched_remote_refresh, xfetched_remote_stats, xfetched_remote_put;
-    plain_ttl => plain_ttl_invalidate, plain_ttl_refresh, plain_ttl_stats, plain_ttl_put;
-    soft => soft_invalidate, soft_refresh, soft_stats, soft_put;
+    tiered => tiered_invalidate, tiered_refresh, tiered_stats, tiered_put, tiered_clear;
+    remote => remote_invalidate, remote_refresh, remote_stats, remote_put, remote_clear;
+    tagged => tagged_invalidate, tagged_refresh, tagged_stats, tagged_put, tagged_clear;
+    locked => locked_invalidate, locked_refresh, locked_stats, locked_put, locked_clear;
+    tiered_locked => tiered_locked_invalidate, tiered_locked_refresh, tiered_locked_stats, tiered_locked_put, tiered_locked_clear;
+    unlocked => unlocked_invalidate, unlocked_refresh, unlocked_stats, unlocked_put, unlocked_clear;
+    xfetched => xfetched_invalidate, xfetched_refresh, xfetched_stats, xfetched_put, xfetched_clear;
+    xfetched_remote => xfetched_remote_invalidate, xfetched_remote_refresh, xfetched_remote_stats, xfetched_remote_put, xfetched_remote_clear;
+    plain_ttl => plain_ttl_invalidate, plain_ttl_refresh, plain_ttl_stats, plain_ttl_put, plain_ttl_clear;
+    soft => soft_invalidate, soft_refresh, soft_stats, soft_put, soft_clear;
 }
 
 fn show(item: &Item) -> String {
@@ -204,6 +206,13 @@ async fn run(line: &str) -> String {
                     Err(e) => format!("err {e}"),
                 }
             }
+            None => "err unknown function".into(),
+        },
+        Some("clear") => match f(1) {
+            Some(fns) => match (fns.clear)().await {
+                Ok(()) => "ok".into(),
+                Err(e) => format!("err {e}"),
+            },
             None => "err unknown function".into(),
         },
         Some("refresh") => match f(1) {

@@ -15,6 +15,8 @@ use super::tags::tags;
 pub(crate) trait LocalTier: Send + Sync {
     fn drop_key(&self, key: &str);
     fn flush(&self);
+    /// The tag all of this function's values carry in the shared tier (its `<fn>_clear`).
+    fn fn_tag(&self) -> Option<&str>;
 }
 
 /// What a followed channel says.
@@ -174,7 +176,20 @@ impl Backplane {
                     t.drop_key(key);
                 }
             }
-            Message::Tag(tag) => tags().invalidate(tag),
+            Message::Tag(tag) => {
+                tags().invalidate(tag);
+                // A function's own tag: `<fn>_clear` in another process.
+                self.flush_function(tag);
+            }
+        }
+    }
+
+    /// Flushes the L1 of every function whose own tag is `tag`.
+    pub fn flush_function(&self, tag: &str) {
+        for t in self.tiers() {
+            if t.fn_tag() == Some(tag) {
+                t.flush();
+            }
         }
     }
 }

@@ -80,6 +80,15 @@ pub(crate) struct Remote<V> {
     fingerprint: u64,
     /// Whether the function keeps an L1 in front of the tier.
     pub local_tier: bool,
+    /// The tag every value of the function carries in the shared tier, so that
+    /// `<fn>_clear` drops them all by bumping one version (see [`fn_tag`]).
+    pub fn_tag: String,
+}
+
+/// The implicit tag of a function's values in shared tiers: what `<fn>_clear` bumps. It
+/// starts with a control character, which no tag a template renders from its own text does.
+pub(crate) fn fn_tag(name: &str) -> String {
+    format!("\u{1}fn:{name}")
 }
 
 fn unix_ms() -> u64 {
@@ -89,7 +98,7 @@ fn unix_ms() -> u64 {
 }
 
 impl<V: CacheValue> Remote<V> {
-    pub fn new(tier: Arc<dyn Tier>, codec: ValueCodec<V>, local_tier: bool) -> Self {
+    pub fn new(tier: Arc<dyn Tier>, codec: ValueCodec<V>, local_tier: bool, name: &str) -> Self {
         let which = tier.config().codec;
         Self {
             fingerprint: codec::fingerprint((codec.type_name)(), which),
@@ -97,7 +106,17 @@ impl<V: CacheValue> Remote<V> {
             codec,
             which,
             local_tier,
+            fn_tag: fn_tag(name),
         }
+    }
+
+    /// `tags` and the function's own tag: what the shared tier stores and checks versions
+    /// of (the in-process entry keeps `tags` alone; `<fn>_clear` clears L1 directly).
+    fn shared(&self, tags: &[String]) -> Vec<String> {
+        let mut all = Vec::with_capacity(tags.len() + 1);
+        all.extend_from_slice(tags);
+        all.push(self.fn_tag.clone());
+        all
     }
 
     /// An error of this tier, named.
@@ -193,7 +212,7 @@ impl<V: CacheValue> Remote<V> {
     ) -> Peeked<V> {
         let stamp = tag_clock().epoch();
         // Failures are left for the leader's read to count and log, once per call.
-        let Ok(got) = self.tier.get(key, tags).await else {
+        let Ok(got) = self.tier.get(key, &self.shared(tags)).await else {
             return Peeked::Miss;
         };
         let Some(bytes) = got.value else {
@@ -230,7 +249,7 @@ impl<V: CacheValue> Remote<V> {
     ) -> Found<V> {
         let started = engine.stats.sample();
         let read_at = Instant::now();
-        let read = match self.tier.read(key, tags).await {
+        let read = match self.tier.read(key, &self.shared(tags)).await {
             Ok(read) => read,
             Err(e) => {
                 self.count(engine, &e);
@@ -397,7 +416,7 @@ impl<V: CacheValue> Remote<V> {
         stale: Option<Entry<V>>,
     ) -> Ticket<V> {
         let read_at = Instant::now();
-        match self.tier.versions(key, tags).await {
+        match self.tier.versions(key, &self.shared(tags)).await {
             Ok(read) => Ticket {
                 generation: Some(read.generation),
                 read_at,
@@ -423,7 +442,7 @@ impl<V: CacheValue> Remote<V> {
     ) -> Option<Ticket<V>> {
         let read_at = Instant::now();
         let generation = self.tier.bump(key, false).await;
-        let versions = self.tier.tag_versions(tags).await;
+        let versions = self.tier.tag_versions(&self.shared(tags)).await;
         match (generation, versions) {
             (Ok(g), Ok(v)) => Some(Ticket {
                 generation: Some(g),
@@ -477,11 +496,10 @@ impl<V: CacheValue> Remote<V> {
                 return Outcome::Failed;
             }
         };
-        let mut ttl = hard + engine.policy.fail_safe.unwrap_or(Duration::ZERO);
-        if !tags.is_empty() {
-            // A value must not outlive the memory of an invalidation of its tags.
-            ttl = ttl.min(cfg.tag_retention);
-        }
+        // A value must not outlive the memory of an invalidation of its tags (its own
+        // tags and the function's, see `fn_tag`).
+        let _ = tags;
+        let ttl = (hard + engine.policy.fail_safe.unwrap_or(Duration::ZERO)).min(cfg.tag_retention);
         match self.tier.write_if(key, bytes, ttl, generation).await {
             Ok(Written::Yes) => Outcome::Written,
             Ok(Written::GenerationMoved) => Outcome::Superseded,

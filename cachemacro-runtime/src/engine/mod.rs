@@ -105,7 +105,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             }
         };
         // The expansion passes a codec for every remote backend.
-        codec.map(|codec| Remote::new(tier, codec, local))
+        codec.map(|codec| Remote::new(tier, codec, local, &policy.display_name()))
     }
 
     /// The policy this engine was built with.
@@ -409,6 +409,50 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         dropped
     }
 
+    /// Drops every value of this function from every tier and, tiered, every process's L1,
+    /// without scanning keys: one version bump of the function's own tag in the shared tier
+    /// (every value there carries it), and a message. Loads in flight do not write back. If
+    /// the shared tier cannot be reached, the error is returned and the clear is replayed
+    /// when it answers. A caller cancelled half way does not leave it half done.
+    pub async fn clear(self: &Arc<Self>) -> Result<(), Error> {
+        let this = self.clone();
+        Detach::on_cache_threads(async move { this.clear_now().await }).await
+    }
+
+    async fn clear_now(&self) -> Result<(), Error> {
+        self.clear_local();
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let tag = remote.fn_tag.as_str();
+        let backplane = remote.tier.backplane();
+        backplane.flush_function(tag); // same-name functions of this process
+        let done = match remote.tier.bump_tag(tag).await {
+            Ok(_) => {
+                remote
+                    .tier
+                    .publish(crate::coherence::Message::Tag(tag))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        // Again after the shared tier: a read of it that started before the bump cannot
+        // put an old value back.
+        self.clear_local();
+        backplane.flush_function(tag);
+        done.map_err(|e| {
+            self.stats.incr(Counter::BackendErrors);
+            let outbox = crate::tier::outbox::of(remote.tier.name());
+            outbox.keep(
+                &remote.tier,
+                crate::tier::outbox::Missed::Tag(tag.to_owned()),
+            );
+            self.backend_error(format!(
+                "clear: {e}; it will be replayed when the backend answers"
+            ))
+        })
+    }
+
     /// Entries in the in-process tier now.
     pub(crate) fn l1_entries(&self) -> u64 {
         self.l1.as_ref().map_or(0, |l1| l1.len() as u64)
@@ -433,5 +477,9 @@ impl<R: 'static, S: Kind<R>> LocalTier for Engine<R, S> {
 
     fn flush(&self) {
         self.clear_local();
+    }
+
+    fn fn_tag(&self) -> Option<&str> {
+        self.remote.as_ref().map(|r| r.fn_tag.as_str())
     }
 }

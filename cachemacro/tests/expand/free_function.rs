@@ -391,3 +391,58 @@ fn get_user_stats() -> ::cachemacro_runtime::Stats {
         })
         .stats()
 }
+///Drops every cached value of [`get_user`], for all arguments, from every tier and (tiered) every process's in-process tier, without scanning keys; loads in flight do not write back. If the shared tier cannot be reached, the error is returned and the clear is replayed when it answers.
+async fn get_user_clear() -> ::cachemacro_runtime::__private_v0_1_0::Result<
+    (),
+    ::cachemacro_runtime::Error,
+> {
+    static __CACHEMACRO: ::cachemacro_runtime::__private_v0_1_0::EngineCell<
+        Result<User, DbError>,
+        ::cachemacro_runtime::__private_v0_1_0::ResultKind,
+    > = ::cachemacro_runtime::__private_v0_1_0::EngineCell::remote(
+        ::cachemacro_runtime::__private_v0_1_0::Policy::new(
+                ::cachemacro_runtime::__private_v0_1_0::Site::new(
+                    ::core::module_path!(),
+                    "get_user",
+                    ::core::file!(),
+                    ::core::line!(),
+                    ::core::column!(),
+                ),
+                ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(600u64),
+            )
+            .with_soft_ttl(
+                ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(60u64),
+            )
+            .with_stampede(::cachemacro_runtime::__private_v0_1_0::Stampede::Xfetch)
+            .with_backend(::cachemacro_runtime::__private_v0_1_0::Backend::Redis)
+            .with_key_template("user:<id>", b"%:"),
+        ::cachemacro_runtime::__private_v0_1_0::codec_of::<
+            <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                Result<User, DbError>,
+            >>::Value,
+        >(),
+    );
+    __CACHEMACRO
+        .get(|| {
+            #[allow(unused_imports)]
+            use ::cachemacro_runtime::__private_v0_1_0::{
+                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+            };
+            ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
+                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                        Result<User, DbError>,
+                    >>::Error,
+                >::new())
+                    .sharing(),
+                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                        Result<User, DbError>,
+                    >>::Value,
+                >::new())
+                    .negative(),
+            )
+        })
+        .clear()
+        .await
+}

@@ -344,3 +344,47 @@ pub fn find_stats() -> ::cachemacro_runtime::Stats {
         })
         .stats()
 }
+///Drops every cached value of [`find`], for all arguments, from every tier and (tiered) every process's in-process tier, without scanning keys; loads in flight do not write back. If the shared tier cannot be reached, the error is returned and the clear is replayed when it answers.
+pub async fn find_clear() -> ::cachemacro_runtime::__private_v0_1_0::Result<
+    (),
+    ::cachemacro_runtime::Error,
+> {
+    static __CACHEMACRO: ::cachemacro_runtime::__private_v0_1_0::EngineCell<
+        Option<Row>,
+        ::cachemacro_runtime::__private_v0_1_0::OptionKind,
+    > = ::cachemacro_runtime::__private_v0_1_0::EngineCell::new(
+        ::cachemacro_runtime::__private_v0_1_0::Policy::new(
+            ::cachemacro_runtime::__private_v0_1_0::Site::new(
+                ::core::module_path!(),
+                "find",
+                ::core::file!(),
+                ::core::line!(),
+                ::core::column!(),
+            ),
+            ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(300u64),
+        ),
+    );
+    __CACHEMACRO
+        .get(|| {
+            #[allow(unused_imports)]
+            use ::cachemacro_runtime::__private_v0_1_0::{
+                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+            };
+            ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
+                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                        Option<Row>,
+                    >>::Error,
+                >::new())
+                    .sharing(),
+                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                        Option<Row>,
+                    >>::Value,
+                >::new())
+                    .negative(),
+            )
+        })
+        .clear()
+        .await
+}
