@@ -122,3 +122,39 @@ async fn clear_drops_every_entry_of_a_memory_function() {
     }
     assert_eq!(CLEARED.load(SeqCst), 10, "every key loaded again");
 }
+
+// ---- bypass ------------------------------------------------------------------------------------
+
+static BYPASSED: AtomicU32 = AtomicU32::new(1);
+
+#[cached(ttl = 600, key = "bypass:<id>")]
+async fn bypassable(id: u64) -> u32 {
+    let _ = id;
+    BYPASSED.load(SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_bypass_scope_calls_read_the_source_and_optionally_store() {
+    use cachemacro_runtime::{bypass, Bypass};
+    assert_eq!(bypassable(1).await, 1);
+    BYPASSED.store(2, SeqCst);
+    assert_eq!(bypassable(1).await, 1, "control: cached");
+    assert_eq!(bypass(Bypass::Read, bypassable(1)).await, 2, "the source");
+    assert_eq!(bypassable(1).await, 1, "Read leaves the cache as it was");
+    // A task spawned in the scope is not in it.
+    let spawned = bypass(Bypass::Read, async {
+        tokio::spawn(bypassable(1)).await.unwrap()
+    })
+    .await;
+    assert_eq!(spawned, 1);
+    assert_eq!(
+        bypass(Bypass::ReadAndStore, bypassable(1)).await,
+        2,
+        "the source"
+    );
+    assert_eq!(
+        bypassable(1).await,
+        2,
+        "ReadAndStore replaced the cached value"
+    );
+}

@@ -38,6 +38,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod bypass;
 mod clock;
 mod codec;
 mod coherence;
@@ -58,6 +59,7 @@ mod write;
 #[doc(inline)]
 pub use cachemacro::cached;
 
+pub use bypass::{bypass, Bypass};
 pub use codec::FORMAT_VERSION;
 pub use config::{configure, BackendConfig, Codec, Config, DEFAULT_REDIS_URL};
 pub use error::{Error, SourceTimeout};

@@ -99,16 +99,42 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         M: FnOnce() -> (Vec<String>, Fut) + 'a,
         Fut: Future<Output = R> + 'a,
     {
+        let bypass = crate::bypass::current();
         let started = self.stats.sample();
-        if let Some(v) = self.fresh_hit(key.as_bytes(), started) {
-            return Call::Ready(std::future::ready(S::join(v)));
+        let mut looked = None;
+        if bypass.is_none() {
+            if let Some(v) = self.fresh_hit(key.as_bytes(), started) {
+                return Call::Ready(std::future::ready(S::join(v)));
+            }
         }
         let key = Key::from(key.as_str());
-        let looked = self.local_read().map(|l1| self.lookup(l1, &key, started));
+        if bypass.is_none() {
+            looked = self.local_read().map(|l1| self.lookup(l1, &key, started));
+        }
         Call::Slow(Box::pin(async move {
             let (tags, source) = make();
-            self.call(key, tags, Inline(source), started, looked).await
+            match bypass {
+                Some(mode) => self.bypassed(mode, key, tags, source).await,
+                None => self.call(key, tags, Inline(source), started, looked).await,
+            }
         }))
+    }
+
+    /// A call in a [`crate::bypass`] scope: the source, and (`ReadAndStore`) a store.
+    async fn bypassed<Fut>(
+        self: &Arc<Self>,
+        mode: crate::Bypass,
+        key: Key,
+        tags: Vec<String>,
+        source: Fut,
+    ) -> R
+    where
+        Fut: Future<Output = R>,
+    {
+        match mode {
+            crate::Bypass::Read => source.await,
+            crate::Bypass::ReadAndStore => self.refresh(key, tags, source).await,
+        }
     }
 
     /// Cache-aside for a source that owns its arguments: a refresh of a stale L1 value is
@@ -125,12 +151,18 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         R: Send,
         S::Error: Send,
     {
+        let bypass = crate::bypass::current();
         let started = self.stats.sample();
-        if let Some(v) = self.fresh_hit(key.as_bytes(), started) {
-            return Call::Ready(std::future::ready(S::join(v)));
+        if bypass.is_none() {
+            if let Some(v) = self.fresh_hit(key.as_bytes(), started) {
+                return Call::Ready(std::future::ready(S::join(v)));
+            }
         }
         let key = Key::from(key.as_str());
-        let looked = self.local_read().map(|l1| self.lookup(l1, &key, started));
+        let looked = match bypass {
+            None => self.local_read().map(|l1| self.lookup(l1, &key, started)),
+            Some(_) => None,
+        };
         let looked = match looked {
             Some(Lookup::Hit(v)) => return Call::Ready(std::future::ready(S::join(v))),
             Some(Lookup::Refresh { leader, entry, due }) => {
@@ -146,8 +178,13 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         let this = self.clone();
         Call::Slow(Box::pin(async move {
             let (tags, source) = make();
-            this.call(key, tags, Detached(source), started, looked)
-                .await
+            match bypass {
+                Some(mode) => this.bypassed(mode, key, tags, source).await,
+                None => {
+                    this.call(key, tags, Detached(source), started, looked)
+                        .await
+                }
+            }
         }))
     }
 
