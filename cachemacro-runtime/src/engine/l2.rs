@@ -220,7 +220,7 @@ impl<V: CacheValue> Remote<V> {
         };
         match self.judge(engine, key, &bytes, &got.tag_versions, false) {
             Verdict::Usable(_, value, _, None) => {
-                engine.stats.hit(false, started);
+                engine.hit_of(key, false, started);
                 engine.stats.incr(Counter::L2Hits);
                 Peeked::Fresh(value)
             }
@@ -274,7 +274,7 @@ impl<V: CacheValue> Remote<V> {
             )))),
             Verdict::Usable(meta, value, now_ms, due) => {
                 if for_caller {
-                    engine.stats.hit(due == Some(Due::Stale), started);
+                    engine.hit_of(key, due == Some(Due::Stale), started);
                     engine.stats.incr(Counter::L2Hits);
                 }
                 if due.is_none() && engine.local().is_none() {

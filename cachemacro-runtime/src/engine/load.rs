@@ -161,6 +161,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         };
         let delta = started.elapsed();
         drop(loading);
+        self.stats.hot_load(&key);
         let value = match result.map(S::split) {
             Ok(Ok(value)) => value,
             Ok(Err(error)) => {

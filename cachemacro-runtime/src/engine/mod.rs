@@ -72,6 +72,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         hooks: Hooks<S::Value, S::Error>,
     ) -> Self {
         let stats = Arc::new(Recorder::new(policy.display_name()));
+        stats.track_hot_keys(policy.hot_keys);
         let on_evict = {
             let stats = stats.clone();
             Arc::new(move || stats.incr(Counter::Evictions))

@@ -97,6 +97,10 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             return None;
         }
         self.stats.hit(false, started);
+        if started.is_some() && self.stats.tracks_hot_keys() {
+            self.stats
+                .hot_hit(std::str::from_utf8(key).unwrap_or_default());
+        }
         Some(entry.value)
     }
 
@@ -129,7 +133,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                         };
                     }
                 }
-                self.stats.hit(false, started);
+                self.hit_of(key, false, started);
                 Lookup::Hit(entry.value)
             }
             Freshness::Stale => self.due(key, entry, Due::Stale, started),
@@ -160,8 +164,17 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         if let Some(leader) = self.lead_refresh(key) {
             return Lookup::Refresh { leader, entry, due };
         }
-        self.stats.hit(due == Due::Stale, started);
+        self.hit_of(key, due == Due::Stale, started);
         Lookup::Hit(entry.value)
+    }
+
+    /// Counts a hit of `key` (its latency and, with `hot_keys`, its key when sampled).
+    #[inline]
+    pub(super) fn hit_of(&self, key: &str, stale: bool, started: Option<Instant>) {
+        self.stats.hit(stale, started);
+        if started.is_some() && self.stats.tracks_hot_keys() {
+            self.stats.hot_hit(key);
+        }
     }
 
     /// Leads the one refresh of `key`'s due value, unless one is in flight or the

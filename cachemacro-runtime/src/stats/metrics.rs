@@ -13,6 +13,7 @@
 //! | `cachemacro_stampede_escapes_total`, `cachemacro_oversized_total` | counter |
 //! | `cachemacro_{source_timeouts,l2_hits,backplane_drops,refreshes_deferred,outage_hits,backend_skipped}_total` | counter |
 //! | `cachemacro_l1_entries` (the in-process tier's size now) | gauge |
+//! | `cachemacro_hot_key_hits`, `cachemacro_hot_key_loads` (`rank`, `key`: the top N of a function with `hot_keys = N`, so at most N series each) | gauge |
 //! | `cachemacro_stampede_signal_total` (the seed's signal: concurrent misses of one key that reached the source; near zero while protection works) | counter |
 //! | `cachemacro_stampede_absorbed_total` (coalesced + lock waits: concurrent misses kept from the source) | counter |
 //! | `cachemacro_hit_ratio` | gauge |
@@ -59,6 +60,15 @@ fn export_one(s: &Stats) {
     }
     ::metrics::gauge!("cachemacro_hit_ratio", "function" => f.clone()).set(s.hit_ratio());
     ::metrics::gauge!("cachemacro_l1_entries", "function" => f.clone()).set(s.l1_entries as f64);
+    for (name, keys) in [
+        ("cachemacro_hot_key_hits", &s.hot_keys),
+        ("cachemacro_hot_key_loads", &s.hot_loads),
+    ] {
+        for (rank, (key, n)) in keys.iter().enumerate() {
+            ::metrics::gauge!(name, "function" => f.clone(), "rank" => (rank + 1).to_string(), "key" => key.clone())
+                .set(*n as f64);
+        }
+    }
     for (q, label) in QUANTILES {
         ::metrics::gauge!("cachemacro_hit_latency_seconds", "function" => f.clone(), "quantile" => label)
             .set(s.hit_latency(q).as_secs_f64());

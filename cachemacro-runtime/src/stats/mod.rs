@@ -9,6 +9,7 @@
 //! latencies are sampled.
 
 mod histogram;
+mod hot;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod table;
@@ -94,6 +95,8 @@ pub struct Recorder {
     hist: Box<[HistShard]>,
     /// Entries in the function's in-process tier now (set by its engine).
     occupancy: OnceLock<Occupancy>,
+    /// `hot_keys = N`: the top keys by hits and by loads.
+    hot: OnceLock<hot::HotKeys>,
 }
 
 /// Reads how many entries a function's in-process tier holds.
@@ -156,6 +159,34 @@ impl Recorder {
                 })
                 .collect(),
             occupancy: OnceLock::new(),
+            hot: OnceLock::new(),
+        }
+    }
+
+    /// Tracks the top `n` keys by hits and by loads from now on.
+    pub fn track_hot_keys(&self, n: u32) {
+        if n > 0 {
+            let _ = self.hot.set(hot::HotKeys::new(n as usize));
+        }
+    }
+
+    /// Whether hot keys are tracked (the hit path records a sampled hit's key only then).
+    #[inline]
+    pub fn tracks_hot_keys(&self) -> bool {
+        self.hot.get().is_some()
+    }
+
+    /// A sampled hit of `key` (see [`Recorder::sample`]).
+    pub fn hot_hit(&self, key: &str) {
+        if let Some(h) = self.hot.get() {
+            h.hit(key);
+        }
+    }
+
+    /// A source call for `key`.
+    pub fn hot_load(&self, key: &str) {
+        if let Some(h) = self.hot.get() {
+            h.load(key);
         }
     }
 
@@ -305,6 +336,8 @@ impl Recorder {
             outage_hits: c[Counter::OutageHits as usize],
             backend_skipped: c[Counter::BackendSkipped as usize],
             l1_entries: self.occupancy.get().map_or(0, |read| read()),
+            hot_keys: self.hot.get().map(|h| h.top()).unwrap_or_default().0,
+            hot_loads: self.hot.get().map(|h| h.top()).unwrap_or_default().1,
             hit_hist: LatencyHistogram(hit.into()),
             load_hist: LatencyHistogram(load.into()),
         }
@@ -383,6 +416,11 @@ pub struct Stats {
     pub backend_skipped: u64,
     /// Entries in the in-process tier now (a gauge, not a counter; 0 without one).
     pub l1_entries: u64,
+    /// With `hot_keys = N`: the N keys with the most hits, largest first, with an estimate
+    /// of their hits (from a 1-in-64 sample, so ± a few dozen). Empty otherwise.
+    pub hot_keys: Vec<(String, u64)>,
+    /// With `hot_keys = N`: the N keys with the most source calls, with their count.
+    pub hot_loads: Vec<(String, u64)>,
     /// Latency of calls answered from the cache.
     pub hit_hist: LatencyHistogram,
     /// Latency of source calls.
@@ -419,6 +457,8 @@ impl serde::Serialize for Stats {
         s.serialize_field("l2_hits", &self.l2_hits)?;
         s.serialize_field("outage_hits", &self.outage_hits)?;
         s.serialize_field("l1_entries", &self.l1_entries)?;
+        s.serialize_field("hot_keys", &self.hot_keys)?;
+        s.serialize_field("hot_loads", &self.hot_loads)?;
         s.serialize_field("hit_latency_p50_us", &micros(self.hit_latency(0.5)))?;
         s.serialize_field("hit_latency_p99_us", &micros(self.hit_latency(0.99)))?;
         s.serialize_field("hit_latency_p999_us", &micros(self.hit_latency(0.999)))?;

@@ -61,6 +61,20 @@ pub fn table(rows: &[Stats]) -> String {
             human(s.load_latency(0.99)),
         );
     }
+    // Hot keys, for the functions that track them (`hot_keys = N`).
+    for s in rows
+        .iter()
+        .filter(|s| !s.hot_keys.is_empty() || !s.hot_loads.is_empty())
+    {
+        let list = |keys: &[(String, u64)]| {
+            keys.iter()
+                .map(|(k, n)| format!("{k} ({n})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(out, "{}: hottest by hits: {}", s.name, list(&s.hot_keys));
+        let _ = writeln!(out, "{}: hottest by loads: {}", s.name, list(&s.hot_loads));
+    }
     out
 }
 
