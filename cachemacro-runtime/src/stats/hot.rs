@@ -8,6 +8,9 @@
 use std::sync::Mutex;
 
 /// A bounded top-k sketch.
+/// Keys with their counts, highest first.
+pub type Ranked = Vec<(String, u64)>;
+
 pub(crate) struct Sketch {
     slots: Vec<(String, u64)>,
     capacity: usize,
@@ -82,7 +85,7 @@ impl HotKeys {
     }
 
     /// The top keys by hits (estimated) and by loads.
-    pub fn top(&self) -> (Vec<(String, u64)>, Vec<(String, u64)>) {
+    pub fn top(&self) -> (Ranked, Ranked) {
         let hits = self
             .hits
             .lock()
