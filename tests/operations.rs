@@ -193,3 +193,32 @@ async fn hot_keys_are_the_most_hit_and_the_most_loaded_keys() {
     // Off by default: nothing tracked.
     assert!(clearable_stats().hot_keys.is_empty());
 }
+
+// ---- refresh ahead ---------------------------------------------------------------------------------
+
+static AHEAD: AtomicU32 = AtomicU32::new(0);
+
+#[cached(ttl = 5, refresh_every = "200ms", refresh_idle = "600ms", key = "ahead:<id>")]
+async fn ahead(id: u64) -> u32 {
+    let _ = id;
+    AHEAD.fetch_add(1, SeqCst) + 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_read_often_is_refreshed_ahead_and_the_schedule_stops_when_it_is_not() {
+    assert_eq!(ahead(1).await, 1);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen.insert(ahead(1).await);
+    }
+    let s = ahead_stats();
+    assert_eq!(s.misses, 1, "every read after the first was a hit");
+    assert!(s.background_refreshes >= 4, "refreshed ahead: {s:?}");
+    assert!(seen.len() >= 4, "readers saw the reloaded values: {seen:?}");
+    // Not read any more: the schedule ends after refresh_idle.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let loads = AHEAD.load(SeqCst);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(AHEAD.load(SeqCst), loads, "idle keys are not refreshed");
+}

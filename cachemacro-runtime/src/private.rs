@@ -186,3 +186,16 @@ impl<E: From<crate::SourceTimeout>> TimeoutError for E {
         E::from(t)
     }
 }
+
+/// An argument of a function with `refresh_every`, reloaded later from a clone.
+#[diagnostic::on_unimplemented(
+    message = "`refresh_every` reloads the key later with the same arguments, so `{Self}` must implement `Clone`",
+    label = "`{Self}` is not `Clone`",
+    note = "derive or implement `Clone` for `{Self}`, or use `soft_ttl`, which refreshes on the next call"
+)]
+pub trait CloneArg {}
+
+impl<T: Clone> CloneArg for T {}
+
+/// Checks (at the `refresh_every` option) that an argument can be cloned.
+pub fn clone_arg<T: CloneArg>(_: &T) {}

@@ -338,10 +338,30 @@ pub fn expand(m: &Model) -> TokenStream {
         }
     };
 
-    let get = if m.detached {
+    let get = if m.refresh_every.is_some() {
+        quote!(get_ahead)
+    } else if m.detached {
         quote!(get_detached)
     } else {
         quote!(get)
+    };
+    // With `refresh_every` the source is built again for each scheduled reload: from
+    // clones of the arguments (which must be `Clone`, checked where the option is written).
+    let make = match m.refresh_every_span {
+        Some(span) => {
+            let names: Vec<_> = m.params.iter().filter_map(|p| p.name.clone()).collect();
+            let checks = names
+                .iter()
+                .map(|n| quote_spanned!(span=> #p::clone_arg(&#n)));
+            quote! {{
+                #(let _ = #checks;)*
+                move || {
+                    #(let #names = ::core::clone::Clone::clone(&#names);)*
+                    (#tags, #body)
+                }
+            }}
+        }
+        None => quote!(move || (#tags, #body)),
     };
     let attrs = &func.attrs;
     let cfgs: Vec<_> = attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
@@ -381,7 +401,7 @@ pub fn expand(m: &Model) -> TokenStream {
             // call's future); tags and the source are built only if the call gets past L1.
             let __cachemacro_call = {
                 #key_stmts
-                #engine.#get(__k.rendered(), move || (#tags, #body))
+                #engine.#get(__k.rendered(), #make)
             };
             __cachemacro_call.await
         }

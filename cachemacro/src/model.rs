@@ -34,6 +34,8 @@ pub struct Model {
     pub outage_ttl: Option<Nanos>,
     pub max_refreshes: Option<u64>,
     pub refresh_every: Option<Nanos>,
+    /// Where `refresh_every` was written: the arguments' `Clone` is checked there.
+    pub refresh_every_span: Option<Span>,
     pub refresh_idle: Option<Nanos>,
     pub hot_keys: Option<u64>,
     pub stampede: Stampede,
@@ -363,6 +365,14 @@ impl Model {
                     r.span,
                     "`refresh_every` refreshes keys in the background, which needs owned arguments (`String`, not `&str`) and no receiver; or use `soft_ttl`, which refreshes on the next call",
                 ));
+            } else if func.sig.inputs.iter().any(|a| match a {
+                FnArg::Typed(pt) => !matches!(&*pt.pat, Pat::Ident(_)),
+                FnArg::Receiver(_) => false,
+            }) {
+                errors.push(syn::Error::new(
+                    r.span,
+                    "`refresh_every` reloads keys later with their arguments, which must be plain names (`id: u64`), not patterns",
+                ));
             }
         }
         if let Some(i) = &opts.refresh_idle {
@@ -528,7 +538,8 @@ impl Model {
             hard_timeout_span: opts.hard_timeout.as_ref().map(|s| s.span),
             outage_ttl: opts.outage_ttl.map(|s| s.value),
             max_refreshes: opts.max_refreshes.map(|s| s.value),
-            refresh_every: opts.refresh_every.map(|s| s.value),
+            refresh_every: opts.refresh_every.as_ref().map(|s| s.value),
+            refresh_every_span: opts.refresh_every.as_ref().map(|s| s.span),
             refresh_idle: opts.refresh_idle.map(|s| s.value),
             hot_keys: opts.hot_keys.map(|s| s.value),
             stampede,

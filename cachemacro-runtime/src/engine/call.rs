@@ -188,6 +188,26 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         }))
     }
 
+    /// [`Engine::get_detached`] for a function with `refresh_every`: `make` can be called
+    /// again (it clones the arguments), so the key's schedule can reload it.
+    #[inline]
+    pub fn get_ahead<M, Fut>(
+        self: &Arc<Self>,
+        key: &Rendered,
+        make: M,
+    ) -> Call<R, impl Future<Output = R> + Send + 'static>
+    where
+        M: Fn() -> (Vec<String>, Fut) + Clone + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: Send,
+        S::Error: Send,
+    {
+        if crate::bypass::current().is_none() {
+            self.ahead(key.as_str(), &make);
+        }
+        self.get_detached(key, make)
+    }
+
     /// The stages after L1: the hit path's L2 read if L1 was not looked at; then rounds of
     /// the miss path until a value, an error, a load or a refresh settles it.
     async fn call<Fl: Flavour<R, S>>(

@@ -13,6 +13,7 @@
 //! The engine depends on the [`crate::tier::Tier`] trait, never on Redis, and on
 //! [`crate::coherence`] for generations, tags and the backplane.
 
+mod ahead;
 mod call;
 mod cell;
 mod l2;
@@ -62,6 +63,8 @@ pub struct Engine<R, S: Kind<R>> {
     loading: Mutex<HashMap<String, u32>>,
     /// What the expansion found out about the function's types.
     hooks: Hooks<S::Value, S::Error>,
+    /// Keys refreshed ahead (`refresh_every`).
+    schedule: ahead::Schedule,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -89,6 +92,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             gens: Generations::new(),
             loading: Mutex::new(HashMap::new()),
             hooks,
+            schedule: Default::default(),
             _r: PhantomData,
         }
     }

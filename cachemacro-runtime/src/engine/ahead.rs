@@ -1,0 +1,87 @@
+//! Refresh ahead on a schedule (`refresh_every`, the seed's remedy for very hot keys): a key
+//! read at least once gets a task that reloads it every `refresh_every` while it keeps being
+//! read, so its readers never meet it stale or missing; the task ends once the key has not
+//! been read for `refresh_idle` (default four intervals). One task per key; each reload is a
+//! write-through refresh (loads in flight do not overwrite it), counted in
+//! `background_refreshes`.
+//!
+//! The task runs on the runtime of the call that started it (where the source's resources
+//! live); if that runtime shuts down, the schedule ends with it and the next read starts a
+//! new one. Reads of a scheduled key cost one read-lock and one atomic store more than
+//! other hits.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+
+use super::Engine;
+use crate::clock;
+use crate::io::Defer;
+use crate::key::Key;
+use crate::kind::Kind;
+
+/// The scheduled keys of one function, with when each was last read.
+#[derive(Default)]
+pub(crate) struct Schedule {
+    keys: RwLock<HashMap<Key, Arc<AtomicU64>>>,
+}
+
+impl<R: Send + 'static, S: Kind<R>> Engine<R, S>
+where
+    S::Error: Send,
+{
+    /// Notes a read of `key`, and starts its schedule if it has none.
+    pub(super) fn ahead<M, Fut>(self: &Arc<Self>, key: &str, make: &M)
+    where
+        M: Fn() -> (Vec<String>, Fut) + Clone + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        let Some(every) = self.policy.refresh_every else {
+            return;
+        };
+        let now = clock::now();
+        {
+            let keys = self.schedule.keys.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(last) = keys.get(key) {
+                last.store(now, Relaxed);
+                return;
+            }
+        }
+        let last = {
+            let mut keys = self.schedule.keys.write().unwrap_or_else(|e| e.into_inner());
+            if keys.contains_key(key) {
+                return;
+            }
+            let last = Arc::new(AtomicU64::new(now));
+            keys.insert(Key::from(key), last.clone());
+            last
+        };
+        let idle = clock::nanos(self.policy.refresh_idle.unwrap_or(every * 4));
+        let (this, key, make) = (self.clone(), Key::from(key), make.clone());
+        crate::io::spawn_here(async move {
+            let _unscheduled = Defer::new(|| {
+                this.schedule
+                    .keys
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key);
+            });
+            loop {
+                crate::io::sleep(every).await;
+                if clock::now().saturating_sub(last.load(Relaxed)) > idle {
+                    return; // not read lately: let it expire
+                }
+                let (tags, source) = make();
+                this.stats.incr(crate::stats::Counter::BackgroundRefreshes);
+                this.refresh(key.clone(), tags, source).await;
+            }
+        });
+    }
+
+    /// The scheduled keys (tests, stats).
+    #[allow(dead_code)]
+    pub(crate) fn scheduled(&self) -> usize {
+        self.schedule.keys.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
