@@ -5,7 +5,7 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
-use syn::{Ident, LitByteStr, LitStr};
+use syn::{FnArg, Ident, LitByteStr, LitStr, Type};
 
 use crate::args::{Backend, Returns, Stampede};
 use crate::key::Part;
@@ -441,6 +441,17 @@ pub fn expand(m: &Model) -> TokenStream {
         "Drops every cached value of [`{fn_name}`], for all arguments, from every tier and (tiered) every process's in-process tier, without scanning keys; loads in flight do not write back. If the shared tier cannot be reached, the error is returned and the clear is replayed when it answers."
     );
     let allow = quote!(#[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]);
+    let many = many(m, &ManyParts {
+        p: &p,
+        cell: &cell,
+        engine: &engine,
+        key: &key,
+        tags: &tags,
+        make: &make,
+        get: &get,
+        cfgs: &cfgs,
+        allow: &allow,
+    });
     quote! {
         #main
 
@@ -487,6 +498,128 @@ pub fn expand(m: &Model) -> TokenStream {
         #vis async fn #clear() -> #p::Result<(), #rt::Error> {
             #cell
             #engine.clear().await
+        }
+
+        #many
+    }
+}
+
+/// What `<fn>_many` shares with the other generated items.
+struct ManyParts<'a> {
+    p: &'a TokenStream,
+    cell: &'a TokenStream,
+    engine: &'a TokenStream,
+    key: &'a TokenStream,
+    tags: &'a TokenStream,
+    make: &'a TokenStream,
+    get: &'a TokenStream,
+    cfgs: &'a [&'a syn::Attribute],
+    allow: &'a TokenStream,
+}
+
+/// Whether `tokens` contain `impl` (an `impl Trait` type cannot be part of a tuple).
+fn has_impl(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|t| match t {
+        proc_macro2::TokenTree::Ident(i) => i == "impl",
+        proc_macro2::TokenTree::Group(g) => has_impl(g.stream()),
+        _ => false,
+    })
+}
+
+/// `<fn>_many(args)`: one call per item of `args` (the key parameters, a tuple of them when
+/// there are several), the shared tier read once for all of them. Generated when each
+/// call can be made from an item: the receiver, if any, is `&self`, and every parameter left
+/// out of the key is a reference (it is shared by the calls); no parameter is `impl Trait`.
+fn many(m: &Model, parts: &ManyParts<'_>) -> TokenStream {
+    let ManyParts {
+        p,
+        cell,
+        engine,
+        key,
+        tags,
+        make,
+        get,
+        cfgs,
+        allow,
+    } = *parts;
+    let sig = &m.func.sig;
+    let mut receiver = None;
+    let mut shared = Vec::new();
+    let (mut pats, mut tys) = (Vec::new(), Vec::new());
+    let mut typed = m.params.iter();
+    for arg in &sig.inputs {
+        match arg {
+            FnArg::Receiver(r) => {
+                if r.reference.is_none() || r.mutability.is_some() || r.colon_token.is_some() {
+                    return TokenStream::new();
+                }
+                receiver = Some(arg);
+            }
+            FnArg::Typed(pt) => {
+                let Some(param) = typed.next() else {
+                    return TokenStream::new();
+                };
+                let ty = &pt.ty;
+                if has_impl(quote!(#ty)) {
+                    return TokenStream::new();
+                }
+                if param.ignored {
+                    if !matches!(**ty, Type::Reference(_)) {
+                        return TokenStream::new();
+                    }
+                    shared.push(arg);
+                } else {
+                    pats.push(&pt.pat);
+                    tys.push(ty);
+                }
+            }
+        }
+    }
+    if pats.is_empty() {
+        return TokenStream::new();
+    }
+    let taken = |n: &str| m.params.iter().any(|q| q.name.as_ref().is_some_and(|i| i == n));
+    let args = if taken("args") {
+        format_ident!("cachemacro_args")
+    } else {
+        format_ident!("args")
+    };
+    let (item_pat, item_ty) = if pats.len() == 1 {
+        let (pat, ty) = (pats[0], tys[0]);
+        (quote!(#pat), quote!(#ty))
+    } else {
+        (quote!((#(#pats),*)), quote!((#(#tys),*)))
+    };
+    let ident = &sig.ident;
+    let many = format_ident!("{}_many", ident);
+    let (vis, ret) = (&m.func.vis, &m.ret);
+    let generics = &sig.generics;
+    let where_clause = &sig.generics.where_clause;
+    let receiver = receiver.map(|r| quote!(#r,));
+    let fn_name = ident.to_string();
+    let doc = format!(
+        "Calls [`{fn_name}`] once per item of `{args}` (its key arguments{}), and returns the results in the same order. The keys the in-process tier cannot answer are read from the shared tier in one round trip (one `MGET`, split by slot on a cluster); the rest are loaded concurrently, each coalesced with other callers as usual.",
+        if pats.len() > 1 { ", as a tuple" } else { "" }
+    );
+    quote! {
+        #(#cfgs)*
+        #[doc = #doc]
+        #allow
+        #vis async fn #many #generics (
+            #receiver
+            #(#shared,)*
+            #args: impl ::core::iter::IntoIterator<Item = #item_ty>
+        ) -> #p::Vec<#ret> #where_clause {
+            #cell
+            let __cachemacro_items: #p::Vec<_> = ::core::iter::IntoIterator::into_iter(#args)
+                .map(|__cachemacro_item| {
+                    let #item_pat: #item_ty = __cachemacro_item;
+                    (#key, #tags, #make)
+                })
+                .collect();
+            #engine
+                .get_many(__cachemacro_items, |__e, __k, __m| __e.#get(__k, __m))
+                .await
         }
     }
 }

@@ -88,8 +88,8 @@ fn the_body_is_spliced_into_the_async_block() {
     assert!(!text.contains("{ id }"), "{text}");
     assert_eq!(
         text.lines().filter(|l| l.trim() == "id").count(),
-        2,
-        "main and refresh: {text}"
+        3,
+        "main, refresh and many: {text}"
     );
 }
 

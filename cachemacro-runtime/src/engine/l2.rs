@@ -234,6 +234,56 @@ impl<V: CacheValue> Remote<V> {
         }
     }
 
+    /// The bulk hit path (`<fn>_many`): the keys' values and the versions of every tag
+    /// they carry, in one round trip. For each key, `Some` if L2 holds a fresh value (a hit
+    /// of L2; tiered, copied into L1 unless the key was invalidated since the read began);
+    /// `None` for anything else (missing, stale, XFetch-due, expired, unreadable, or the
+    /// tier failed), which the key's own call then handles as usual.
+    pub async fn peek_many<R: 'static, S: Kind<R, Value = V>>(
+        &self,
+        engine: &Engine<R, S>,
+        keys: &[(&str, &[String])],
+    ) -> Vec<Option<V>> {
+        let started = engine.stats.sample();
+        let shared: Vec<Vec<String>> = keys.iter().map(|(_, tags)| self.shared(tags)).collect();
+        let mut union: Vec<String> = Vec::new();
+        for tag in shared.iter().flatten() {
+            if !union.contains(tag) {
+                union.push(tag.clone());
+            }
+        }
+        let snaps: Vec<Snapshot> = keys.iter().map(|(k, _)| engine.snapshot(k)).collect();
+        let names: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
+        // Failures are left for each key's own call to count and log.
+        let Ok((values, versions)) = self.tier.get_many(&names, &union).await else {
+            return keys.iter().map(|_| None).collect();
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        for (i, ((key, tags), bytes)) in keys.iter().zip(values).enumerate() {
+            let Some(bytes) = bytes else {
+                out.push(None);
+                continue;
+            };
+            let wanted: Vec<u64> = shared[i]
+                .iter()
+                .map(|t| union.iter().position(|u| u == t).map_or(0, |j| versions[j]))
+                .collect();
+            match self.judge(engine, key, &bytes, &wanted, false) {
+                Verdict::Usable(meta, value, now_ms, None) => {
+                    engine.hit_of(key, false, started);
+                    engine.stats.incr(Counter::L2Hits);
+                    if engine.local().is_some() {
+                        let entry = Self::entry(&meta, value.clone(), now_ms, tags, snaps[i].stamp);
+                        engine.put_local(key, entry, snaps[i].generation);
+                    }
+                    out.push(Some(value));
+                }
+                _ => out.push(None),
+            }
+        }
+        out
+    }
+
     /// Reads the key from L2 as its leader, with its generation (the ticket of the load that
     /// may follow). A hit fills L1 with the remaining TTL, unless `snap` is no longer
     /// current. `for_caller: false` for the cache's own reads (a refresh checking what L2

@@ -18,6 +18,7 @@ mod call;
 mod cell;
 mod l2;
 mod load;
+mod many;
 mod read;
 mod ticket;
 

@@ -113,6 +113,23 @@ pub(crate) trait Tier: Send + Sync + 'static {
 
     /// The hit path's read: the value and the tags' versions (no generation).
     fn get<'a>(&'a self, key: &'a str, tags: &'a [String]) -> TierFuture<'a, Read>;
+    /// Many hit-path reads at once (`<fn>_many`): each key's value, and the current
+    /// versions of `tags` (the union of the keys' tags; each key's are picked from it).
+    /// One round trip where the tier can (Redis: one `MGET`, split by slot on a cluster);
+    /// by default, one read after another.
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        tags: &'a [String],
+    ) -> TierFuture<'a, (Vec<Option<Vec<u8>>>, Vec<u64>)> {
+        Box::pin(async move {
+            let mut values = Vec::with_capacity(keys.len());
+            for key in keys {
+                values.push(self.get(key, &[]).await?.value);
+            }
+            Ok((values, self.tag_versions(tags).await?))
+        })
+    }
     /// A leader's read: the value, its generation and the tags' versions.
     fn read<'a>(&'a self, key: &'a str, tags: &'a [String]) -> TierFuture<'a, Read>;
     /// The generation and the tags' versions, without the value.

@@ -446,3 +446,108 @@ async fn get_user_clear() -> ::cachemacro_runtime::__private_v0_1_0::Result<
         .clear()
         .await
 }
+///Calls [`get_user`] once per item of `args` (its key arguments), and returns the results in the same order. The keys the in-process tier cannot answer are read from the shared tier in one round trip (one `MGET`, split by slot on a cluster); the rest are loaded concurrently, each coalesced with other callers as usual.
+#[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]
+async fn get_user_many(
+    args: impl ::core::iter::IntoIterator<Item = u64>,
+) -> ::cachemacro_runtime::__private_v0_1_0::Vec<Result<User, DbError>> {
+    static __CACHEMACRO: ::cachemacro_runtime::__private_v0_1_0::EngineCell<
+        Result<User, DbError>,
+        ::cachemacro_runtime::__private_v0_1_0::ResultKind,
+    > = ::cachemacro_runtime::__private_v0_1_0::EngineCell::remote(
+        ::cachemacro_runtime::__private_v0_1_0::Policy::new(
+                ::cachemacro_runtime::__private_v0_1_0::Site::new(
+                    ::core::module_path!(),
+                    "get_user",
+                    ::core::file!(),
+                    ::core::line!(),
+                    ::core::column!(),
+                ),
+                ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(600u64),
+            )
+            .with_soft_ttl(
+                ::cachemacro_runtime::__private_v0_1_0::Duration::from_secs(60u64),
+            )
+            .with_stampede(::cachemacro_runtime::__private_v0_1_0::Stampede::Xfetch)
+            .with_backend(::cachemacro_runtime::__private_v0_1_0::Backend::Redis)
+            .with_key_template("user:<id>", b"%:"),
+        ::cachemacro_runtime::__private_v0_1_0::codec_of::<
+            <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                Result<User, DbError>,
+            >>::Value,
+        >(),
+    );
+    let __cachemacro_items: ::cachemacro_runtime::__private_v0_1_0::Vec<_> = ::core::iter::IntoIterator::into_iter(
+            args,
+        )
+        .map(|__cachemacro_item| {
+            let id: u64 = __cachemacro_item;
+            (
+                {
+                    #[allow(unused_imports)]
+                    use ::cachemacro_runtime::__private_v0_1_0::{
+                        DirectKind as _, DisplayKind as _,
+                    };
+                    let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
+                        13usize,
+                        {
+                            const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                                b"%:",
+                            );
+                            SET
+                        },
+                    );
+                    __k.lit("user:");
+                    {
+                        let __v = &id;
+                        (&::cachemacro_runtime::__private_v0_1_0::Arg(__v))
+                            .kind()
+                            .render(&mut __k, __v);
+                    }
+                    __k.finish()
+                },
+                ::cachemacro_runtime::__private_v0_1_0::Vec::new(),
+                move || (
+                    ::cachemacro_runtime::__private_v0_1_0::Vec::new(),
+                    async move {
+                        #[allow(
+                            unreachable_code,
+                            clippy::diverging_sub_expression,
+                            clippy::empty_loop,
+                            clippy::let_unit_value,
+                            clippy::needless_return
+                        )]
+                        if false {
+                            let __cachemacro_fake_return: Result<User, DbError> = loop {};
+                            return __cachemacro_fake_return;
+                        }
+                        db.fetch_user(id).await
+                    },
+                ),
+            )
+        })
+        .collect();
+    __CACHEMACRO
+        .get(|| {
+            #[allow(unused_imports)]
+            use ::cachemacro_runtime::__private_v0_1_0::{
+                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+            };
+            ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
+                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                        Result<User, DbError>,
+                    >>::Error,
+                >::new())
+                    .sharing(),
+                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                        Result<User, DbError>,
+                    >>::Value,
+                >::new())
+                    .negative(),
+            )
+        })
+        .get_many(__cachemacro_items, |__e, __k, __m| __e.get_detached(__k, __m))
+        .await
+}

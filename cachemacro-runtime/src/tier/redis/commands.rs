@@ -93,6 +93,19 @@ impl RedisTier {
         })
     }
 
+    /// Reads many keys' values and the versions of `tags` in one `MGET` (on a cluster the
+    /// client splits it by slot and sends the parts together).
+    pub(super) async fn get_values(
+        &self,
+        keys: &[&str],
+        tags: &[String],
+    ) -> Result<(Vec<Option<Vec<u8>>>, Vec<u64>), TierError> {
+        let all = self.with_tag_keys(keys.iter().map(|k| self.value_key(k)).collect(), tags);
+        let mut got = self.mget(all).await?;
+        let versions = got.split_off(keys.len()).iter().map(parse_u64).collect();
+        Ok((got, versions))
+    }
+
     /// Reads a key, its generation and the versions of `tags`, in one round trip.
     pub(super) async fn read_all(&self, key: &str, tags: &[String]) -> Result<Read, TierError> {
         let vk = self.value_key(key);

@@ -240,6 +240,14 @@ impl Tier for RedisTier {
         Box::pin(self.get_value(key, tags))
     }
 
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        tags: &'a [String],
+    ) -> TierFuture<'a, (Vec<Option<Vec<u8>>>, Vec<u64>)> {
+        Box::pin(self.get_values(keys, tags))
+    }
+
     fn read<'a>(&'a self, key: &'a str, tags: &'a [String]) -> TierFuture<'a, Read> {
         Box::pin(self.read_all(key, tags))
     }

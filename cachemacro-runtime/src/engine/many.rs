@@ -1,0 +1,108 @@
+//! Bulk reads (`<fn>_many`): the keys that L1 cannot answer are read from the shared tier
+//! in one round trip; each key that is still not answered (missing, stale, due for a
+//! refresh) then makes its own call, all of them concurrently and each coalesced as usual.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use super::call::Call;
+use super::Engine;
+use crate::clock;
+use crate::entry::Freshness;
+use crate::key::Rendered;
+use crate::kind::Kind;
+
+impl<R: 'static, S: Kind<R>> Engine<R, S> {
+    /// One result per item, in the items' order. `one` makes a key's own call (the
+    /// function's flavour: [`Engine::get`], [`Engine::get_detached`] or
+    /// [`Engine::get_ahead`]); an item's tags are what its call would store with.
+    pub async fn get_many<'a, M, Fut, F>(
+        self: &'a Arc<Self>,
+        items: Vec<(Rendered, Vec<String>, M)>,
+        one: F,
+    ) -> Vec<R>
+    where
+        F: Fn(&'a Arc<Self>, &Rendered, M) -> Call<R, Fut>,
+        Fut: Future<Output = R> + 'a,
+    {
+        let mut found: Vec<Option<S::Value>> = items.iter().map(|_| None).collect();
+        if let (Some(remote), None) = (&self.remote, crate::bypass::current()) {
+            let wanted: Vec<usize> = (0..items.len())
+                .filter(|&i| !self.fresh_in_l1(items[i].0.as_str()))
+                .collect();
+            if wanted.len() > 1 || (wanted.len() == 1 && items.len() > 1) {
+                let keys: Vec<(&str, &[String])> = wanted
+                    .iter()
+                    .map(|&i| (items[i].0.as_str(), items[i].1.as_slice()))
+                    .collect();
+                let got = remote.peek_many(self, &keys).await;
+                for (i, v) in wanted.into_iter().zip(got) {
+                    found[i] = v;
+                }
+            }
+        }
+        let calls: Vec<Call<R, Fut>> = items
+            .into_iter()
+            .zip(found)
+            .map(|((key, _, make), v)| match v {
+                Some(v) => Call::Ready(std::future::ready(S::join(v))),
+                None => one(self, &key, make),
+            })
+            .collect();
+        JoinAll::new(calls).await
+    }
+
+    /// Whether L1 holds a fresh value of `key` (its call will be answered at once).
+    fn fresh_in_l1(&self, key: &str) -> bool {
+        let Some((l1, floor)) = self.local_read() else {
+            return false;
+        };
+        l1.get(key).is_some_and(|e| {
+            e.freshness(clock::now()) == Freshness::Fresh && self.admits(e.born, floor)
+        })
+    }
+}
+
+/// Polls every call until all are done; the results in order.
+struct JoinAll<F: Future> {
+    calls: Vec<Option<F>>,
+    out: Vec<Option<F::Output>>,
+    left: usize,
+}
+
+impl<F: Future + Unpin> JoinAll<F> {
+    fn new(calls: Vec<F>) -> Self {
+        let left = calls.len();
+        Self {
+            out: calls.iter().map(|_| None).collect(),
+            calls: calls.into_iter().map(Some).collect(),
+            left,
+        }
+    }
+}
+
+// Nothing in it is pinned: the calls are `Unpin`, the outputs are only moved.
+impl<F: Future> Unpin for JoinAll<F> {}
+
+impl<F: Future + Unpin> Future for JoinAll<F> {
+    type Output = Vec<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        for (slot, out) in this.calls.iter_mut().zip(this.out.iter_mut()) {
+            if let Some(call) = slot {
+                if let Poll::Ready(r) = Pin::new(call).poll(cx) {
+                    *out = Some(r);
+                    *slot = None;
+                    this.left -= 1;
+                }
+            }
+        }
+        if this.left > 0 {
+            return Poll::Pending;
+        }
+        Poll::Ready(this.out.iter_mut().filter_map(Option::take).collect())
+    }
+}
