@@ -253,15 +253,18 @@ impl Recorder {
         }
     }
 
-    /// Whether this hit's latency is recorded: every [`HIT_SAMPLE`]th call of a thread
-    /// reads the precise clock at its start (`Some`), the others do not read it at all.
+    /// Whether this hit's latency is recorded: a thread's first 15 calls and then every
+    /// [`HIT_SAMPLE`]th call of it read the precise clock at its start (`Some`), the others do not read it at all.
     #[inline]
     pub fn sample(&self) -> Option<Instant> {
         HIT_TICK
             .try_with(|t| {
                 let n = t.get().wrapping_add(1);
                 t.set(n);
-                n % HIT_SAMPLE == 0
+                // A thread's first calls are all sampled, so a function called a few
+                // times (an example, a cold service) shows a latency, not none; not with
+                // `hot_keys`, whose sketch counts each sample as HIT_SAMPLE hits.
+                n % HIT_SAMPLE == 0 || (n < 16 && !self.tracks_hot_keys())
             })
             .unwrap_or(false)
             .then(Instant::now)
