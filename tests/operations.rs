@@ -222,3 +222,38 @@ async fn a_key_read_often_is_refreshed_ahead_and_the_schedule_stops_when_it_is_n
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(AHEAD.load(SeqCst), loads, "idle keys are not refreshed");
 }
+
+// ---- L1 occupancy in bytes --------------------------------------------------------------------
+
+#[cached(ttl = 600, key = "sized:<id>")]
+async fn sized(id: u64) -> String {
+    "x".repeat(usize::try_from(id).unwrap())
+}
+
+#[derive(Clone)]
+struct Opaque(#[allow(dead_code)] u64);
+
+#[cached(ttl = 600, key = "opaque:<id>")]
+async fn opaque(id: u64) -> Opaque {
+    Opaque(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_bytes_are_reported_when_the_value_type_can_say_and_only_then() {
+    tokio::spawn(async {
+        assert_eq!(sized_stats().l1_bytes, Some(0));
+        sized(1000).await;
+        sized(3000).await;
+        let bytes = sized_stats().l1_bytes.unwrap();
+        // Two keys of ~10 bytes, two Strings of 1,000 and 3,000 bytes and their headers.
+        assert!((4_000..4_200).contains(&bytes), "{bytes}");
+        sized_invalidate(3000).await.unwrap();
+        let bytes = sized_stats().l1_bytes.unwrap();
+        assert!((1_000..1_100).contains(&bytes), "{bytes}");
+        opaque(1).await;
+        assert_eq!(opaque_stats().l1_entries, 1);
+        assert_eq!(opaque_stats().l1_bytes, None, "nothing guessed");
+    })
+    .await
+    .unwrap();
+}

@@ -112,6 +112,8 @@ pub struct Hooks<V, E> {
     pub(crate) negative: Option<fn(&V) -> bool>,
     /// The function's error for a source past `hard_timeout` (`E: From<SourceTimeout>`).
     pub(crate) timed_out: Option<fn(crate::SourceTimeout) -> E>,
+    /// The bytes a value occupies, if its type implements `CacheSize`.
+    pub(crate) sizer: Option<fn(&V) -> usize>,
 }
 
 impl<V, E> Hooks<V, E> {
@@ -121,7 +123,14 @@ impl<V, E> Hooks<V, E> {
             errors,
             negative,
             timed_out: None,
+            sizer: None,
         }
+    }
+
+    /// How to size a value (`Stats::l1_bytes`), if its type can say.
+    pub fn with_sizer(mut self, sizer: Option<fn(&V) -> usize>) -> Self {
+        self.sizer = sizer;
+        self
     }
 
     /// How a `hard_timeout` becomes the function's error.

@@ -39,6 +39,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bypass;
+mod size;
 mod clock;
 mod codec;
 mod coherence;
@@ -60,6 +61,7 @@ mod write;
 pub use cachemacro::cached;
 
 pub use bypass::{bypass, Bypass};
+pub use size::CacheSize;
 pub use codec::FORMAT_VERSION;
 pub use config::{configure, BackendConfig, Codec, Config, DEFAULT_REDIS_URL};
 pub use error::{Error, SourceTimeout};

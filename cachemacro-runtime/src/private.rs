@@ -87,6 +87,36 @@ impl<V> ProbeNone<V> for &NoneProbe<V> {
     }
 }
 
+/// Whether a cached value can say its size ([`crate::CacheSize`]): an autoref probe.
+pub struct SizeProbe<V>(PhantomData<V>);
+
+#[allow(clippy::new_without_default)]
+impl<V> SizeProbe<V> {
+    /// A probe for `V`.
+    pub const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+#[allow(missing_docs)]
+pub trait ProbeSized<V> {
+    fn sizer(&self) -> Option<fn(&V) -> usize>;
+}
+impl<V: crate::CacheSize> ProbeSized<V> for SizeProbe<V> {
+    fn sizer(&self) -> Option<fn(&V) -> usize> {
+        Some(<V as crate::CacheSize>::cache_size)
+    }
+}
+#[allow(missing_docs)]
+pub trait ProbeUnsized<V> {
+    fn sizer(&self) -> Option<fn(&V) -> usize>;
+}
+impl<V> ProbeUnsized<V> for &SizeProbe<V> {
+    fn sizer(&self) -> Option<fn(&V) -> usize> {
+        None
+    }
+}
+
 /// Implemented only by `Option`s.
 #[diagnostic::on_unimplemented(
     message = "`cache_none` caches `None`, but the cached value `{Self}` is not an `Option`",

@@ -382,11 +382,12 @@ pub fn expand(m: &Model) -> TokenStream {
     let hooks = quote_spanned! {ret_span=>
         || {
             #[allow(unused_imports)]
-            use #pr::{ProbeNone as _, ProbeSome as _, ShareErrors as _};
+            use #pr::{ProbeNone as _, ProbeSized as _, ProbeSome as _, ProbeUnsized as _, ShareErrors as _};
             #pr::Hooks::new(
                 (&#pr::ErrProbe::<<#kind_r as #pr::Kind<#ret>>::Error>::new()).sharing(),
                 (&#pr::NoneProbe::<<#kind_r as #pr::Kind<#ret>>::Value>::new()).negative(),
             )
+            .with_sizer((&#pr::SizeProbe::<<#kind_r as #pr::Kind<#ret>>::Value>::new()).sizer())
             #timed_out
         }
     };

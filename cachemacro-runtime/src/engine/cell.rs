@@ -69,7 +69,8 @@ fn registered<R: 'static, S: Kind<R>>(
     let engine = Arc::new(Engine::<R, S>::new(policy, codec, hooks));
     let weak = Arc::downgrade(&engine);
     engine.stats.set_occupancy(Box::new(move || {
-        weak.upgrade().map_or(0, |e| e.l1_entries())
+        weak.upgrade()
+            .map_or((0, None), |e| (e.l1_entries(), e.l1_bytes()))
     }));
     stats::register(engine.stats.clone());
     if let Some(remote) = &engine.remote {

@@ -83,7 +83,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         };
         let remote = Self::remote(&policy, codec);
         let local = remote.as_ref().is_none_or(|r| r.local_tier);
-        let l1 = local.then(|| MemoryStore::new(policy.capacity(), on_evict));
+        let l1 = local.then(|| MemoryStore::new(policy.capacity(), on_evict, hooks.sizer));
         Self {
             l1,
             remote,
@@ -462,6 +462,11 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// Entries in the in-process tier now.
     pub(crate) fn l1_entries(&self) -> u64 {
         self.l1.as_ref().map_or(0, |l1| l1.len() as u64)
+    }
+
+    /// Bytes held by the in-process tier, if the value type can say.
+    pub(crate) fn l1_bytes(&self) -> Option<u64> {
+        self.l1.as_ref().and_then(MemoryStore::bytes)
     }
 
     /// Drops every entry of this function from the in-process tier.

@@ -60,6 +60,9 @@ fn export_one(s: &Stats) {
     }
     ::metrics::gauge!("cachemacro_hit_ratio", "function" => f.clone()).set(s.hit_ratio());
     ::metrics::gauge!("cachemacro_l1_entries", "function" => f.clone()).set(s.l1_entries as f64);
+    if let Some(bytes) = s.l1_bytes {
+        ::metrics::gauge!("cachemacro_l1_bytes", "function" => f.clone()).set(bytes as f64);
+    }
     for (name, keys) in [
         ("cachemacro_hot_key_hits", &s.hot_keys),
         ("cachemacro_hot_key_loads", &s.hot_loads),

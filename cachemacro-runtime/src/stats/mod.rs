@@ -100,7 +100,7 @@ pub struct Recorder {
 }
 
 /// Reads how many entries a function's in-process tier holds.
-pub type Occupancy = Box<dyn Fn() -> u64 + Send + Sync>;
+pub type Occupancy = Box<dyn Fn() -> (u64, Option<u64>) + Send + Sync>;
 
 /// One hit in this many has its latency recorded (per thread).
 pub const HIT_SAMPLE: u32 = 64;
@@ -316,6 +316,7 @@ impl Recorder {
                 load[i] += shard.load_latency.buckets[i].load(Relaxed);
             }
         }
+        let occupancy = self.occupancy.get().map_or((0, None), |read| read());
         Stats {
             name: self.name.clone(),
             hits: c[Counter::Hits as usize],
@@ -338,7 +339,8 @@ impl Recorder {
             refreshes_deferred: c[Counter::RefreshesDeferred as usize],
             outage_hits: c[Counter::OutageHits as usize],
             backend_skipped: c[Counter::BackendSkipped as usize],
-            l1_entries: self.occupancy.get().map_or(0, |read| read()),
+            l1_entries: occupancy.0,
+            l1_bytes: occupancy.1,
             hot_keys: self.hot.get().map(|h| h.top()).unwrap_or_default().0,
             hot_loads: self.hot.get().map(|h| h.top()).unwrap_or_default().1,
             hit_hist: LatencyHistogram(hit.into()),
@@ -419,6 +421,9 @@ pub struct Stats {
     pub backend_skipped: u64,
     /// Entries in the in-process tier now (a gauge, not a counter; 0 without one).
     pub l1_entries: u64,
+    /// Bytes the in-process tier holds (keys and values, as the value type's
+    /// [`crate::CacheSize`] counts them); `None` when the value type does not implement it.
+    pub l1_bytes: Option<u64>,
     /// With `hot_keys = N`: the N keys with the most hits, largest first, with an estimate
     /// of their hits (from a 1-in-64 sample, so ± a few dozen). Empty otherwise.
     pub hot_keys: Vec<(String, u64)>,
@@ -436,7 +441,7 @@ impl serde::Serialize for Stats {
     fn serialize<Ser: serde::Serializer>(&self, ser: Ser) -> Result<Ser::Ok, Ser::Error> {
         use serde::ser::SerializeStruct;
         let micros = |d: Duration| d.as_secs_f64() * 1e6;
-        let mut s = ser.serialize_struct("Stats", 32)?;
+        let mut s = ser.serialize_struct("Stats", 33)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("hits", &self.hits)?;
         s.serialize_field("stale_hits", &self.stale_hits)?;
@@ -460,6 +465,7 @@ impl serde::Serialize for Stats {
         s.serialize_field("l2_hits", &self.l2_hits)?;
         s.serialize_field("outage_hits", &self.outage_hits)?;
         s.serialize_field("l1_entries", &self.l1_entries)?;
+        s.serialize_field("l1_bytes", &self.l1_bytes)?;
         s.serialize_field("hot_keys", &self.hot_keys)?;
         s.serialize_field("hot_loads", &self.hot_loads)?;
         s.serialize_field("hit_latency_p50_us", &micros(self.hit_latency(0.5)))?;

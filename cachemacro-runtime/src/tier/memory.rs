@@ -11,9 +11,9 @@
 //! Keys are `CompactString`s (inline up to 24 bytes: most keys cost no allocation), and an
 //! entry is its value and four words (deadlines, δ, tags), not a separate allocation.
 
-use std::sync::Arc;
-
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use quick_cache::sync::Cache;
 use quick_cache::{Equivalent, Lifecycle, UnitWeighter};
@@ -54,34 +54,78 @@ impl Equivalent<Stored> for Probe<'_> {
 /// Called once per entry pushed out by the capacity bound.
 type OnEvict = Arc<dyn Fn() + Send + Sync>;
 
-/// Collects the keys an insert pushed out. quick_cache reports a same-key replacement
-/// through the same hook as an eviction; the store tells them apart by key.
-#[derive(Clone, Copy)]
-struct Collect;
+/// The bytes a value occupies, when its type can say (`CacheSize`).
+pub(crate) type Sizer<V> = fn(&V) -> usize;
 
-impl<V> Lifecycle<Stored, V> for Collect {
-    type RequestState = Vec<Stored>;
+/// Collects the keys an insert pushed out, with the bytes they held. quick_cache reports a
+/// same-key replacement through the same hook as an eviction; the store tells them apart
+/// by key.
+struct Collect<V>(Option<Sizer<V>>);
 
-    fn on_evict(&self, evicted: &mut Vec<Stored>, key: Stored, _: V) {
-        evicted.push(key);
+impl<V> Clone for Collect<V> {
+    fn clone(&self) -> Self {
+        *self
     }
 }
 
-type Inner<V> = Cache<Stored, Entry<V>, UnitWeighter, quick_cache::DefaultHashBuilder, Collect>;
+impl<V> Copy for Collect<V> {}
+
+impl<V> Collect<V> {
+    fn bytes(&self, key: &Stored, entry: &Entry<V>) -> i64 {
+        self.0.map_or(0, |size| {
+            i64::try_from(key.0.len() + size(&entry.value)).unwrap_or(i64::MAX)
+        })
+    }
+}
+
+impl<V> Lifecycle<Stored, Entry<V>> for Collect<V> {
+    type RequestState = Vec<(Stored, i64)>;
+
+    fn on_evict(&self, evicted: &mut Vec<(Stored, i64)>, key: Stored, entry: Entry<V>) {
+        let bytes = self.bytes(&key, &entry);
+        evicted.push((key, bytes));
+    }
+}
+
+type Inner<V> =
+    Cache<Stored, Entry<V>, UnitWeighter, quick_cache::DefaultHashBuilder, Collect<V>>;
 
 /// A bounded map from key to entry.
 pub(crate) struct MemoryStore<V> {
     cache: Inner<V>,
     on_evict: OnEvict,
+    collect: Collect<V>,
+    /// Bytes of the keys and values held (values as `CacheSize` counts them), when the
+    /// value type can say; a gauge (momentarily off by the inserts in progress).
+    bytes: AtomicI64,
 }
 
 impl<V: Clone + Send + Sync + 'static> MemoryStore<V> {
-    pub fn new(capacity: u64, on_evict: OnEvict) -> Self {
+    pub fn new(capacity: u64, on_evict: OnEvict, sizer: Option<Sizer<V>>) -> Self {
         let items = usize::try_from(capacity).unwrap_or(usize::MAX).min(1 << 24);
+        let collect = Collect(sizer);
         Self {
-            cache: Cache::with(items, capacity, UnitWeighter, Default::default(), Collect),
+            cache: Cache::with(items, capacity, UnitWeighter, Default::default(), collect),
             on_evict,
+            collect,
+            bytes: AtomicI64::new(0),
         }
+    }
+
+    /// The bytes held, if the value type can say (see [`MemoryStore::bytes`]).
+    pub fn bytes(&self) -> Option<u64> {
+        self.collect
+            .0
+            .map(|_| u64::try_from(self.bytes.load(Relaxed)).unwrap_or(0))
+    }
+
+    fn removed(&self, gone: Option<(Stored, Entry<V>)>) -> Option<(Stored, Entry<V>)> {
+        if let Some((key, entry)) = &gone {
+            if self.collect.0.is_some() {
+                self.bytes.fetch_sub(self.collect.bytes(key, entry), Relaxed);
+            }
+        }
+        gone
     }
 
     /// A copy of the entry under `key` (its value cloned).
@@ -99,16 +143,22 @@ impl<V: Clone + Send + Sync + 'static> MemoryStore<V> {
     pub fn insert(&self, key: Key, entry: Entry<V>) {
         let mut evicted = Vec::new();
         let key = Stored(key);
+        let added = self.collect.bytes(&key, &entry);
         self.cache
             .insert_with_lifecycle(key.clone(), entry, &mut evicted);
-        for _ in evicted.iter().filter(|k| **k != key) {
+        if self.collect.0.is_some() {
+            let gone: i64 = evicted.iter().map(|(_, b)| b).sum();
+            self.bytes.fetch_add(added - gone, Relaxed);
+        }
+        for _ in evicted.iter().filter(|(k, _)| *k != key) {
             (self.on_evict)();
         }
     }
 
     /// Removes `key`; whether it was there.
     pub fn remove(&self, key: &str) -> bool {
-        self.cache.remove(&Probe(key.as_bytes())).is_some()
+        self.removed(self.cache.remove(&Probe(key.as_bytes())))
+            .is_some()
     }
 
     /// Removes `key` only while it still holds `entry` (not a newer one; entries are told
@@ -119,12 +169,15 @@ impl<V: Clone + Send + Sync + 'static> MemoryStore<V> {
 
     /// Removes `key` only while its entry has this hard deadline.
     pub fn remove_hard(&self, key: &str, hard: u64) {
-        self.cache
-            .remove_if(&Probe(key.as_bytes()), |e| e.hard == hard);
+        self.removed(
+            self.cache
+                .remove_if(&Probe(key.as_bytes()), |e| e.hard == hard),
+        );
     }
 
     pub fn clear(&self) {
         self.cache.clear();
+        self.bytes.store(0, Relaxed);
     }
 
     pub fn len(&self) -> usize {
@@ -151,6 +204,7 @@ mod tests {
             Arc::new(move || {
                 e.fetch_add(1, Ordering::SeqCst);
             }),
+            None,
         );
         store.insert("a".into(), entry(1));
         store.insert("a".into(), entry(2));
@@ -163,5 +217,31 @@ mod tests {
         }
         assert!(store.len() <= 10_000);
         assert!(evicted.load(Ordering::SeqCst) >= 10_000);
+        assert_eq!(store.bytes(), None, "u32 says nothing of its size here");
+    }
+
+    #[test]
+    fn bytes_follow_inserts_replacements_removals_and_evictions() {
+        fn size(v: &String) -> usize {
+            v.len()
+        }
+        let store: MemoryStore<String> = MemoryStore::new(100, Arc::new(|| {}), Some(size));
+        let e = |v: &str| Entry::new(v.to_owned(), 0, None, Duration::from_secs(1), Duration::ZERO, None);
+        store.insert("a".into(), e("1234"));
+        assert_eq!(store.bytes(), Some(5));
+        store.insert("a".into(), e("12"));
+        assert_eq!(store.bytes(), Some(3), "a replacement counts once");
+        store.insert("bb".into(), e("123"));
+        assert_eq!(store.bytes(), Some(8));
+        store.remove("a");
+        assert_eq!(store.bytes(), Some(5));
+        for i in 0..1_000 {
+            store.insert(format!("{i:04}").into(), e("x"));
+        }
+        let held = store.len() as u64;
+        assert!(held <= 100);
+        assert_eq!(store.bytes(), Some(held * 5), "evictions subtracted");
+        store.clear();
+        assert_eq!(store.bytes(), Some(0));
     }
 }

@@ -48,22 +48,31 @@ async fn get_user(id: u64) -> Result<User, DbError> {
             .get(|| {
                 #[allow(unused_imports)]
                 use ::cachemacro_runtime::__private_v0_1_0::{
-                    ProbeNone as _, ProbeSome as _, ShareErrors as _,
+                    ProbeNone as _, ProbeSized as _, ProbeSome as _, ProbeUnsized as _,
+                    ShareErrors as _,
                 };
                 ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
-                    (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
-                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                            Result<User, DbError>,
-                        >>::Error,
-                    >::new())
-                        .sharing(),
-                    (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
-                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                            Result<User, DbError>,
-                        >>::Value,
-                    >::new())
-                        .negative(),
-                )
+                        (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                            <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                                Result<User, DbError>,
+                            >>::Error,
+                        >::new())
+                            .sharing(),
+                        (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                            <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                                Result<User, DbError>,
+                            >>::Value,
+                        >::new())
+                            .negative(),
+                    )
+                    .with_sizer(
+                        (&::cachemacro_runtime::__private_v0_1_0::SizeProbe::<
+                            <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                                Result<User, DbError>,
+                            >>::Value,
+                        >::new())
+                            .sizer(),
+                    )
             })
             .get_detached(
                 __k.rendered(),
@@ -144,22 +153,31 @@ async fn get_user_invalidate(
         .get(|| {
             #[allow(unused_imports)]
             use ::cachemacro_runtime::__private_v0_1_0::{
-                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+                ProbeNone as _, ProbeSized as _, ProbeSome as _, ProbeUnsized as _,
+                ShareErrors as _,
             };
             ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
-                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Result<User, DbError>,
-                    >>::Error,
-                >::new())
-                    .sharing(),
-                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Result<User, DbError>,
-                    >>::Value,
-                >::new())
-                    .negative(),
-            )
+                    (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Error,
+                    >::new())
+                        .sharing(),
+                    (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Value,
+                    >::new())
+                        .negative(),
+                )
+                .with_sizer(
+                    (&::cachemacro_runtime::__private_v0_1_0::SizeProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Value,
+                    >::new())
+                        .sizer(),
+                )
         })
         .invalidate(::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key))
         .await
@@ -219,22 +237,31 @@ async fn get_user_refresh(id: u64) -> Result<User, DbError> {
         .get(|| {
             #[allow(unused_imports)]
             use ::cachemacro_runtime::__private_v0_1_0::{
-                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+                ProbeNone as _, ProbeSized as _, ProbeSome as _, ProbeUnsized as _,
+                ShareErrors as _,
             };
             ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
-                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Result<User, DbError>,
-                    >>::Error,
-                >::new())
-                    .sharing(),
-                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Result<User, DbError>,
-                    >>::Value,
-                >::new())
-                    .negative(),
-            )
+                    (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Error,
+                    >::new())
+                        .sharing(),
+                    (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Value,
+                    >::new())
+                        .negative(),
+                )
+                .with_sizer(
+                    (&::cachemacro_runtime::__private_v0_1_0::SizeProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Value,
+                    >::new())
+                        .sizer(),
+                )
         })
         .refresh(
             ::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key),
@@ -316,22 +343,31 @@ async fn get_user_put(
         .get(|| {
             #[allow(unused_imports)]
             use ::cachemacro_runtime::__private_v0_1_0::{
-                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+                ProbeNone as _, ProbeSized as _, ProbeSome as _, ProbeUnsized as _,
+                ShareErrors as _,
             };
             ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
-                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Result<User, DbError>,
-                    >>::Error,
-                >::new())
-                    .sharing(),
-                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Result<User, DbError>,
-                    >>::Value,
-                >::new())
-                    .negative(),
-            )
+                    (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Error,
+                    >::new())
+                        .sharing(),
+                    (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Value,
+                    >::new())
+                        .negative(),
+                )
+                .with_sizer(
+                    (&::cachemacro_runtime::__private_v0_1_0::SizeProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Value,
+                    >::new())
+                        .sizer(),
+                )
         })
         .put(
             ::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key),
@@ -372,22 +408,31 @@ fn get_user_stats() -> ::cachemacro_runtime::Stats {
         .get(|| {
             #[allow(unused_imports)]
             use ::cachemacro_runtime::__private_v0_1_0::{
-                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+                ProbeNone as _, ProbeSized as _, ProbeSome as _, ProbeUnsized as _,
+                ShareErrors as _,
             };
             ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
-                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Result<User, DbError>,
-                    >>::Error,
-                >::new())
-                    .sharing(),
-                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Result<User, DbError>,
-                    >>::Value,
-                >::new())
-                    .negative(),
-            )
+                    (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Error,
+                    >::new())
+                        .sharing(),
+                    (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Value,
+                    >::new())
+                        .negative(),
+                )
+                .with_sizer(
+                    (&::cachemacro_runtime::__private_v0_1_0::SizeProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Value,
+                    >::new())
+                        .sizer(),
+                )
         })
         .stats()
 }
@@ -426,22 +471,31 @@ async fn get_user_clear() -> ::cachemacro_runtime::__private_v0_1_0::Result<
         .get(|| {
             #[allow(unused_imports)]
             use ::cachemacro_runtime::__private_v0_1_0::{
-                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+                ProbeNone as _, ProbeSized as _, ProbeSome as _, ProbeUnsized as _,
+                ShareErrors as _,
             };
             ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
-                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Result<User, DbError>,
-                    >>::Error,
-                >::new())
-                    .sharing(),
-                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Result<User, DbError>,
-                    >>::Value,
-                >::new())
-                    .negative(),
-            )
+                    (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Error,
+                    >::new())
+                        .sharing(),
+                    (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Value,
+                    >::new())
+                        .negative(),
+                )
+                .with_sizer(
+                    (&::cachemacro_runtime::__private_v0_1_0::SizeProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Value,
+                    >::new())
+                        .sizer(),
+                )
         })
         .clear()
         .await
@@ -531,22 +585,31 @@ async fn get_user_many(
         .get(|| {
             #[allow(unused_imports)]
             use ::cachemacro_runtime::__private_v0_1_0::{
-                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+                ProbeNone as _, ProbeSized as _, ProbeSome as _, ProbeUnsized as _,
+                ShareErrors as _,
             };
             ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
-                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Result<User, DbError>,
-                    >>::Error,
-                >::new())
-                    .sharing(),
-                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Result<User, DbError>,
-                    >>::Value,
-                >::new())
-                    .negative(),
-            )
+                    (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Error,
+                    >::new())
+                        .sharing(),
+                    (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Value,
+                    >::new())
+                        .negative(),
+                )
+                .with_sizer(
+                    (&::cachemacro_runtime::__private_v0_1_0::SizeProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::ResultKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Result<User, DbError>,
+                        >>::Value,
+                    >::new())
+                        .sizer(),
+                )
         })
         .get_many(__cachemacro_items, |__e, __k, __m| __e.get_detached(__k, __m))
         .await

@@ -38,22 +38,31 @@ pub async fn find(&self, id: u64, trace: &str) -> Option<Row> {
             .get(|| {
                 #[allow(unused_imports)]
                 use ::cachemacro_runtime::__private_v0_1_0::{
-                    ProbeNone as _, ProbeSome as _, ShareErrors as _,
+                    ProbeNone as _, ProbeSized as _, ProbeSome as _, ProbeUnsized as _,
+                    ShareErrors as _,
                 };
                 ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
-                    (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
-                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                            Option<Row>,
-                        >>::Error,
-                    >::new())
-                        .sharing(),
-                    (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
-                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                            Option<Row>,
-                        >>::Value,
-                    >::new())
-                        .negative(),
-                )
+                        (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                            <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                                Option<Row>,
+                            >>::Error,
+                        >::new())
+                            .sharing(),
+                        (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                            <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                                Option<Row>,
+                            >>::Value,
+                        >::new())
+                            .negative(),
+                    )
+                    .with_sizer(
+                        (&::cachemacro_runtime::__private_v0_1_0::SizeProbe::<
+                            <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                                Option<Row>,
+                            >>::Value,
+                        >::new())
+                            .sizer(),
+                    )
             })
             .get(
                 __k.rendered(),
@@ -126,22 +135,31 @@ pub async fn find_invalidate(
         .get(|| {
             #[allow(unused_imports)]
             use ::cachemacro_runtime::__private_v0_1_0::{
-                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+                ProbeNone as _, ProbeSized as _, ProbeSome as _, ProbeUnsized as _,
+                ShareErrors as _,
             };
             ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
-                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Option<Row>,
-                    >>::Error,
-                >::new())
-                    .sharing(),
-                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Option<Row>,
-                    >>::Value,
-                >::new())
-                    .negative(),
-            )
+                    (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Error,
+                    >::new())
+                        .sharing(),
+                    (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Value,
+                    >::new())
+                        .negative(),
+                )
+                .with_sizer(
+                    (&::cachemacro_runtime::__private_v0_1_0::SizeProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Value,
+                    >::new())
+                        .sizer(),
+                )
         })
         .invalidate(::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key))
         .await
@@ -191,22 +209,31 @@ pub async fn find_refresh(&self, id: u64, trace: &str) -> Option<Row> {
         .get(|| {
             #[allow(unused_imports)]
             use ::cachemacro_runtime::__private_v0_1_0::{
-                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+                ProbeNone as _, ProbeSized as _, ProbeSome as _, ProbeUnsized as _,
+                ShareErrors as _,
             };
             ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
-                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Option<Row>,
-                    >>::Error,
-                >::new())
-                    .sharing(),
-                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Option<Row>,
-                    >>::Value,
-                >::new())
-                    .negative(),
-            )
+                    (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Error,
+                    >::new())
+                        .sharing(),
+                    (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Value,
+                    >::new())
+                        .negative(),
+                )
+                .with_sizer(
+                    (&::cachemacro_runtime::__private_v0_1_0::SizeProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Value,
+                    >::new())
+                        .sizer(),
+                )
         })
         .refresh(
             ::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key),
@@ -280,22 +307,31 @@ pub async fn find_put(
         .get(|| {
             #[allow(unused_imports)]
             use ::cachemacro_runtime::__private_v0_1_0::{
-                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+                ProbeNone as _, ProbeSized as _, ProbeSome as _, ProbeUnsized as _,
+                ShareErrors as _,
             };
             ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
-                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Option<Row>,
-                    >>::Error,
-                >::new())
-                    .sharing(),
-                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Option<Row>,
-                    >>::Value,
-                >::new())
-                    .negative(),
-            )
+                    (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Error,
+                    >::new())
+                        .sharing(),
+                    (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Value,
+                    >::new())
+                        .negative(),
+                )
+                .with_sizer(
+                    (&::cachemacro_runtime::__private_v0_1_0::SizeProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Value,
+                    >::new())
+                        .sizer(),
+                )
         })
         .put(
             ::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key),
@@ -325,22 +361,31 @@ pub fn find_stats() -> ::cachemacro_runtime::Stats {
         .get(|| {
             #[allow(unused_imports)]
             use ::cachemacro_runtime::__private_v0_1_0::{
-                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+                ProbeNone as _, ProbeSized as _, ProbeSome as _, ProbeUnsized as _,
+                ShareErrors as _,
             };
             ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
-                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Option<Row>,
-                    >>::Error,
-                >::new())
-                    .sharing(),
-                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Option<Row>,
-                    >>::Value,
-                >::new())
-                    .negative(),
-            )
+                    (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Error,
+                    >::new())
+                        .sharing(),
+                    (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Value,
+                    >::new())
+                        .negative(),
+                )
+                .with_sizer(
+                    (&::cachemacro_runtime::__private_v0_1_0::SizeProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Value,
+                    >::new())
+                        .sizer(),
+                )
         })
         .stats()
 }
@@ -368,22 +413,31 @@ pub async fn find_clear() -> ::cachemacro_runtime::__private_v0_1_0::Result<
         .get(|| {
             #[allow(unused_imports)]
             use ::cachemacro_runtime::__private_v0_1_0::{
-                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+                ProbeNone as _, ProbeSized as _, ProbeSome as _, ProbeUnsized as _,
+                ShareErrors as _,
             };
             ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
-                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Option<Row>,
-                    >>::Error,
-                >::new())
-                    .sharing(),
-                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Option<Row>,
-                    >>::Value,
-                >::new())
-                    .negative(),
-            )
+                    (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Error,
+                    >::new())
+                        .sharing(),
+                    (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Value,
+                    >::new())
+                        .negative(),
+                )
+                .with_sizer(
+                    (&::cachemacro_runtime::__private_v0_1_0::SizeProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Value,
+                    >::new())
+                        .sizer(),
+                )
         })
         .clear()
         .await
@@ -465,22 +519,31 @@ pub async fn find_many(
         .get(|| {
             #[allow(unused_imports)]
             use ::cachemacro_runtime::__private_v0_1_0::{
-                ProbeNone as _, ProbeSome as _, ShareErrors as _,
+                ProbeNone as _, ProbeSized as _, ProbeSome as _, ProbeUnsized as _,
+                ShareErrors as _,
             };
             ::cachemacro_runtime::__private_v0_1_0::Hooks::new(
-                (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Option<Row>,
-                    >>::Error,
-                >::new())
-                    .sharing(),
-                (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
-                    <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
-                        Option<Row>,
-                    >>::Value,
-                >::new())
-                    .negative(),
-            )
+                    (&::cachemacro_runtime::__private_v0_1_0::ErrProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Error,
+                    >::new())
+                        .sharing(),
+                    (&::cachemacro_runtime::__private_v0_1_0::NoneProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Value,
+                    >::new())
+                        .negative(),
+                )
+                .with_sizer(
+                    (&::cachemacro_runtime::__private_v0_1_0::SizeProbe::<
+                        <::cachemacro_runtime::__private_v0_1_0::OptionKind as ::cachemacro_runtime::__private_v0_1_0::Kind<
+                            Option<Row>,
+                        >>::Value,
+                    >::new())
+                        .sizer(),
+                )
         })
         .get_many(__cachemacro_items, |__e, __k, __m| __e.get(__k, __m))
         .await
