@@ -198,7 +198,12 @@ async fn hot_keys_are_the_most_hit_and_the_most_loaded_keys() {
 
 static AHEAD: AtomicU32 = AtomicU32::new(0);
 
-#[cached(ttl = 5, refresh_every = "200ms", refresh_idle = "600ms", key = "ahead:<id>")]
+#[cached(
+    ttl = 5,
+    refresh_every = "200ms",
+    refresh_idle = "600ms",
+    key = "ahead:<id>"
+)]
 async fn ahead(id: u64) -> u32 {
     let _ = id;
     AHEAD.fetch_add(1, SeqCst) + 1

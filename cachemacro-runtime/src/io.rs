@@ -170,19 +170,6 @@ pub(crate) fn sleep(d: std::time::Duration) -> tokio::time::Sleep {
     tokio::time::sleep(d)
 }
 
-/// `fut` if it finishes within `d`; `None` (and `fut` left as it is) otherwise.
-pub(crate) async fn within<F: Future + Unpin>(
-    fut: &mut F,
-    d: std::time::Duration,
-) -> Option<F::Output> {
-    let timer = sleep(d);
-    tokio::select! {
-        biased;
-        out = fut => Some(out),
-        () = timer => None,
-    }
-}
-
 /// A duration in whole milliseconds, saturating (deadlines in the envelope, `PX` values).
 pub(crate) fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

@@ -39,7 +39,6 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bypass;
-mod size;
 mod clock;
 mod codec;
 mod coherence;
@@ -53,6 +52,7 @@ mod io;
 mod key;
 mod kind;
 mod policy;
+mod size;
 pub mod stats;
 mod tier;
 mod write;
@@ -61,13 +61,13 @@ mod write;
 pub use cachemacro::cached;
 
 pub use bypass::{bypass, Bypass};
-pub use size::CacheSize;
 pub use codec::FORMAT_VERSION;
 pub use config::{configure, BackendConfig, Codec, Config, DEFAULT_REDIS_URL};
 pub use error::{Error, SourceTimeout};
 pub use policy::{
     Backend, Policy, Site, Stampede, DEFAULT_CAPACITY, DEFAULT_MAX_REFRESHES, DEFAULT_OUTAGE_TTL,
 };
+pub use size::CacheSize;
 #[cfg(feature = "metrics")]
 pub use stats::metrics;
 pub use stats::Stats;

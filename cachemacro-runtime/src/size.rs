@@ -43,7 +43,25 @@ macro_rules! flat {
     )*};
 }
 
-flat!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64, bool, char, ());
+flat!(
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    f32,
+    f64,
+    bool,
+    char,
+    ()
+);
 
 impl CacheSize for String {
     fn cache_size(&self) -> usize {
@@ -116,8 +134,14 @@ mod tests {
         assert_eq!(s.cache_size(), size_of::<String>() + s.capacity());
         let v = vec![String::from("ab"), String::from("cde")];
         let each: usize = v.iter().map(CacheSize::cache_size).sum();
-        assert_eq!(v.cache_size(), size_of::<Vec<String>>() + each + (v.capacity() - 2) * size_of::<String>());
+        assert_eq!(
+            v.cache_size(),
+            size_of::<Vec<String>>() + each + (v.capacity() - 2) * size_of::<String>()
+        );
         assert_eq!(Some(3u32).cache_size(), size_of::<Option<u32>>());
-        assert_eq!((1u8, String::from("x")).heap_size(), String::from("x").capacity());
+        assert_eq!(
+            (1u8, String::from("x")).heap_size(),
+            String::from("x").capacity()
+        );
     }
 }

@@ -188,17 +188,27 @@ impl Options {
                     ),
                     errors,
                 ),
-                "hot_keys" => set(
-                    &mut o.hot_keys,
-                    &name,
-                    count(
+                "hot_keys" => {
+                    let n = count(
                         &value,
                         "hot_keys",
                         "keys to track, e.g. `hot_keys = 10`",
                         errors,
-                    ),
-                    errors,
-                ),
+                    );
+                    // A few hot keys, as the seed asks: every sampled hit scans the sketch,
+                    // and each key is a labelled series in the metrics export.
+                    let n = n.filter(|n| {
+                        let ok = n.value <= MAX_HOT_KEYS;
+                        if !ok {
+                            errors.push(syn::Error::new(
+                                n.span,
+                                format!("`hot_keys` tracks a few hot keys, at most {MAX_HOT_KEYS}: each is scanned on sampled hits and exported as a labelled series; write e.g. `hot_keys = 10`"),
+                            ));
+                        }
+                        ok
+                    });
+                    set(&mut o.hot_keys, &name, n, errors)
+                }
                 "key" => set(&mut o.key, &name, string(&value, "key", errors), errors),
                 "name" => set(&mut o.name, &name, string(&value, "name", errors), errors),
                 "backend" => set(&mut o.backend, &name, backend(&value, errors), errors),
@@ -443,6 +453,9 @@ fn int(value: &Expr, errors: &mut Errors) -> Option<Spanned<u64>> {
         errors,
     )
 }
+
+/// The most keys `hot_keys` may track.
+const MAX_HOT_KEYS: u64 = 100;
 
 /// A positive integer option: `what` says what it counts, with an example.
 fn count(value: &Expr, name: &str, what: &str, errors: &mut Errors) -> Option<Spanned<u64>> {

@@ -442,17 +442,20 @@ pub fn expand(m: &Model) -> TokenStream {
         "Drops every cached value of [`{fn_name}`], for all arguments, from every tier and (tiered) every process's in-process tier, without scanning keys; loads in flight do not write back. If the shared tier cannot be reached, the error is returned and the clear is replayed when it answers."
     );
     let allow = quote!(#[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]);
-    let many = many(m, &ManyParts {
-        p: &p,
-        cell: &cell,
-        engine: &engine,
-        key: &key,
-        tags: &tags,
-        make: &make,
-        get: &get,
-        cfgs: &cfgs,
-        allow: &allow,
-    });
+    let many = many(
+        m,
+        &ManyParts {
+            p: &p,
+            cell: &cell,
+            engine: &engine,
+            key: &key,
+            tags: &tags,
+            make: &make,
+            get: &get,
+            cfgs: &cfgs,
+            allow: &allow,
+        },
+    );
     quote! {
         #main
 
@@ -579,7 +582,11 @@ fn many(m: &Model, parts: &ManyParts<'_>) -> TokenStream {
     if pats.is_empty() {
         return TokenStream::new();
     }
-    let taken = |n: &str| m.params.iter().any(|q| q.name.as_ref().is_some_and(|i| i == n));
+    let taken = |n: &str| {
+        m.params
+            .iter()
+            .any(|q| q.name.as_ref().is_some_and(|i| i == n))
+    };
     let args = if taken("args") {
         format_ident!("cachemacro_args")
     } else {
@@ -593,6 +600,12 @@ fn many(m: &Model, parts: &ManyParts<'_>) -> TokenStream {
     };
     let ident = &sig.ident;
     let many = format_ident!("{}_many", ident);
+    // A key answered by the bulk read still counts as read for its `refresh_every` schedule.
+    let note = if m.refresh_every.is_some() {
+        quote!(|__e, __k, __m| __e.note_ahead(__k, __m))
+    } else {
+        quote!(|_, _, _| {})
+    };
     let (vis, ret) = (&m.func.vis, &m.ret);
     let generics = &sig.generics;
     let where_clause = &sig.generics.where_clause;
@@ -619,7 +632,7 @@ fn many(m: &Model, parts: &ManyParts<'_>) -> TokenStream {
                 })
                 .collect();
             #engine
-                .get_many(__cachemacro_items, |__e, __k, __m| __e.#get(__k, __m))
+                .get_many(__cachemacro_items, |__e, __k, __m| __e.#get(__k, __m), #note)
                 .await
         }
     }

@@ -30,4 +30,9 @@ async fn refresh_after_expiry(id: u64) -> u64 {
     id
 }
 
+#[cached(ttl = 60, hot_keys = 5000, key = "g:<id>")]
+async fn too_many_hot_keys(id: u64) -> u64 {
+    id
+}
+
 fn main() {}

@@ -171,6 +171,15 @@ impl Backplane {
             // A lock was released: whoever waits for it, in any process, reads the value.
             Message::Unlocked(key) => self.wake(key),
             _ if from == origin() => {} // this process applied it already
+            other => self.apply(&other),
+        }
+    }
+
+    /// Applies an invalidation to this process's L1s: another process's, or one of this
+    /// process's own replayed from the outbox (its L1 may have been refilled from the
+    /// shared tier, with the value the replay removes, between the outage and the replay).
+    pub fn apply(&self, message: &Message<'_>) {
+        match message {
             Message::Key(key) => {
                 for t in self.tiers() {
                     t.drop_key(key);
@@ -178,9 +187,10 @@ impl Backplane {
             }
             Message::Tag(tag) => {
                 tags().invalidate(tag);
-                // A function's own tag: `<fn>_clear` in another process.
+                // A function's own tag: `<fn>_clear`.
                 self.flush_function(tag);
             }
+            Message::Unlocked(key) => self.wake(key),
         }
     }
 

@@ -20,6 +20,7 @@ use std::time::Instant;
 use super::load::{Guard, RefreshFrom};
 use super::read::{Lookup, Miss};
 use super::ticket::{Due, Snapshot, Ticket};
+use super::wait::{Marked, SourceWait};
 use super::Engine;
 use crate::flight::Leader;
 use crate::io::Detach;
@@ -67,6 +68,8 @@ pub(super) struct Refresh<V: Clone> {
     from: RefreshFrom<V>,
     value: V,
     hit: Option<Option<Instant>>,
+    /// With source timeouts: the call's wait for the source.
+    wait: Option<Arc<SourceWait>>,
 }
 
 /// A load this call runs.
@@ -76,6 +79,8 @@ pub(super) struct Load<V: Clone> {
     tags: Vec<String>,
     ticket: Ticket<V>,
     snap: Snapshot,
+    /// With source timeouts: the call's wait for the source.
+    wait: Option<Arc<SourceWait>>,
 }
 
 /// How a call runs what it cannot hand back at once; it holds the call's source future.
@@ -228,8 +233,9 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         // The rest is large (every stage of a miss, the source's future): allocated only
         // when a call gets this far, so an L2 hit's future stays small.
         if !self.policy.has_timeouts() {
-            return Box::pin(self.settle(key, tags, how, started, looked)).await;
+            return Box::pin(self.settle(key, tags, how, started, looked, None)).await;
         }
+        let wait = Arc::new(SourceWait::default());
         let fallback = match &looked {
             Lookup::Refresh { entry, .. } => Some(entry.value.clone()),
             Lookup::Miss {
@@ -237,45 +243,78 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             } => Some(entry.value.clone()),
             _ => None,
         };
-        let settle = Box::pin(self.settle(key, tags, how, started, looked));
-        self.bounded(settle, fallback).await
+        let settle = Box::pin(self.settle(key, tags, how, started, looked, Some(wait.clone())));
+        self.bounded(settle, fallback, &wait).await
     }
 
     /// `work` (a caller waiting for a load, its own or another's), within the function's
-    /// source timeouts: past `timeout`, `fallback` (a stale or fail-safe value) if there is
-    /// one; past `hard_timeout`, `fallback` or the function's timeout error. Giving up drops
-    /// `work`: a detached load goes on as a task and lands; an inline one (borrowed
-    /// arguments) is cancelled, and its waiters go round again.
-    pub(super) async fn bounded<F>(&self, work: F, fallback: Option<S::Value>) -> R
+    /// source timeouts, counted from when the call began waiting for the source (`wait`;
+    /// the cache's own reads and writes do not count): past `timeout`, `fallback` (a stale
+    /// or fail-safe value) if there is one; past `hard_timeout`, `fallback` or the
+    /// function's timeout error. Giving up drops `work`: a detached load goes on as a task
+    /// and lands; an inline one (borrowed arguments) is cancelled, and its waiters go round
+    /// again.
+    pub(super) async fn bounded<F>(
+        &self,
+        work: F,
+        fallback: Option<S::Value>,
+        wait: &SourceWait,
+    ) -> R
     where
         F: Future<Output = R> + Unpin,
     {
+        let soft = self.policy.timeout.filter(|_| fallback.is_some());
+        let hard = self
+            .policy
+            .hard_timeout
+            .filter(|_| fallback.is_some() || self.hooks.timed_out.is_some());
+        // Nothing to give up with (no stale value, no error to return): wait.
+        let Some(limit) = soft.or(hard) else {
+            return work.await;
+        };
         let mut work = work;
-        let started = Instant::now();
-        if let (Some(soft), Some(value)) = (self.policy.timeout, &fallback) {
-            if let Some(r) = crate::io::within(&mut work, soft).await {
-                return r;
+        let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let finished = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = Pin::new(&mut work).poll(cx) {
+                return Poll::Ready(Some(r));
             }
-            self.timed_out("timeout", soft);
-            self.stats.incr(Counter::StaleHits);
-            return S::join(value.clone());
+            // The wait begins and ends inside `work`'s poll, so it is current here.
+            match wait.waited() {
+                Some(waited) => {
+                    let t = timer.get_or_insert_with(|| {
+                        Box::pin(crate::io::sleep(limit.saturating_sub(waited)))
+                    });
+                    if t.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                }
+                None => timer = None,
+            }
+            Poll::Pending
+        })
+        .await;
+        if let Some(r) = finished {
+            return r;
         }
-        if let Some(hard) = self.policy.hard_timeout {
-            let left = hard.saturating_sub(started.elapsed());
-            if let Some(r) = crate::io::within(&mut work, left).await {
-                return r;
-            }
-            if let Some(value) = fallback {
-                self.timed_out("hard_timeout", hard);
+        match (soft, fallback) {
+            (Some(soft), Some(value)) => {
+                self.timed_out("timeout", soft);
                 self.stats.incr(Counter::StaleHits);
-                return S::join(value);
+                S::join(value)
             }
-            if let Some(make) = self.hooks.timed_out {
-                self.timed_out("hard_timeout", hard);
-                return S::fail(make(crate::SourceTimeout { after: hard }));
+            (None, Some(value)) => {
+                self.timed_out("hard_timeout", limit);
+                self.stats.incr(Counter::StaleHits);
+                S::join(value)
             }
+            (_, None) => match self.hooks.timed_out {
+                Some(make) => {
+                    self.timed_out("hard_timeout", limit);
+                    S::fail(make(crate::SourceTimeout { after: limit }))
+                }
+                None => work.await,
+            },
         }
-        work.await
     }
 
     fn timed_out(&self, which: &str, after: std::time::Duration) {
@@ -296,6 +335,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         how: Fl,
         started: Option<Instant>,
         looked: Lookup<S::Value>,
+        wait: Option<Arc<SourceWait>>,
     ) -> R {
         let mut fallback = match looked {
             Lookup::Hit(v) => return S::join(v),
@@ -311,6 +351,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                     from,
                     value,
                     hit,
+                    wait,
                 };
                 return how.refresh(self, r).await;
             }
@@ -318,7 +359,10 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         };
         let mut joined = false;
         loop {
-            match self.miss(&key, &tags, &mut fallback, &mut joined).await {
+            match self
+                .miss(&key, &tags, &mut fallback, &mut joined, wait.as_deref())
+                .await
+            {
                 Miss::Done(v) => return S::join(v),
                 Miss::Fail(e) => return S::fail(e),
                 Miss::Retry => continue,
@@ -329,6 +373,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                         tags,
                         ticket,
                         snap,
+                        wait,
                     };
                     return how.load(self, l).await;
                 }
@@ -354,6 +399,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                         from,
                         value,
                         hit: None,
+                        wait,
                     };
                     return how.refresh(self, r).await;
                 }
@@ -413,21 +459,23 @@ where
         };
         engine.count_refresh(r.due);
         let guard = Guard::Load(snap);
+        let source = Marked::new(self.0, r.wait);
         engine
-            .load(Some(r.leader), r.key, r.tags, self.0, ticket, guard)
+            .load(Some(r.leader), r.key, r.tags, source, ticket, guard)
             .await
     }
 
     async fn load(self, engine: &Arc<Engine<R, S>>, l: Load<S::Value>) -> R {
         let guard = Guard::Load(l.snap);
-        if !engine.policy.has_timeouts() {
+        let Some(wait) = l.wait else {
             return engine
                 .load(l.leader, l.key, l.tags, self.0, l.ticket, guard)
                 .await;
-        }
+        };
         let fallback = l.ticket.fallback.as_ref().map(|e| e.value.clone());
-        let load = engine.load(l.leader, l.key, l.tags, self.0, l.ticket, guard);
-        engine.bounded(Box::pin(load), fallback).await
+        let source = Marked::new(self.0, Some(wait.clone()));
+        let load = engine.load(l.leader, l.key, l.tags, source, l.ticket, guard);
+        engine.bounded(Box::pin(load), fallback, &wait).await
     }
 }
 
@@ -451,10 +499,10 @@ where
 
     async fn load(self, engine: &Arc<Engine<R, S>>, l: Load<S::Value>) -> R {
         let this = engine.clone();
-        let source = self.0;
-        let fallback = engine
-            .policy
-            .has_timeouts()
+        let wait = l.wait;
+        let source = Marked::new(self.0, wait.clone());
+        let fallback = wait
+            .is_some()
             .then(|| l.ticket.fallback.as_ref().map(|e| e.value.clone()))
             .flatten();
         let load = Detach::new(async move {
@@ -462,10 +510,10 @@ where
             this.load(l.leader, l.key, l.tags, source, l.ticket, guard)
                 .await
         });
-        if !engine.policy.has_timeouts() {
+        let Some(wait) = wait else {
             return load.await;
-        }
+        };
         // Giving up drops `load`, which then goes on as a task and lands.
-        engine.bounded(load, fallback).await
+        engine.bounded(load, fallback, &wait).await
     }
 }

@@ -18,13 +18,17 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// One result per item, in the items' order. `one` makes a key's own call (the
     /// function's flavour: [`Engine::get`], [`Engine::get_detached`] or
     /// [`Engine::get_ahead`]); an item's tags are what its call would store with.
-    pub async fn get_many<'a, M, Fut, F>(
+    /// `note` is told of each key answered by the bulk read (a `refresh_every` schedule
+    /// counts it as a read).
+    pub async fn get_many<'a, M, Fut, F, N>(
         self: &'a Arc<Self>,
         items: Vec<(Rendered, Vec<String>, M)>,
         one: F,
+        note: N,
     ) -> Vec<R>
     where
         F: Fn(&'a Arc<Self>, &Rendered, M) -> Call<R, Fut>,
+        N: Fn(&'a Arc<Self>, &Rendered, &M),
         Fut: Future<Output = R> + 'a,
     {
         let mut found: Vec<Option<S::Value>> = items.iter().map(|_| None).collect();
@@ -47,7 +51,10 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             .into_iter()
             .zip(found)
             .map(|((key, _, make), v)| match v {
-                Some(v) => Call::Ready(std::future::ready(S::join(v))),
+                Some(v) => {
+                    note(self, &key, &make);
+                    Call::Ready(std::future::ready(S::join(v)))
+                }
                 None => one(self, &key, make),
             })
             .collect();

@@ -21,6 +21,7 @@ mod load;
 mod many;
 mod read;
 mod ticket;
+mod wait;
 
 use std::collections::HashMap;
 use std::marker::PhantomData;

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::l2::{Found, Locked, Peeked};
 use super::ticket::{Due, Snapshot, Ticket};
+use super::wait::SourceWait;
 use super::Engine;
 use crate::clock;
 use crate::entry::{Entry, Freshness};
@@ -203,9 +204,13 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         tags: &[String],
         fallback: &mut Option<Entry<S::Value>>,
         joined: &mut bool,
+        wait: Option<&SourceWait>,
     ) -> Miss<S::Value, S::Error> {
         let leader = match self.role(key, joined) {
             Some(Role::Waiter(flight)) => {
+                if let Some(w) = wait {
+                    w.begin(); // waiting for another caller's load
+                }
                 return match flight.wait().await {
                     Landed::Value(v, cached) => {
                         self.count_joined(cached);
@@ -268,6 +273,9 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             self.stats.incr(Counter::StampedeEscapes);
             self.stats.incr(Counter::Misses);
             return Miss::Load(leader, ticket, snap);
+        }
+        if let Some(w) = wait {
+            w.begin(); // the lock's holder may be loading it
         }
         match remote.lock_or_wait(self, key, tags, ticket).await {
             Locked::Proceed(ticket) => {

@@ -67,9 +67,25 @@ fn export_one(s: &Stats) {
         ("cachemacro_hot_key_hits", &s.hot_keys),
         ("cachemacro_hot_key_loads", &s.hot_loads),
     ] {
+        let now: Vec<(usize, String)> = keys
+            .iter()
+            .enumerate()
+            .map(|(rank, (key, _))| (rank + 1, key.clone()))
+            .collect();
         for (rank, (key, n)) in keys.iter().enumerate() {
             ::metrics::gauge!(name, "function" => f.clone(), "rank" => (rank + 1).to_string(), "key" => key.clone())
                 .set(*n as f64);
+        }
+        // A (rank, key) pair that left the top N reads 0 from now on, so the non-zero
+        // series are always the current top N (the facade cannot delete a series; an
+        // exporter's idle timeout can).
+        let mut last = HOT_EXPORTED.lock().unwrap_or_else(|e| e.into_inner());
+        let before = last
+            .insert((f.clone(), name), now.clone())
+            .unwrap_or_default();
+        for (rank, key) in before.into_iter().filter(|p| !now.contains(p)) {
+            ::metrics::gauge!(name, "function" => f.clone(), "rank" => rank.to_string(), "key" => key)
+                .set(0.0);
         }
     }
     for (q, label) in QUANTILES {
@@ -192,3 +208,8 @@ impl Drop for ExportHandle {
         self.0.notify_one();
     }
 }
+
+/// The hot-key series exported last time, per function and metric.
+type Exported = std::collections::HashMap<(String, &'static str), Vec<(usize, String)>>;
+static HOT_EXPORTED: std::sync::LazyLock<std::sync::Mutex<Exported>> =
+    std::sync::LazyLock::new(Default::default);

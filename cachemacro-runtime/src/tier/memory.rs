@@ -87,8 +87,7 @@ impl<V> Lifecycle<Stored, Entry<V>> for Collect<V> {
     }
 }
 
-type Inner<V> =
-    Cache<Stored, Entry<V>, UnitWeighter, quick_cache::DefaultHashBuilder, Collect<V>>;
+type Inner<V> = Cache<Stored, Entry<V>, UnitWeighter, quick_cache::DefaultHashBuilder, Collect<V>>;
 
 /// A bounded map from key to entry.
 pub(crate) struct MemoryStore<V> {
@@ -122,7 +121,8 @@ impl<V: Clone + Send + Sync + 'static> MemoryStore<V> {
     fn removed(&self, gone: Option<(Stored, Entry<V>)>) -> Option<(Stored, Entry<V>)> {
         if let Some((key, entry)) = &gone {
             if self.collect.0.is_some() {
-                self.bytes.fetch_sub(self.collect.bytes(key, entry), Relaxed);
+                self.bytes
+                    .fetch_sub(self.collect.bytes(key, entry), Relaxed);
             }
         }
         gone
@@ -222,11 +222,21 @@ mod tests {
 
     #[test]
     fn bytes_follow_inserts_replacements_removals_and_evictions() {
+        #[allow(clippy::ptr_arg)] // a sizer takes the value type, here `String`
         fn size(v: &String) -> usize {
             v.len()
         }
         let store: MemoryStore<String> = MemoryStore::new(100, Arc::new(|| {}), Some(size));
-        let e = |v: &str| Entry::new(v.to_owned(), 0, None, Duration::from_secs(1), Duration::ZERO, None);
+        let e = |v: &str| {
+            Entry::new(
+                v.to_owned(),
+                0,
+                None,
+                Duration::from_secs(1),
+                Duration::ZERO,
+                None,
+            )
+        };
         store.insert("a".into(), e("1234"));
         assert_eq!(store.bytes(), Some(5));
         store.insert("a".into(), e("12"));

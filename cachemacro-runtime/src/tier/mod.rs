@@ -61,6 +61,10 @@ pub(crate) struct Read {
     pub tag_versions: Vec<u64>,
 }
 
+/// What a bulk read found: each key's value (if any), and the versions of the tags asked
+/// for.
+pub(crate) type Many = (Vec<Option<Vec<u8>>>, Vec<u64>);
+
 /// What became of a conditional write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(not(feature = "remote"), allow(dead_code))] // made by tier implementations
@@ -117,11 +121,7 @@ pub(crate) trait Tier: Send + Sync + 'static {
     /// versions of `tags` (the union of the keys' tags; each key's are picked from it).
     /// One round trip where the tier can (Redis: one `MGET`, split by slot on a cluster);
     /// by default, one read after another.
-    fn get_many<'a>(
-        &'a self,
-        keys: &'a [&'a str],
-        tags: &'a [String],
-    ) -> TierFuture<'a, (Vec<Option<Vec<u8>>>, Vec<u64>)> {
+    fn get_many<'a>(&'a self, keys: &'a [&'a str], tags: &'a [String]) -> TierFuture<'a, Many> {
         Box::pin(async move {
             let mut values = Vec::with_capacity(keys.len());
             for key in keys {

@@ -131,15 +131,23 @@ impl Outbox {
                     }
                     continue;
                 };
-                let done = match &missed {
-                    Missed::Key(key) => match tier.bump(key, true).await {
-                        Ok(_) => tier.publish(Message::Key(key)).await,
-                        Err(e) => Err(e),
-                    },
-                    Missed::Tag(tag) => match tier.bump_tag(tag).await {
-                        Ok(_) => tier.publish(Message::Tag(tag)).await,
-                        Err(e) => Err(e),
-                    },
+                let message = match &missed {
+                    Missed::Key(key) => Message::Key(key),
+                    Missed::Tag(tag) => Message::Tag(tag),
+                };
+                let bumped = match &missed {
+                    Missed::Key(key) => tier.bump(key, true).await,
+                    Missed::Tag(tag) => tier.bump_tag(tag).await,
+                };
+                // This process too: its L1 may have been refilled, with the value just
+                // removed, between the tier's return and this replay (its own messages
+                // are ignored when they come back).
+                if bumped.is_ok() {
+                    tier.backplane().apply(&message);
+                }
+                let done = match bumped {
+                    Ok(_) => tier.publish(message).await,
+                    Err(e) => Err(e),
                 };
                 if let Err(e) = done {
                     tracing::debug!(backend = tier.name(), error = %e, "cachemacro: replaying a missed invalidation failed; will retry");

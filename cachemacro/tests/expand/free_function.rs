@@ -611,6 +611,10 @@ async fn get_user_many(
                         .sizer(),
                 )
         })
-        .get_many(__cachemacro_items, |__e, __k, __m| __e.get_detached(__k, __m))
+        .get_many(
+            __cachemacro_items,
+            |__e, __k, __m| __e.get_detached(__k, __m),
+            |_, _, _| {},
+        )
         .await
 }

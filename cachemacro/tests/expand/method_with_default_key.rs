@@ -545,6 +545,6 @@ pub async fn find_many(
                         .sizer(),
                 )
         })
-        .get_many(__cachemacro_items, |__e, __k, __m| __e.get(__k, __m))
+        .get_many(__cachemacro_items, |__e, __k, __m| __e.get(__k, __m), |_, _, _| {})
         .await
 }

@@ -99,7 +99,7 @@ impl RedisTier {
         &self,
         keys: &[&str],
         tags: &[String],
-    ) -> Result<(Vec<Option<Vec<u8>>>, Vec<u64>), TierError> {
+    ) -> Result<crate::tier::Many, TierError> {
         let all = self.with_tag_keys(keys.iter().map(|k| self.value_key(k)).collect(), tags);
         let mut got = self.mget(all).await?;
         let versions = got.split_off(keys.len()).iter().map(parse_u64).collect();

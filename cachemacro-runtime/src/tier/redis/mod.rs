@@ -244,7 +244,7 @@ impl Tier for RedisTier {
         &'a self,
         keys: &'a [&'a str],
         tags: &'a [String],
-    ) -> TierFuture<'a, (Vec<Option<Vec<u8>>>, Vec<u64>)> {
+    ) -> TierFuture<'a, crate::tier::Many> {
         Box::pin(self.get_values(keys, tags))
     }
 
