@@ -22,6 +22,9 @@ use crate::config::Codec;
 
 /// The envelope's format version. Bump it when the layout changes.
 pub const FORMAT_VERSION: u8 = 1;
+/// The format of an envelope that also lists tags rendered from the value (written only by
+/// functions with such tags; read by this version whatever the writer).
+const FORMAT_RESULT_TAGS: u8 = 2;
 const MAGIC: [u8; 2] = *b"CM";
 const HEADER: usize = 54;
 
@@ -94,6 +97,9 @@ pub(crate) struct Meta {
     pub delta_us: u64,
     pub generation: u64,
     pub tag_versions: Vec<u64>,
+    /// Tags rendered from the value itself (`tags = ["org:<result.org_id>"]`), with their
+    /// versions when it was stored: a reader reads their current versions to check them.
+    pub result_tags: Vec<(String, u64)>,
 }
 
 /// Why bytes were not a usable value.
@@ -116,7 +122,11 @@ pub(crate) fn encode<V>(
     let n = u16::try_from(meta.tag_versions.len()).map_err(|_| "too many tags".to_owned())?;
     let mut out = Vec::with_capacity(HEADER + 8 * n as usize + payload.len());
     out.extend_from_slice(&MAGIC);
-    out.push(FORMAT_VERSION);
+    out.push(if meta.result_tags.is_empty() {
+        FORMAT_VERSION
+    } else {
+        FORMAT_RESULT_TAGS
+    });
     out.push(which.id());
     for x in [
         fingerprint,
@@ -131,6 +141,16 @@ pub(crate) fn encode<V>(
     out.extend_from_slice(&n.to_le_bytes());
     for t in &meta.tag_versions {
         out.extend_from_slice(&t.to_le_bytes());
+    }
+    if !meta.result_tags.is_empty() {
+        let m = u16::try_from(meta.result_tags.len()).map_err(|_| "too many tags".to_owned())?;
+        out.extend_from_slice(&m.to_le_bytes());
+        for (name, version) in &meta.result_tags {
+            let len = u16::try_from(name.len()).map_err(|_| "tag too long".to_owned())?;
+            out.extend_from_slice(&version.to_le_bytes());
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+        }
     }
     out.extend_from_slice(&payload);
     Ok(out)
@@ -151,13 +171,45 @@ pub(crate) fn decode<V>(
     if bytes.len() < HEADER || bytes[..2] != MAGIC {
         return Err(Reject::Garbage("not a cachemacro envelope".into()));
     }
-    if bytes[2] != FORMAT_VERSION || bytes[3] != which.id() || u64_at(bytes, 4) != fingerprint {
+    let format = bytes[2];
+    if (format != FORMAT_VERSION && format != FORMAT_RESULT_TAGS)
+        || bytes[3] != which.id()
+        || u64_at(bytes, 4) != fingerprint
+    {
         return Err(Reject::Foreign);
     }
+    let truncated = || Reject::Garbage("truncated envelope".into());
     let n = u16::from_le_bytes([bytes[52], bytes[53]]) as usize;
-    let payload_at = HEADER + 8 * n;
+    let mut payload_at = HEADER + 8 * n;
     if bytes.len() < payload_at {
-        return Err(Reject::Garbage("truncated envelope".into()));
+        return Err(truncated());
+    }
+    let mut result_tags = Vec::new();
+    if format == FORMAT_RESULT_TAGS {
+        let at = payload_at;
+        let m = u16::from_le_bytes(
+            bytes
+                .get(at..at + 2)
+                .ok_or_else(truncated)?
+                .try_into()
+                .unwrap_or_default(),
+        );
+        payload_at += 2;
+        for _ in 0..m {
+            let head = bytes
+                .get(payload_at..payload_at + 10)
+                .ok_or_else(truncated)?;
+            let version = u64_at(head, 0);
+            let len = u16::from_le_bytes([head[8], head[9]]) as usize;
+            payload_at += 10;
+            let name = bytes
+                .get(payload_at..payload_at + len)
+                .ok_or_else(truncated)?;
+            let name = std::str::from_utf8(name)
+                .map_err(|_| Reject::Garbage("a tag that is not UTF-8".into()))?;
+            result_tags.push((name.to_owned(), version));
+            payload_at += len;
+        }
     }
     let soft = u64_at(bytes, 20);
     let meta = Meta {
@@ -167,6 +219,7 @@ pub(crate) fn decode<V>(
         delta_us: u64_at(bytes, 36),
         generation: u64_at(bytes, 44),
         tag_versions: (0..n).map(|i| u64_at(bytes, HEADER + 8 * i)).collect(),
+        result_tags,
     };
     let value = (codec.decode)(&bytes[payload_at..], which).map_err(Reject::Garbage)?;
     Ok((meta, value))
@@ -190,11 +243,35 @@ mod tests {
             delta_us: 4,
             generation: 5,
             tag_versions: vec![6, 7],
+            result_tags: Vec::new(),
         };
         let bytes = encode(c, Codec::MessagePack, fp, &meta, v).unwrap();
         let (m, back) = decode(c, Codec::MessagePack, fp, &bytes).unwrap();
         assert_eq!(m, meta);
         back
+    }
+
+    #[test]
+    fn result_tags_round_trip_and_truncation_is_garbage() {
+        let c = codec_of::<String>();
+        let fp = fingerprint((c.type_name)(), Codec::MessagePack);
+        let meta = Meta {
+            created_ms: 1,
+            hard_ms: 3,
+            tag_versions: vec![6],
+            result_tags: vec![("org:7".into(), 9), ("é".into(), 0)],
+            ..Meta::default()
+        };
+        let bytes = encode(c, Codec::MessagePack, fp, &meta, &"v".to_owned()).unwrap();
+        assert_eq!(bytes[2], FORMAT_RESULT_TAGS);
+        let (m, v) = decode(c, Codec::MessagePack, fp, &bytes).unwrap();
+        assert_eq!((m, v.as_str()), (meta, "v"));
+        for cut in HEADER + 8..bytes.len() - 1 {
+            assert!(
+                decode(c, Codec::MessagePack, fp, &bytes[..cut]).is_err(),
+                "{cut}"
+            );
+        }
     }
 
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

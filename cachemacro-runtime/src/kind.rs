@@ -114,6 +114,8 @@ pub struct Hooks<V, E> {
     pub(crate) timed_out: Option<fn(crate::SourceTimeout) -> E>,
     /// The bytes a value occupies, if its type implements `CacheSize`.
     pub(crate) sizer: Option<fn(&V) -> usize>,
+    /// The tags rendered from a value (`tags = ["org:<result.org_id>"]`).
+    pub(crate) result_tags: Option<fn(&V) -> Vec<String>>,
 }
 
 impl<V, E> Hooks<V, E> {
@@ -124,7 +126,14 @@ impl<V, E> Hooks<V, E> {
             negative,
             timed_out: None,
             sizer: None,
+            result_tags: None,
         }
+    }
+
+    /// How to render the tags that name the value (`<result…>` placeholders).
+    pub fn with_result_tags(mut self, render: fn(&V) -> Vec<String>) -> Self {
+        self.result_tags = Some(render);
+        self
     }
 
     /// How to size a value (`Stats::l1_bytes`), if its type can say.

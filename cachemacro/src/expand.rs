@@ -40,10 +40,13 @@ fn nanos(p: &TokenStream, n: u128) -> TokenStream {
     }
 }
 
-/// `&id`, `&user.id`, `&self.field`, spanned on the template.
+/// `&id`, `&user.id`, `&self.field`, spanned on the template. In a tag rendered from the
+/// returned value, `result` (and `result[]`, each element) is a reference to it.
 fn place(path: &[String], span: Span) -> TokenStream {
     let root = if path[0] == "self" {
         quote_spanned!(span=> self)
+    } else if path[0] == "result[]" || path[0] == RESULT_ROOT {
+        quote_spanned!(span=> (*result))
     } else {
         Ident::new(&path[0], span).into_token_stream()
     };
@@ -122,6 +125,10 @@ impl Rendering {
         quote!({ #stmts __k.#finish() })
     }
 }
+
+/// The root `render_result_tags` gives `result` placeholders (a name no parameter can have,
+/// so a parameter called `result` keeps its meaning in the other templates).
+const RESULT_ROOT: &str = "result ";
 
 /// What a default key escapes in its values besides the runtime's fixed set.
 const DEFAULT_KEY_ESCAPE: &[u8] = b"%:";
@@ -379,6 +386,51 @@ pub fn expand(m: &Model) -> TokenStream {
         },
         _ => quote!(),
     };
+    let result_tags = if m.result_tags.is_empty() {
+        quote!()
+    } else {
+        let each = m.result_tags.iter().map(|t| {
+            let per_element = t.roots().any(|r| r == "result[]");
+            // Rendered with `result` bound to the value (or to each element).
+            let parts: Vec<Part> = t
+                .parts
+                .iter()
+                .map(|part| match part {
+                    Part::Place(path) if path[0] == "result" => {
+                        let mut path = path.clone();
+                        path[0] = RESULT_ROOT.to_owned();
+                        Part::Place(path)
+                    }
+                    other => other.clone(),
+                })
+                .collect();
+            let rendering = render(&p, &parts, None, t.span, None);
+            let stmts = &rendering.stmts;
+            if per_element {
+                quote_spanned! {t.span=>
+                    for result in ::core::iter::IntoIterator::into_iter(__r) {
+                        #stmts
+                        __tags.push(__k.finish_string());
+                    }
+                }
+            } else {
+                quote_spanned! {t.span=>
+                    {
+                        let result = __r;
+                        #stmts
+                        __tags.push(__k.finish_string());
+                    }
+                }
+            }
+        });
+        quote_spanned! {ret_span=>
+            .with_result_tags(|__r: &<#kind_r as #pr::Kind<#ret>>::Value| -> #p::Vec<#p::String> {
+                let mut __tags = #p::Vec::new();
+                #(#each)*
+                __tags
+            })
+        }
+    };
     let hooks = quote_spanned! {ret_span=>
         || {
             #[allow(unused_imports)]
@@ -388,6 +440,7 @@ pub fn expand(m: &Model) -> TokenStream {
                 (&#pr::NoneProbe::<<#kind_r as #pr::Kind<#ret>>::Value>::new()).negative(),
             )
             .with_sizer((&#pr::SizeProbe::<<#kind_r as #pr::Kind<#ret>>::Value>::new()).sizer())
+            #result_tags
             #timed_out
         }
     };

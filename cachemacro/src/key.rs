@@ -54,6 +54,10 @@ impl Template {
                     let inner = &after[..end];
                     let path: Vec<String> = inner.split('.').map(str::to_owned).collect();
                     let valid = path.iter().enumerate().all(|(n, seg)| {
+                        // A tag may name each element of the returned value: `<result[].id>`.
+                        if n == 0 && what == "tag" && seg == "result[]" {
+                            return true;
+                        }
                         let mut chars = seg.chars();
                         match chars.next() {
                             Some(c) if c.is_ascii_digit() => {
@@ -65,6 +69,11 @@ impl Template {
                             _ => false,
                         }
                     });
+                    if !valid && what == "key" && path[0] == "result[]" {
+                        return Err(err(format!(
+                            "`<{inner}>` names the returned value, which a key cannot: the key is rendered before the call; name it in a tag instead, e.g. `tags = [\"item:<result[].id>\"]`"
+                        )));
+                    }
                     if !valid {
                         return Err(err(format!(
                             "malformed placeholder `<{inner}>` in template \"{text}\": write `<param>` or `<param.field>`"

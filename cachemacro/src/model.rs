@@ -49,6 +49,8 @@ pub struct Model {
     /// `None`: the default key (function path plus every key argument).
     pub key: Option<Template>,
     pub tags: Vec<Template>,
+    /// Tags rendered from the returned value (`<result.field>`, `<result[].field>`).
+    pub result_tags: Vec<Template>,
     pub params: Vec<Param>,
     pub returns: Returns,
     /// Whether `returns` was guessed from the type's spelling (not given).
@@ -507,12 +509,36 @@ impl Model {
             }
         }
         let mut tags = Vec::new();
+        let mut result_tags = Vec::new();
+        // `<result…>` names the returned value, unless a parameter is called `result`.
+        let result_param = params
+            .iter()
+            .any(|p| p.name.as_ref().is_some_and(|n| n == "result"));
         if let Some(t) = &opts.tags {
             for lit in &t.value {
                 match Template::parse(lit, "tag") {
                     Ok(t) => {
-                        check(&t, "tag", errors);
-                        tags.push(t);
+                        let of_result =
+                            |root: &str| root == "result[]" || (root == "result" && !result_param);
+                        let n = t.roots().count();
+                        let from_result = t.roots().filter(|r| of_result(r)).count();
+                        let each = t.roots().filter(|r| *r == "result[]").count();
+                        if from_result == 0 {
+                            check(&t, "tag", errors);
+                            tags.push(t);
+                        } else if from_result < n {
+                            errors.push(syn::Error::new(
+                                t.span,
+                                "a tag names either the arguments or the returned value (`<result.field>`), not both: split it into two tags, e.g. `tags = [\"org:<org>\", \"owner:<result.owner_id>\"]`",
+                            ));
+                        } else if each > 0 && each < n {
+                            errors.push(syn::Error::new(
+                                t.span,
+                                "a tag names either each element of the returned value (`<result[].id>`, one tag per element) or the value itself (`<result.id>`), not both: split it into two tags",
+                            ));
+                        } else {
+                            result_tags.push(t);
+                        }
                     }
                     Err(e) => errors.push(e),
                 }
@@ -552,6 +578,7 @@ impl Model {
             name: opts.name,
             key,
             tags,
+            result_tags,
             params,
             returns,
             returns_guessed,

@@ -60,7 +60,15 @@ pub(crate) enum Outcome {
     TooLarge,
     /// L2 failed, or the generation was unknown: not written.
     Failed,
+    /// A tag rendered from the value was invalidated during the load (or just before): the
+    /// value may predate that invalidation, so it is not written (nor kept in L1).
+    Refused,
 }
+
+/// How long before a load's first read an invalidation of a tag rendered from its value
+/// still keeps the value out of the shared tier: covers the round trips between this
+/// process's and the server's view of time (a longer margin only stores less).
+const RESULT_TAG_MARGIN: Duration = Duration::from_secs(1);
 
 /// What bytes read from L2 are worth.
 enum Verdict<V> {
@@ -136,6 +144,43 @@ impl<V: CacheValue> Remote<V> {
         }
     }
 
+    /// [`Remote::judge`], and for a value with tags rendered from it, one more read: their
+    /// current versions must be those it was stored with.
+    async fn judged<R: 'static, S: Kind<R, Value = V>>(
+        &self,
+        engine: &Engine<R, S>,
+        key: &str,
+        bytes: &[u8],
+        tag_versions: &[u64],
+        report: bool,
+    ) -> Verdict<V> {
+        let verdict = self.judge(engine, key, bytes, tag_versions, report);
+        let meta = match &verdict {
+            Verdict::Usable(meta, ..) | Verdict::Expired(meta, ..) => meta,
+            Verdict::Miss => return verdict,
+        };
+        if meta.result_tags.is_empty() {
+            return verdict;
+        }
+        let names: Vec<String> = meta.result_tags.iter().map(|(n, _)| n.clone()).collect();
+        match self.tier.tag_versions(&names).await {
+            Ok(now)
+                if meta
+                    .result_tags
+                    .iter()
+                    .map(|(_, v)| *v)
+                    .eq(now.iter().copied()) =>
+            {
+                verdict
+            }
+            Ok(_) => Verdict::Miss, // one of them was invalidated after it was stored
+            Err(e) => {
+                self.count(engine, &e);
+                Verdict::Miss
+            }
+        }
+    }
+
     /// Decodes what L2 returned and decides what it is worth.
     fn judge<R: 'static, S: Kind<R, Value = V>>(
         &self,
@@ -192,13 +237,15 @@ impl<V: CacheValue> Remote<V> {
     /// process's clock.
     fn entry(meta: &Meta, value: V, now_ms: u64, tags: &[String], stamp: u64) -> Entry<V> {
         let left = |at_ms: u64| Duration::from_millis(at_ms.saturating_sub(now_ms));
+        let mut tags = tags.to_vec();
+        tags.extend(meta.result_tags.iter().map(|(n, _)| n.clone()));
         Entry::new(
             value,
             clock::now(),
             meta.soft_ms.map(left),
             left(meta.hard_ms),
             Duration::from_micros(meta.delta_us),
-            TagStamp::new(tags.to_vec(), stamp),
+            TagStamp::new(tags, stamp),
         )
     }
 
@@ -218,7 +265,10 @@ impl<V: CacheValue> Remote<V> {
         let Some(bytes) = got.value else {
             return Peeked::Miss;
         };
-        match self.judge(engine, key, &bytes, &got.tag_versions, false) {
+        match self
+            .judged(engine, key, &bytes, &got.tag_versions, false)
+            .await
+        {
             Verdict::Usable(_, value, _, None) => {
                 engine.hit_of(key, false, started);
                 engine.stats.incr(Counter::L2Hits);
@@ -268,7 +318,7 @@ impl<V: CacheValue> Remote<V> {
                 .iter()
                 .map(|t| union.iter().position(|u| u == t).map_or(0, |j| versions[j]))
                 .collect();
-            match self.judge(engine, key, &bytes, &wanted, false) {
+            match self.judged(engine, key, &bytes, &wanted, false).await {
                 Verdict::Usable(meta, value, now_ms, None) => {
                     engine.hit_of(key, false, started);
                     engine.stats.incr(Counter::L2Hits);
@@ -317,7 +367,10 @@ impl<V: CacheValue> Remote<V> {
         let Some(bytes) = &read.value else {
             return Found::Nothing(ticket(fallback));
         };
-        match self.judge(engine, key, bytes, &read.tag_versions, true) {
+        match self
+            .judged(engine, key, bytes, &read.tag_versions, true)
+            .await
+        {
             Verdict::Miss => Found::Nothing(ticket(fallback)),
             Verdict::Expired(meta, value, now_ms) => Found::Nothing(ticket(Some(Self::entry(
                 &meta, value, now_ms, tags, snap.stamp,
@@ -510,17 +563,39 @@ impl<V: CacheValue> Remote<V> {
 
     /// Writes a new value to L2 unless the key's generation moved since `ticket` read it.
     /// `times` is (δ, hard TTL, soft TTL).
+    /// `result_tags` are the tags rendered from `value`: stored with their versions, unless
+    /// one of them moved on since the load could have read its source (then `Refused`).
+    #[allow(clippy::too_many_arguments)]
     pub async fn write<R: 'static, S: Kind<R, Value = V>>(
         &self,
         engine: &Engine<R, S>,
         key: &str,
         tags: &[String],
+        result_tags: &[String],
         value: &V,
         (delta, hard, soft): (Duration, Duration, Option<Duration>),
         ticket: &Ticket<V>,
     ) -> Outcome {
         let Some(generation) = ticket.generation else {
             return Outcome::Failed;
+        };
+        let result_tags = if result_tags.is_empty() {
+            Vec::new()
+        } else {
+            // Since the ticket's read, plus a margin for the round trips: an invalidation
+            // of one of these tags in that window may have come after the source was read.
+            let within = ticket.read_at.elapsed() + RESULT_TAG_MARGIN;
+            match self.tier.result_tag_versions(result_tags, within).await {
+                Ok(Some(versions)) => result_tags.iter().cloned().zip(versions).collect(),
+                Ok(None) => {
+                    tracing::debug!(function = %engine.stats.name(), key, "cachemacro: a tag of the loaded value was invalidated during the load; not stored");
+                    return Outcome::Refused;
+                }
+                Err(e) => {
+                    self.count(engine, &e);
+                    return Outcome::Failed;
+                }
+            }
         };
         let cfg = self.tier.config();
         // Leave a margin for the tier's clock and the round trips.
@@ -537,6 +612,7 @@ impl<V: CacheValue> Remote<V> {
             delta_us: u64::try_from(delta.as_micros()).unwrap_or(u64::MAX),
             generation,
             tag_versions: ticket.tag_versions.clone(),
+            result_tags,
         };
         let bytes = match codec::encode(self.codec, self.which, self.fingerprint, &meta, value) {
             Ok(b) => b,

@@ -174,10 +174,17 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             }
         };
         self.stats.load(false, delta);
-        let stored = self.store(&key, &tags, &value, delta, guard, &ticket).await;
+        let result_tags = self.result_tags(&value);
+        let stored = self
+            .store(&key, (&tags, &result_tags), &value, delta, guard, &ticket)
+            .await;
         if let Some(leader) = leader {
             match (stored, guard) {
                 (Stored::Superseded, _) => leader.land(Landed::Superseded),
+                (_, Guard::Load(snap)) if !result_tags.is_empty() => {
+                    let all = [tags.as_slice(), result_tags.as_slice()].concat();
+                    self.land(Some(leader), &all, snap, &value, false)
+                }
                 (_, Guard::Load(snap)) => self.land(Some(leader), &tags, snap, &value, false),
                 (_, Guard::Put { .. }) => leader.land(Landed::Value(value.clone(), false)),
             }
@@ -246,11 +253,17 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         (hard, soft)
     }
 
-    /// Writes a new value to L2, then L1, as `guard` allows.
+    /// The tags rendered from a value (`tags = ["org:<result.org_id>"]`).
+    pub(super) fn result_tags(&self, value: &S::Value) -> Vec<String> {
+        self.hooks.result_tags.map(|f| f(value)).unwrap_or_default()
+    }
+
+    /// Writes a new value to L2, then L1, as `guard` allows. `tags` are the call's tags and
+    /// those rendered from the value.
     pub(super) async fn store(
         &self,
         key: &str,
-        tags: &[String],
+        (tags, result_tags): (&[String], &[String]),
         value: &S::Value,
         delta: Duration,
         guard: Guard,
@@ -264,11 +277,30 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         let mut stored = Stored::Yes;
         if let Some(remote) = &self.remote {
             match remote
-                .write(self, key, tags, value, (delta, hard, soft), ticket)
+                .write(
+                    self,
+                    key,
+                    tags,
+                    result_tags,
+                    value,
+                    (delta, hard, soft),
+                    ticket,
+                )
                 .await
             {
                 // Invalidated elsewhere during the load: L1 must not keep it either.
                 Outcome::Superseded => return Stored::Superseded,
+                // Perhaps older than an invalidation of one of its tags: kept nowhere (a
+                // put's caller learns it was not stored and invalidates the key).
+                Outcome::Refused => {
+                    return match guard {
+                        Guard::Load(_) => Stored::NotInL1,
+                        Guard::Put { .. } => {
+                            self.drop_local(key);
+                            Stored::RemoteFailed
+                        }
+                    }
+                }
                 Outcome::Failed => stored = Stored::RemoteFailed,
                 Outcome::TooLarge => stored = Stored::TooLarge,
                 Outcome::Written => {}
@@ -302,7 +334,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             soft,
             hard,
             delta,
-            TagStamp::new(tags.to_vec(), stamp),
+            TagStamp::new([tags, result_tags].concat(), stamp),
         );
         entry.born = now.saturating_sub(clock::nanos(delta)); // when the load started
         if !self.put_local(key, entry, generation) {

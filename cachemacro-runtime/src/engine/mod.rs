@@ -280,8 +280,16 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             None => Ticket::local(None),
         };
         let guard = Guard::Put { expected, stamp };
+        let result_tags = self.result_tags(&value);
         let stored = self
-            .store(&key, &tags, &value, Duration::ZERO, guard, &ticket)
+            .store(
+                &key,
+                (&tags, &result_tags),
+                &value,
+                Duration::ZERO,
+                guard,
+                &ticket,
+            )
             .await;
         self.flights.forget(&key); // callers from now on do not join an older load
         if stored == Stored::RemoteFailed {

@@ -136,6 +136,18 @@ pub(crate) trait Tier: Send + Sync + 'static {
     fn versions<'a>(&'a self, key: &'a str, tags: &'a [String]) -> TierFuture<'a, Read>;
     /// Current versions of `tags`.
     fn tag_versions<'a>(&'a self, tags: &'a [String]) -> TierFuture<'a, Vec<u64>>;
+    /// Current versions of tags rendered from a value just loaded, if none of them was
+    /// moved on within the last `within` by the tier's own clock (versions are the tier's
+    /// time of the bump): `None` when one was, i.e. possibly during the load, which must
+    /// then not be stored. A tier that cannot tell answers `None`.
+    fn result_tag_versions<'a>(
+        &'a self,
+        tags: &'a [String],
+        within: Duration,
+    ) -> TierFuture<'a, Option<Vec<u64>>> {
+        let _ = (tags, within);
+        Box::pin(async { Ok(None) })
+    }
     /// Writes `bytes` for `ttl` unless the key's generation moved past `generation`.
     fn write_if<'a>(
         &'a self,

@@ -40,6 +40,19 @@ static BUMP_GENERATION: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+/// A tag's version, or -1 if it was moved on within the last `ARGV[1]` µs of the server's
+/// clock (versions are the server's time of the bump, see `NEXT_VERSION`).
+static RECENT_TAG: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+        local v = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+        if v > now - tonumber(ARGV[1]) then return -1 end
+        return v",
+    )
+});
+
 /// `KEYS[1]` is unused (the script's key list is shaped like [`BUMP_GENERATION`]'s).
 static BUMP_TAG: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{NEXT_VERSION}\n        return n")));
@@ -132,6 +145,34 @@ impl RedisTier {
             value: None,
             tag_versions: got.iter().skip(1).map(parse_u64).collect(),
         })
+    }
+
+    /// See [`crate::tier::Tier::result_tag_versions`]: one script per tag (each runs on
+    /// its tag's node, with that node's clock), sent together.
+    pub(super) async fn recent_tag_versions(
+        &self,
+        tags: &[String],
+        within: Duration,
+    ) -> Result<Option<Vec<u64>>, TierError> {
+        let within_us = u64::try_from(within.as_micros()).unwrap_or(u64::MAX / 2);
+        let checks = tags.iter().map(|tag| {
+            let key = self.tag_key(tag);
+            self.op(move |mut c| async move {
+                RECENT_TAG
+                    .key(key)
+                    .arg(within_us)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+        });
+        let mut versions = Vec::with_capacity(tags.len());
+        for v in futures_util::future::join_all(checks).await {
+            match u64::try_from(v?) {
+                Ok(v) => versions.push(v),
+                Err(_) => return Ok(None), // moved on recently
+            }
+        }
+        Ok(Some(versions))
     }
 
     /// Current versions of `tags`.

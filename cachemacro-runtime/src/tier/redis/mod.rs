@@ -260,6 +260,14 @@ impl Tier for RedisTier {
         Box::pin(self.read_tag_versions(tags))
     }
 
+    fn result_tag_versions<'a>(
+        &'a self,
+        tags: &'a [String],
+        within: Duration,
+    ) -> TierFuture<'a, Option<Vec<u64>>> {
+        Box::pin(self.recent_tag_versions(tags, within))
+    }
+
     fn write_if<'a>(
         &'a self,
         key: &'a str,
