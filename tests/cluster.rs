@@ -259,3 +259,29 @@ async fn a_cluster_given_by_one_url_is_used_as_a_cluster() {
         .count();
     assert_eq!(homes, 3, "the keys are spread over the three masters");
 }
+
+#[cached(ttl = 60, key = "bulk:<id>", backend = redis, tags = ["bulk"])]
+async fn bulk(id: u64) -> u64 {
+    id + 7
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_reads_span_the_masters_slots() {
+    let c = cluster();
+    let ids: Vec<u64> = (0..60).collect();
+    let got = bulk_many(ids.clone()).await;
+    assert_eq!(got, ids.iter().map(|i| i + 7).collect::<Vec<_>>());
+    assert_eq!(bulk_stats().loads, 60);
+    for n in &c.nodes {
+        let keys: u64 = n.cli(&["dbsize"]).parse().unwrap();
+        assert!(keys > 0, "node :{} holds some of the keys", n.port);
+    }
+    // Every key answered by the bulk read, though they live in slots of all three masters.
+    let got = bulk_many(ids.clone()).await;
+    assert_eq!(got, ids.iter().map(|i| i + 7).collect::<Vec<_>>());
+    let s = bulk_stats();
+    assert_eq!((s.loads, s.l2_hits, s.backend_errors), (60, 60, 0), "{s:?}");
+    cachemacro_runtime::invalidate_tag("bulk").await.unwrap();
+    bulk_many(ids).await;
+    assert_eq!(bulk_stats().loads, 120, "the tag, checked in the bulk read");
+}
