@@ -61,11 +61,53 @@ impl Server {
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
+        // A free port can be taken by another process (another test binary, a parallel
+        // suite) between our probe and the server's bind: then try another.
+        for _ in 0..4 {
+            if s.try_spawn() {
+                return s;
+            }
+            s.stop_child();
+            s.port = free_port();
+        }
         s.spawn();
         s
     }
 
+    fn stop_child(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            drop(c.stdin.take()); // the wrapper kills the server, if it runs at all
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server on `port`; whether it answers within a few seconds.
+    fn try_spawn(&mut self) -> bool {
+        self.launch();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !ping(self.port) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
     fn spawn(&mut self) {
+        self.launch();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ping(self.port) {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server :{} did not start",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn launch(&mut self) {
         // Through a shell that kills the server when our end of its stdin closes, so a
         // server held in a `static` (never dropped) still dies with the test process.
         let child = Command::new("sh")
@@ -84,15 +126,6 @@ impl Server {
             .spawn()
             .expect("sh and redis-server on PATH (scripts/test installs redis-server)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(self.port) {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server :{} did not start",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
     }
 
     pub fn url(&self) -> String {
