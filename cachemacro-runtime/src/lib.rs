@@ -61,7 +61,9 @@ pub use cachemacro::cached;
 
 pub use bypass::{bypass, Bypass};
 pub use codec::FORMAT_VERSION;
-pub use config::{configure, BackendConfig, Codec, Config, DEFAULT_REDIS_URL};
+pub use config::{
+    configure, BackendConfig, Codec, Config, DEFAULT_MEMCACHED_URL, DEFAULT_REDIS_URL,
+};
 pub use error::{Error, SourceTimeout};
 pub use policy::{
     Backend, Policy, Site, Stampede, DEFAULT_CAPACITY, DEFAULT_MAX_REFRESHES, DEFAULT_OUTAGE_TTL,

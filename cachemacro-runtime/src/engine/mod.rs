@@ -99,6 +99,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             Backend::Memory => return None,
             Backend::Redis => (registry::default_tier(), false),
             Backend::Tiered => (registry::default_tier(), true),
+            Backend::Memcached => (registry::memcached_tier(), false),
             Backend::Named(name) => {
                 let tier = registry::named(name);
                 let local = tier.local_tier();

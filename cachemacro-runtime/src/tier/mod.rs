@@ -6,7 +6,11 @@
 //! Cluster). The in-process tier (L1) is not a `Tier`: it is read synchronously on the
 //! hit path ([`memory`]).
 
+#[cfg(any(feature = "redis", feature = "memcached"))]
+pub(crate) mod breaker;
 pub(crate) mod keyspace;
+#[cfg(feature = "memcached")]
+pub(crate) mod memcached;
 pub(crate) mod memory;
 pub(crate) mod outbox;
 #[cfg(feature = "redis")]
