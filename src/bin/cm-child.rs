@@ -87,6 +87,34 @@ async fn soft(id: u64) -> Item {
     source(id).await
 }
 
+#[cfg(feature = "memcached")]
+mod on_memcached {
+    use super::{source, Item};
+    use cachemacro_runtime::cached;
+
+    #[cached(ttl = 60, key = "ml:<id>", backend = memcached, stampede = lock)]
+    pub async fn mlocked(id: u64) -> Item {
+        source(id).await
+    }
+
+    #[cached(ttl = 60, key = "mnl:<id>", backend = memcached, stampede = coalesce)]
+    pub async fn munlocked(id: u64) -> Item {
+        source(id).await
+    }
+
+    #[cached(ttl = "2s", key = "mx:<id>", backend = memcached, stampede = xfetch, beta = 2.0)]
+    pub async fn mxfetched(id: u64) -> Item {
+        source(id).await
+    }
+
+    #[cached(ttl = "2s", key = "mxn:<id>", backend = memcached, stampede = coalesce)]
+    pub async fn mplain(id: u64) -> Item {
+        source(id).await
+    }
+}
+#[cfg(feature = "memcached")]
+use on_memcached::*;
+
 type BoxFut<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 struct Fns {
@@ -99,8 +127,8 @@ struct Fns {
 }
 
 macro_rules! generated {
-    ($($name:ident => $inv:ident, $refresh:ident, $stats:ident, $put:ident, $clear:ident);* $(;)?) => {
-        fn lookup(f: &str) -> Option<Fns> {
+    ($lookup:ident: $($name:ident => $inv:ident, $refresh:ident, $stats:ident, $put:ident, $clear:ident);* $(;)?) => {
+        fn $lookup(f: &str) -> Option<Fns> {
             match f {
                 $(stringify!($name) => Some(Fns {
                     put: |id, item| Box::pin(async move { $put(id, item).await.map_err(|e| e.to_string()) }),
@@ -116,7 +144,22 @@ macro_rules! generated {
     };
 }
 
-generated! {
+fn lookup(f: &str) -> Option<Fns> {
+    let found = on_redis(f);
+    #[cfg(feature = "memcached")]
+    let found = found.or_else(|| on_memcached(f));
+    found
+}
+
+#[cfg(feature = "memcached")]
+generated! { on_memcached:
+    mlocked => mlocked_invalidate, mlocked_refresh, mlocked_stats, mlocked_put, mlocked_clear;
+    munlocked => munlocked_invalidate, munlocked_refresh, munlocked_stats, munlocked_put, munlocked_clear;
+    mxfetched => mxfetched_invalidate, mxfetched_refresh, mxfetched_stats, mxfetched_put, mxfetched_clear;
+    mplain => mplain_invalidate, mplain_refresh, mplain_stats, mplain_put, mplain_clear;
+}
+
+generated! { on_redis:
     tiered => tiered_invalidate, tiered_refresh, tiered_stats, tiered_put, tiered_clear;
     remote => remote_invalidate, remote_refresh, remote_stats, remote_put, remote_clear;
     tagged => tagged_invalidate, tagged_refresh, tagged_stats, tagged_put, tagged_clear;

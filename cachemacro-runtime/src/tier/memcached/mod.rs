@@ -7,7 +7,7 @@
 //! | invalidation | a generation bump | the tombstone: its CAS is the new generation |
 //! | tags | version keys, `MGET` | version keys (`ma` with auto-create, a fresh start at the clock in µs), read with the value in one pipelined multi-get per server |
 //! | lock, XFetch's try-lock | `SET NX PX` + compare-and-delete | `ms … ME` (add) with the token and an expiry; released by `mg … c`, then `md … C<cas>` if the token still holds it |
-//! | soft TTL, hard TTL | in the envelope | the same envelope; the item's own expiry is the hard TTL in whole seconds, rounded up |
+//! | soft TTL, hard TTL | in the envelope | the same envelope; the item's own expiry is the hard TTL in whole seconds, rounded up, plus one (memcached's clock ticks in seconds) |
 //! | oversized values | refused, counted | refused over `max_value_bytes` (1 MiB default) or when the server refuses the item (`-I`), counted |
 //! | coherence of other processes' L1 | pub/sub | none: Memcached has no pub/sub, so `backend = memcached` keeps no L1 |
 //!

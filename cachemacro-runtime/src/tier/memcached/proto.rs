@@ -186,11 +186,13 @@ pub(crate) fn parse_u64(bytes: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
-/// A TTL as memcached takes it: whole seconds, at least 1; past 30 days memcached reads a
-/// TTL as a Unix time, so longer ones are sent as one.
+/// A TTL as memcached takes it: whole seconds, rounded up, plus one (memcached's clock
+/// ticks once a second, so an item set with `T2` may expire a little over a second later;
+/// the envelope's own deadlines are exact). Past 30 days memcached reads a TTL as a Unix
+/// time, so longer ones are sent as one.
 pub(crate) fn ttl_secs(d: std::time::Duration) -> u64 {
     const MONTH: u64 = 30 * 24 * 3600;
-    let secs = d.as_millis().div_ceil(1000).max(1);
+    let secs = d.as_millis().div_ceil(1000) + 1;
     let secs = u64::try_from(secs).unwrap_or(u64::MAX);
     if secs <= MONTH {
         return secs;
@@ -300,9 +302,9 @@ mod tests {
     #[test]
     fn long_ttls_become_unix_times() {
         use std::time::Duration;
-        assert_eq!(ttl_secs(Duration::from_millis(150)), 1);
-        assert_eq!(ttl_secs(Duration::from_millis(1001)), 2);
-        assert_eq!(ttl_secs(Duration::from_secs(3600)), 3600);
+        assert_eq!(ttl_secs(Duration::from_millis(150)), 2);
+        assert_eq!(ttl_secs(Duration::from_millis(1001)), 3);
+        assert_eq!(ttl_secs(Duration::from_secs(3600)), 3601);
         assert!(ttl_secs(Duration::from_secs(40 * 24 * 3600)) > 1_700_000_000);
     }
 }
