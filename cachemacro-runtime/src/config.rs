@@ -90,6 +90,20 @@ impl BackendConfig {
         }
     }
 
+    /// An in-process L1 in front of Memcached (feature `memcached`). Memcached has no
+    /// pub/sub, so nothing tells this process that another one invalidated a key: each
+    /// process keeps an L1 copy for at most `l1_ttl` after it read or loaded it, then reads
+    /// Memcached again. An invalidation (`*_invalidate`, `*_put`, `invalidate_tag`,
+    /// `<fn>_clear`) drops this process's own L1 at once; other processes may serve the
+    /// older value for up to `l1_ttl`. Choose it as the staleness you accept (say 1 s).
+    pub fn memcached_tiered(url: impl AsRef<str>, l1_ttl: Duration) -> Self {
+        Self {
+            local_tier: true,
+            l1_ttl: Some(l1_ttl),
+            ..Self::memcached(url)
+        }
+    }
+
     /// A key prefix for this backend (default: the global prefix).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Some(prefix.into());

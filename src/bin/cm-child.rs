@@ -111,6 +111,13 @@ mod on_memcached {
     pub async fn mplain(id: u64) -> Item {
         source(id).await
     }
+
+    /// On the `mtiered` backend: an L1 in front of Memcached, each copy served for at most
+    /// `CM_L1_TTL_MS` (default 1000).
+    #[cached(ttl = 60, key = "mt:<id>", backend = "mtiered", tags = ["mtorg:<id>"])]
+    pub async fn mtiered(id: u64) -> Item {
+        source(id).await
+    }
 }
 #[cfg(feature = "memcached")]
 use on_memcached::*;
@@ -157,6 +164,7 @@ generated! { on_memcached:
     munlocked => munlocked_invalidate, munlocked_refresh, munlocked_stats, munlocked_put, munlocked_clear;
     mxfetched => mxfetched_invalidate, mxfetched_refresh, mxfetched_stats, mxfetched_put, mxfetched_clear;
     mplain => mplain_invalidate, mplain_refresh, mplain_stats, mplain_put, mplain_clear;
+    mtiered => mtiered_invalidate, mtiered_refresh, mtiered_stats, mtiered_put, mtiered_clear;
 }
 
 generated! { on_redis:
@@ -311,14 +319,21 @@ async fn main() {
                 .unwrap_or(default),
         )
     };
-    cachemacro_runtime::configure(
-        Config::from_env()
-            .heartbeat(Duration::from_millis(500))
-            .op_timeout(Duration::from_millis(500))
-            .lock_ttl(ms("CM_LOCK_TTL_MS", 10_000))
-            .lock_wait(ms("CM_LOCK_WAIT_MS", 10_000)),
-    )
-    .expect("configure");
+    let config = Config::from_env()
+        .heartbeat(Duration::from_millis(500))
+        .op_timeout(Duration::from_millis(500))
+        .lock_ttl(ms("CM_LOCK_TTL_MS", 10_000))
+        .lock_wait(ms("CM_LOCK_WAIT_MS", 10_000));
+    #[cfg(feature = "memcached")]
+    let config = config.backend(
+        "mtiered",
+        cachemacro_runtime::BackendConfig::memcached_tiered(
+            std::env::var("CACHEMACRO_MEMCACHED_URL")
+                .unwrap_or_else(|_| cachemacro_runtime::DEFAULT_MEMCACHED_URL.into()),
+            ms("CM_L1_TTL_MS", 1000),
+        ),
+    );
+    cachemacro_runtime::configure(config).expect("configure");
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
     writeln!(out, "ready").unwrap();

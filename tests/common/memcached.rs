@@ -211,3 +211,24 @@ impl Server {
         self.raw(&format!("mg {} b v", base64(key.as_bytes())), None).1
     }
 }
+
+impl Server {
+    /// One counter of the server's `stats`, e.g. `cmd_get`.
+    pub fn stat(&self, name: &str) -> u64 {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.write_all(b"stats\r\n").unwrap();
+        let r = BufReader::new(s);
+        for line in r.lines() {
+            let line = line.unwrap();
+            if line == "END" {
+                break;
+            }
+            let mut parts = line.split(' ');
+            if parts.nth(1) == Some(name) {
+                return parts.next().unwrap().parse().unwrap();
+            }
+        }
+        panic!("no stat {name}");
+    }
+}

@@ -99,6 +99,12 @@ pub(crate) trait Tier: Send + Sync + 'static {
     fn config(&self) -> &Config;
     /// Whether functions on it keep an in-process L1 in front of it (`tiered`).
     fn local_tier(&self) -> bool;
+    /// How long an L1 copy may be served after it was read or loaded, for a tier without
+    /// a backplane that keeps an L1 (Memcached); `None`: as long as its TTL (invalidations
+    /// arrive over the backplane).
+    fn l1_ttl(&self) -> Option<Duration> {
+        None
+    }
     /// This process's view of the tier's backplane.
     fn backplane(&self) -> &Backplane;
     /// The key templates of the functions on it, and their collisions.

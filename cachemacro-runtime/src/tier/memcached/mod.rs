@@ -9,7 +9,7 @@
 //! | lock, XFetch's try-lock | `SET NX PX` + compare-and-delete | `ms … ME` (add) with the token and an expiry; released by `mg … c`, then `md … C<cas>` if the token still holds it |
 //! | soft TTL, hard TTL | in the envelope | the same envelope; the item's own expiry is the hard TTL in whole seconds, rounded up, plus one (memcached's clock ticks in seconds) |
 //! | oversized values | refused, counted | refused over `max_value_bytes` (1 MiB default) or when the server refuses the item (`-I`), counted |
-//! | coherence of other processes' L1 | pub/sub | none: Memcached has no pub/sub, so `backend = memcached` keeps no L1 |
+//! | coherence of other processes' L1 | pub/sub | none: Memcached has no pub/sub. `backend = memcached` keeps no L1; a backend registered with `BackendConfig::memcached_tiered(url, l1_ttl)` does, and serves each L1 copy for at most `l1_ttl` after this process read or loaded it (an invalidation elsewhere reaches this process's L1 within `l1_ttl`; its own invalidations drop its L1 at once) |
 //!
 //! Several servers: each key goes to one, by jump consistent hashing (Lamping & Veach) of a
 //! stable hash of the key; a lock lives with its value, each tag version on its own
@@ -44,6 +44,7 @@ pub(crate) struct MemcachedTier {
     name: String,
     prefix: String,
     local_tier: bool,
+    l1_ttl: Option<Duration>,
     cfg: Arc<Config>,
     servers: Vec<Node>,
     me: Weak<MemcachedTier>,
@@ -87,6 +88,7 @@ impl MemcachedTier {
             name: name.to_owned(),
             prefix: spec.prefix.clone().unwrap_or_else(|| cfg.prefix.clone()),
             local_tier: spec.local_tier,
+            l1_ttl: spec.l1_ttl,
             cfg,
             servers,
             me: me.clone(),
@@ -442,6 +444,10 @@ impl Tier for MemcachedTier {
         self.local_tier
     }
 
+    fn l1_ttl(&self) -> Option<Duration> {
+        self.l1_ttl
+    }
+
     fn backplane(&self) -> &Backplane {
         &self.backplane
     }
@@ -461,9 +467,14 @@ impl Tier for MemcachedTier {
     fn follow(
         self: Arc<Self>,
         _channel: String,
-        _on: Box<dyn FnMut(Signal<'_>) + Send>,
+        mut on: Box<dyn FnMut(Signal<'_>) + Send>,
     ) -> Option<Following> {
-        None // no pub/sub
+        // No pub/sub. An L1 in front of Memcached is trusted from the start, each copy for
+        // at most `l1_ttl` (the engine's floor), not because a subscription is up.
+        if self.l1_ttl.is_some() {
+            on(Signal::Up { again: false });
+        }
+        None
     }
 
     fn get<'a>(&'a self, key: &'a str, tags: &'a [String]) -> TierFuture<'a, Read> {
