@@ -194,6 +194,14 @@ pub fn health() -> Vec<BackendHealth> {
         .collect()
 }
 
+/// For `benches/memcached.rs` only, not API: the Memcached tier's own client without the
+/// cache (a raw `get`), the baseline that a `backend = memcached` hit is measured against.
+#[cfg(feature = "memcached")]
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::tier::memcached::RawClient;
+}
+
 /// Not public API: the items generated code calls (see `src/private.rs`).
 #[doc(hidden)]
 #[path = "private.rs"]

@@ -395,6 +395,36 @@ impl MemcachedTier {
     }
 }
 
+/// The tier's client without the cache: one server, `mg <key> v`, the same connections,
+/// timeouts and I/O thread as the tier's reads (the baseline of `benches/memcached.rs`).
+pub struct RawClient {
+    server: Server,
+    timeout: Duration,
+}
+
+impl RawClient {
+    /// A client of `url` (`memcached://host:port`).
+    pub fn new(url: &str) -> Self {
+        Self {
+            server: Server::new(url),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// The bytes of `key`, if any (`None` on a miss or an error).
+    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let mut r = Request::default();
+        r.push("mg", key.as_bytes(), "v", None).ok()?;
+        match self.server.exchange(&r, self.timeout, self.timeout).await {
+            Ok(mut got) => match got.pop() {
+                Some(Response::Value(bytes, _)) => Some(bytes),
+                _ => None,
+            },
+            Err(_) => None,
+        }
+    }
+}
+
 fn unexpected(r: &Response) -> TierError {
     match r {
         Response::Error(e) => TierError::Failed(format!("memcached: {e}")),
