@@ -172,6 +172,18 @@ fn benches(c: &mut Criterion) {
         })
     };
     let (r1, b1, o1) = interleaved(20, || one_task(false), || one_task(true));
+    let two_keys = || {
+        let raw = raw.clone();
+        rt.block_on(async move {
+            let start = Instant::now();
+            for _ in 0..2000 {
+                black_box(raw.get_with("raw:1", Some(b"cm:tag \x01fn:x")).await);
+            }
+            start.elapsed() / 2000
+        })
+    };
+    let (r2, b2, o2) = interleaved(20, || one_task(false), two_keys);
+    println!("  diag: 2-key raw / raw: {r2:.3} ({b2:?} {o2:?})");
     let (r64, b64, o64) = interleaved(
         20,
         || per_call(64 * 300, false) / (64 * 300),
@@ -225,7 +237,70 @@ fn interleaved(
     )
 }
 
+/// CPU seconds (user + system) of this process so far.
+fn cpu_now() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)) as f64 / 100.0
+}
+
+/// `CACHEMACRO_BENCH_CPU=1`: one-task rounds, alternating, with the wall time and this
+/// process's CPU time per call of each side; `=ours` or `=raw`: only that side, for 20 s
+/// (e.g. under `perf record`).
+fn cpu_mode(side: &str) {
+    let server = Server::start();
+    let url = server.url();
+    configure(Config::default().memcached_url(&url)).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let raw = Arc::new(RawClient::new(&url));
+    rt.block_on(async {
+        remote(1).await;
+        let bytes = raw.get("bench:mc:1").await.expect("stored");
+        set(&server, "raw:1", &bytes);
+    });
+    let round = |cached: bool, n: u32| {
+        let raw = raw.clone();
+        rt.block_on(async move {
+            let (t, c) = (Instant::now(), cpu_now());
+            for _ in 0..n {
+                if cached {
+                    black_box(remote(1).await);
+                } else {
+                    black_box(raw.get("raw:1").await);
+                }
+            }
+            (t.elapsed() / n, (cpu_now() - c) * 1e6 / f64::from(n))
+        })
+    };
+    if side == "ours" || side == "raw" {
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            round(side == "ours", 10_000);
+        }
+        return;
+    }
+    for r in 0..10 {
+        let (rw, rc) = round(false, 20_000);
+        let (ow, oc) = round(true, 20_000);
+        println!(
+            "round {r}: raw {rw:?} {rc:.1} µs CPU/call; cachemacro {ow:?} {oc:.1} µs CPU/call"
+        );
+    }
+}
+
 fn main() {
+    if let Ok(side) = std::env::var("CACHEMACRO_BENCH_CPU") {
+        cpu_mode(&side);
+        return;
+    }
     // `-- interleaved` is a filter no criterion group matches: only the interleaved rounds.
     benches(&mut Criterion::default().configure_from_args());
     Criterion::default().configure_from_args().final_summary();

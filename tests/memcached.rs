@@ -118,7 +118,10 @@ async fn an_invalidation_during_a_load_keeps_the_loads_result_out_of_memcached()
     RACE_GATE.open(1);
     assert_eq!(load.await.unwrap(), 1);
     let (_, flags) = s.main.get("it:race:1").expect("the tombstone");
-    assert_ne!(flags, 0, "the older result was not written over the tombstone");
+    assert_ne!(
+        flags, 0,
+        "the older result was not written over the tombstone"
+    );
 
     // Warm key (the load read the tombstone's CAS: its write is a compare-and-set).
     let load = tokio::spawn(racy(1));
@@ -197,10 +200,18 @@ async fn invalidate_tag_makes_every_value_with_the_tag_a_miss() {
     for (o, i) in [(1, 1), (1, 2)] {
         member(o, i).await;
     }
-    assert_eq!(TAG_CALLS.load(SeqCst), 5, "stored again with the new version");
+    assert_eq!(
+        TAG_CALLS.load(SeqCst),
+        5,
+        "stored again with the new version"
+    );
     member_clear().await.unwrap();
     member(2, 1).await;
-    assert_eq!(TAG_CALLS.load(SeqCst), 6, "<fn>_clear: the function's own tag");
+    assert_eq!(
+        TAG_CALLS.load(SeqCst),
+        6,
+        "<fn>_clear: the function's own tag"
+    );
 }
 
 // ---- what is refused -----------------------------------------------------------------------
@@ -231,7 +242,11 @@ async fn oversized_values_are_refused_cleanly_and_counted() {
     assert_eq!(small_big_stats().oversized, 1);
     assert_eq!(small_big_stats().backend_errors, 0);
     small_big(1000).await;
-    assert_eq!(s.small.get("it:sbig:1000").unwrap().1, 0, "control: written");
+    assert_eq!(
+        s.small.get("it:sbig:1000").unwrap().1,
+        0,
+        "control: written"
+    );
 }
 
 static GARBAGE_CALLS: AtomicU32 = AtomicU32::new(0);
@@ -249,7 +264,11 @@ async fn garbage_bytes_are_a_miss_counted_and_overwritten() {
     assert_eq!(garbage(1).await, 1);
     assert_eq!(GARBAGE_CALLS.load(SeqCst), 1, "a miss");
     assert_eq!(garbage_stats().backend_errors, 1, "counted");
-    assert_eq!(&s.main.get("it:garbage:1").unwrap().0[..3], b"CM\x01", "overwritten");
+    assert_eq!(
+        &s.main.get("it:garbage:1").unwrap().0[..3],
+        b"CM\x01",
+        "overwritten"
+    );
     assert_eq!(garbage(1).await, 1);
     assert_eq!(GARBAGE_CALLS.load(SeqCst), 1, "then a hit");
 }
@@ -375,7 +394,10 @@ async fn a_server_that_never_answers_costs_one_timeout_then_the_breaker_skips_it
     let started = Instant::now();
     assert_eq!(silent(1).await, 1);
     let first = started.elapsed();
-    assert!(first < Duration::from_secs(2), "bounded by op_timeout: {first:?}");
+    assert!(
+        first < Duration::from_secs(2),
+        "bounded by op_timeout: {first:?}"
+    );
     for id in 2..10 {
         assert_eq!(silent(id).await, id);
     }

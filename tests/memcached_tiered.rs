@@ -31,13 +31,21 @@ fn l1_hits_do_not_touch_memcached_and_a_value_loaded_in_one_process_is_a_hit_in_
     let mut a = child(&server, "mt1:", 60_000);
     let mut b = child(&server, "mt1:", 60_000);
     let from_a = a.cmd("get mtiered 1");
-    assert_eq!(b.cmd("get mtiered 1"), from_a, "B read A's value from Memcached");
+    assert_eq!(
+        b.cmd("get mtiered 1"),
+        from_a,
+        "B read A's value from Memcached"
+    );
     assert_eq!(b.stat("mtiered", "loads"), 0);
     let gets = server.stat("cmd_get");
     for _ in 0..20 {
         assert_eq!(b.cmd("get mtiered 1"), from_a);
     }
-    assert_eq!(server.stat("cmd_get"), gets, "20 L1 hits, no Memcached read");
+    assert_eq!(
+        server.stat("cmd_get"),
+        gets,
+        "20 L1 hits, no Memcached read"
+    );
     assert!(b.stat("mtiered", "hits") >= 20);
 }
 
@@ -62,7 +70,11 @@ fn another_process_sees_an_invalidation_within_l1_ttl_and_its_own_at_once() {
         took <= l1_ttl + Duration::from_millis(500),
         "within l1_ttl: {took:?}"
     );
-    assert_eq!(b.stat("mtiered", "loads"), 0, "from Memcached, not B's source");
+    assert_eq!(
+        b.stat("mtiered", "loads"),
+        0,
+        "from Memcached, not B's source"
+    );
 
     // Tags too: A's invalidate_tag reaches B's L1 within l1_ttl.
     a.cmd("version 3");

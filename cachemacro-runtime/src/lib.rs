@@ -35,6 +35,12 @@
 //! * `metrics` (feature `metrics`) — every counter and latency quantile through the
 //!   `metrics` facade; loads and refreshes are `tracing` spans (`cachemacro.load`).
 //! * [`Policy`], [`Stampede`], [`Backend`] — what the attribute decided, as data.
+//! * [`Config`], [`BackendConfig`] — the shared tiers: Redis (`redis`, `tiered`, Cluster),
+//!   and with the `memcached` feature, Memcached (`backend = memcached`,
+//!   [`BackendConfig::memcached`], [`BackendConfig::memcached_tiered`]): CAS-guarded writes,
+//!   tombstones for invalidations, tag version keys, a lock by `add`, several servers by
+//!   consistent hashing, no pub/sub (an L1 in front of it is bounded by `l1_ttl`;
+//!   docs/FORMAT.md).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -360,9 +360,12 @@ fn backend(value: &Expr, errors: &mut Errors) -> Option<Spanned<Backend>> {
         (Some(i), _) if i == "memcached" => Some(Backend::Memcached),
         (_, Some(Lit::Str(s))) if !s.value().is_empty() => Some(Backend::Named(s.value())),
         (Some(i), _) => {
-            let hint = crate::errors::did_you_mean(&i.to_string(), ["memory", "redis", "tiered", "memcached"])
-                .map(|s| format!("did you mean `{s}`? "))
-                .unwrap_or_default();
+            let hint = crate::errors::did_you_mean(
+                &i.to_string(),
+                ["memory", "redis", "tiered", "memcached"],
+            )
+            .map(|s| format!("did you mean `{s}`? "))
+            .unwrap_or_default();
             errors.push(syn::Error::new(
                 span,
                 format!("unknown backend `{i}`: {hint}expected `memory`, `redis`, `tiered`, `memcached`, or a string naming a backend registered at start-up"),

@@ -192,7 +192,11 @@ pub fn base64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             out.push(if i <= chunk.len() {
@@ -208,7 +212,8 @@ pub fn base64(bytes: &[u8]) -> String {
 impl Server {
     /// The value of one of the cache's own keys (sent base64-encoded).
     pub fn get_own(&self, key: &str) -> Option<Vec<u8>> {
-        self.raw(&format!("mg {} b v", base64(key.as_bytes())), None).1
+        self.raw(&format!("mg {} b v", base64(key.as_bytes())), None)
+            .1
     }
 }
 

@@ -71,7 +71,7 @@ pub async fn no_hang<T>(what: &str, fut: impl Future<Output = T>) -> T {
     }
 }
 pub mod child;
-pub mod proxy;
-pub mod redis;
 #[cfg(feature = "memcached")]
 pub mod memcached;
+pub mod proxy;
+pub mod redis;

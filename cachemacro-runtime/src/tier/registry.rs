@@ -66,7 +66,8 @@ fn create(name: &str, spec: &BackendConfig, cfg: &Arc<Config>) -> Arc<dyn Tier> 
                 Store::Redis => "redis",
                 Store::Memcached => "memcached",
             };
-            let why = format!("backend `{name}` needs the `{feature}` feature of cachemacro-runtime");
+            let why =
+                format!("backend `{name}` needs the `{feature}` feature of cachemacro-runtime");
             Unavailable::new(name, why, cfg.clone())
         }
     }
@@ -96,7 +97,9 @@ pub(crate) fn configured() -> Vec<Arc<dyn Tier>> {
     let mut all: Vec<_> = in_use()
         .into_iter()
         .filter(|t| {
-            t.name() == "default" || t.name() == config::MEMCACHED || cfg.backends.contains_key(t.name())
+            t.name() == "default"
+                || t.name() == config::MEMCACHED
+                || cfg.backends.contains_key(t.name())
         })
         .collect();
     let mut names: Vec<&String> = cfg.backends.keys().collect();

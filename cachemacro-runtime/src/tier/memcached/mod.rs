@@ -235,15 +235,15 @@ impl MemcachedTier {
         let values = usize::from(key.is_some());
         for &p in &plan[..values] {
             match at(p) {
-            Response::Value(bytes, f) => {
-                read.generation = self.cas_of(f.cas, cas)?;
-                if f.client_flags != TOMBSTONE {
-                    read.value = Some(bytes.clone());
+                Response::Value(bytes, f) => {
+                    read.generation = self.cas_of(f.cas, cas)?;
+                    if f.client_flags != TOMBSTONE {
+                        read.value = Some(bytes.clone());
+                    }
                 }
-            }
-            Response::Done(f) => read.generation = self.cas_of(f.cas, cas)?,
-            Response::Miss => {}
-            other => return Err(unexpected(other)),
+                Response::Done(f) => read.generation = self.cas_of(f.cas, cas)?,
+                Response::Miss => {}
+                other => return Err(unexpected(other)),
             }
         }
         for &p in &plan[values..] {
@@ -269,7 +269,13 @@ impl MemcachedTier {
         }
     }
 
-    async fn one(&self, ask: &Ask, cmd: &str, flags: &str, data: Option<&[u8]>) -> Result<Response, TierError> {
+    async fn one(
+        &self,
+        ask: &Ask,
+        cmd: &str,
+        flags: &str,
+        data: Option<&[u8]>,
+    ) -> Result<Response, TierError> {
         let mut r = Request::default();
         r.push(cmd, &ask.key, flags, data)
             .map_err(|e| TierError::Failed(e.to_string()))?;
@@ -413,11 +419,20 @@ impl RawClient {
 
     /// The bytes of `key`, if any (`None` on a miss or an error).
     pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.get_with(key, None).await
+    }
+
+    /// [`Self::get`], pipelined with a read of `also` in the same request (as a hit reads
+    /// a value and its function's tag version).
+    pub async fn get_with(&self, key: &str, also: Option<&[u8]>) -> Option<Vec<u8>> {
         let mut r = Request::default();
         r.push("mg", key.as_bytes(), "v", None).ok()?;
+        if let Some(also) = also {
+            r.push("mg", also, "v", None).ok()?;
+        }
         match self.server.exchange(&r, self.timeout, self.timeout).await {
-            Ok(mut got) => match got.pop() {
-                Some(Response::Value(bytes, _)) => Some(bytes),
+            Ok(mut got) => match got.swap_remove(0) {
+                Response::Value(bytes, _) => Some(bytes),
                 _ => None,
             },
             Err(_) => None,

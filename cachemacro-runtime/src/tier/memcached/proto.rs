@@ -273,9 +273,18 @@ mod tests {
     fn response_lines_parse() {
         assert!(matches!(
             parse_line(b"VA 3 f1 c42"),
-            Ok(Line::Data(3, Flags { cas: Some(42), client_flags: 1 }))
+            Ok(Line::Data(
+                3,
+                Flags {
+                    cas: Some(42),
+                    client_flags: 1
+                }
+            ))
         ));
-        assert!(matches!(parse_line(b"EN"), Ok(Line::Complete(Response::Miss))));
+        assert!(matches!(
+            parse_line(b"EN"),
+            Ok(Line::Complete(Response::Miss))
+        ));
         assert!(matches!(
             parse_line(b"HD c7"),
             Ok(Line::Complete(Response::Done(Flags { cas: Some(7), .. })))
@@ -289,11 +298,15 @@ mod tests {
 
     #[test]
     fn jump_hash_is_stable_and_moves_few_keys() {
-        let keys: Vec<u64> = (0..10_000u32).map(|i| hash(format!("k{i}").as_bytes())).collect();
+        let keys: Vec<u64> = (0..10_000u32)
+            .map(|i| hash(format!("k{i}").as_bytes()))
+            .collect();
         let moved = keys.iter().filter(|&&k| jump(k, 4) != jump(k, 5)).count();
         // About a fifth of the keys move to the fifth server, none elsewhere.
         assert!((1_500..2_500).contains(&moved), "{moved}");
-        assert!(keys.iter().all(|&k| jump(k, 4) == jump(k, 5) || jump(k, 5) == 4));
+        assert!(keys
+            .iter()
+            .all(|&k| jump(k, 4) == jump(k, 5) || jump(k, 5) == 4));
         let on_first = keys.iter().filter(|&&k| jump(k, 4) == 0).count();
         assert!((2_000..3_000).contains(&on_first), "{on_first}");
         assert_eq!(jump(hash(b"user:42"), 1), 0);

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use super::RedisTier;
 use crate::io;
 
-
 impl RedisTier {
     /// While the circuit is open, a task of the cache's own probes Redis (a `PING`) each
     /// time the cool-down ends, so the circuit closes as soon as Redis answers, whether or
