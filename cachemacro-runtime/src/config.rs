@@ -572,6 +572,28 @@ pub(crate) fn redis_configured() -> bool {
 }
 
 #[cfg(test)]
+mod memcached_tests {
+    use super::*;
+
+    #[test]
+    fn memcached_addresses_are_checked_and_backends_built() {
+        for ok in ["memcached://127.0.0.1:11211", "mc1:11211", "memcached://[::1]:11211/"] {
+            assert!(check_memcached_url(ok).is_ok(), "{ok}");
+        }
+        for bad in ["memcached://host", "redis://h:6379", "memcached://u:pw@h:1", ":11211"] {
+            let e = check_memcached_url(bad).unwrap_err().to_string();
+            assert!(e.contains("not a Memcached server") && !e.contains("pw@"), "{e}");
+        }
+        let b = BackendConfig::memcached("memcached://a:1,memcached://b:2");
+        assert_eq!(b.urls.len(), 2);
+        assert_eq!(b.store, Store::Memcached);
+        assert!(!b.local_tier && b.l1_ttl.is_none());
+        let t = BackendConfig::memcached_tiered("a:1", Duration::from_secs(1));
+        assert!(t.local_tier && t.l1_ttl == Some(Duration::from_secs(1)));
+    }
+}
+
+#[cfg(test)]
 mod prefix_tests {
     #[test]
     fn a_prefix_with_whitespace_is_refused() {
