@@ -577,12 +577,24 @@ mod memcached_tests {
 
     #[test]
     fn memcached_addresses_are_checked_and_backends_built() {
-        for ok in ["memcached://127.0.0.1:11211", "mc1:11211", "memcached://[::1]:11211/"] {
+        for ok in [
+            "memcached://127.0.0.1:11211",
+            "mc1:11211",
+            "memcached://[::1]:11211/",
+        ] {
             assert!(check_memcached_url(ok).is_ok(), "{ok}");
         }
-        for bad in ["memcached://host", "redis://h:6379", "memcached://u:pw@h:1", ":11211"] {
+        for bad in [
+            "memcached://host",
+            "redis://h:6379",
+            "memcached://u:pw@h:1",
+            ":11211",
+        ] {
             let e = check_memcached_url(bad).unwrap_err().to_string();
-            assert!(e.contains("not a Memcached server") && !e.contains("pw@"), "{e}");
+            assert!(
+                e.contains("not a Memcached server") && !e.contains("pw@"),
+                "{e}"
+            );
         }
         let b = BackendConfig::memcached("memcached://a:1,memcached://b:2");
         assert_eq!(b.urls.len(), 2);
