@@ -31,15 +31,34 @@ impl Codec {
     }
 }
 
-/// A Redis backend: one URL (standalone, `redis://` or `rediss://`), or several
-/// comma-separated URLs (Redis Cluster seed nodes). Its `Debug` output hides passwords.
+/// A shared backend registered by name: Redis (one URL, standalone, `redis://` or
+/// `rediss://`, or several comma-separated URLs, Redis Cluster seed nodes), or Memcached
+/// (`memcached://host:port[,host:port…]`, feature `memcached`). Its `Debug` output hides
+/// passwords.
 #[derive(Clone)]
 #[must_use]
 pub struct BackendConfig {
     pub(crate) urls: Vec<String>,
     pub(crate) prefix: Option<String>,
     pub(crate) local_tier: bool,
+    pub(crate) store: Store,
+    /// Memcached with an L1: how long a process keeps a value in its L1 (no backplane).
+    pub(crate) l1_ttl: Option<Duration>,
 }
+
+/// The kind of server behind a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Store {
+    Redis,
+    #[cfg_attr(not(feature = "memcached"), allow(dead_code))]
+    Memcached,
+}
+
+/// The name of the default Memcached backend (`backend = memcached`) in stats and health.
+pub(crate) const MEMCACHED: &str = "memcached";
+
+/// `memcached://127.0.0.1:11211`.
+pub const DEFAULT_MEMCACHED_URL: &str = "memcached://127.0.0.1:11211";
 
 impl BackendConfig {
     /// Values live in Redis only.
@@ -48,6 +67,18 @@ impl BackendConfig {
             urls: split_urls(url.as_ref()),
             prefix: None,
             local_tier: false,
+            store: Store::Redis,
+            l1_ttl: None,
+        }
+    }
+
+    /// Values live in Memcached only: `memcached://host:port`, or several comma-separated
+    /// servers (`memcached://h1:11211,memcached://h2:11211`, or `memcached://h1:11211,h2:11211`),
+    /// among which keys are spread by consistent hashing (feature `memcached`).
+    pub fn memcached(url: impl AsRef<str>) -> Self {
+        Self {
+            store: Store::Memcached,
+            ..Self::redis(url)
         }
     }
 
@@ -56,6 +87,20 @@ impl BackendConfig {
         Self {
             local_tier: true,
             ..Self::redis(url)
+        }
+    }
+
+    /// An in-process L1 in front of Memcached (feature `memcached`). Memcached has no
+    /// pub/sub, so nothing tells this process that another one invalidated a key: each
+    /// process keeps an L1 copy for at most `l1_ttl` after it read or loaded it, then reads
+    /// Memcached again. An invalidation (`*_invalidate`, `*_put`, `invalidate_tag`,
+    /// `<fn>_clear`) drops this process's own L1 at once; other processes may serve the
+    /// older value for up to `l1_ttl`. Choose it as the staleness you accept (say 1 s).
+    pub fn memcached_tiered(url: impl AsRef<str>, l1_ttl: Duration) -> Self {
+        Self {
+            local_tier: true,
+            l1_ttl: Some(l1_ttl),
+            ..Self::memcached(url)
         }
     }
 
@@ -72,6 +117,8 @@ impl fmt::Debug for BackendConfig {
             .field("urls", &Urls(&self.urls))
             .field("prefix", &self.prefix)
             .field("local_tier", &self.local_tier)
+            .field("store", &self.store)
+            .field("l1_ttl", &self.l1_ttl)
             .finish()
     }
 }
@@ -157,6 +204,7 @@ fn split_urls(s: &str) -> Vec<String> {
 #[must_use]
 pub struct Config {
     pub(crate) redis_urls: Vec<String>,
+    pub(crate) memcached_urls: Vec<String>,
     pub(crate) prefix: String,
     pub(crate) op_timeout: Duration,
     pub(crate) connect_timeout: Duration,
@@ -179,6 +227,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self {
             redis_urls,
+            memcached_urls,
             prefix,
             op_timeout,
             connect_timeout,
@@ -198,6 +247,7 @@ impl fmt::Debug for Config {
         } = self;
         f.debug_struct("Config")
             .field("redis_urls", &Urls(redis_urls))
+            .field("memcached_urls", &Urls(memcached_urls))
             .field("prefix", prefix)
             .field("op_timeout", op_timeout)
             .field("connect_timeout", connect_timeout)
@@ -231,6 +281,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             redis_urls: vec![DEFAULT_REDIS_URL.to_owned()],
+            memcached_urls: vec![DEFAULT_MEMCACHED_URL.to_owned()],
             prefix: String::new(),
             op_timeout: Duration::from_millis(250),
             connect_timeout: Duration::from_secs(1),
@@ -252,12 +303,18 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Defaults, then `CACHEMACRO_REDIS_URL` and `CACHEMACRO_PREFIX` from the environment.
+    /// Defaults, then `CACHEMACRO_REDIS_URL`, `CACHEMACRO_MEMCACHED_URL` and
+    /// `CACHEMACRO_PREFIX` from the environment.
     pub fn from_env() -> Self {
         let mut c = Self::default();
         if let Ok(url) = std::env::var("CACHEMACRO_REDIS_URL") {
             if !url.trim().is_empty() {
                 c.redis_urls = split_urls(&url);
+            }
+        }
+        if let Ok(url) = std::env::var("CACHEMACRO_MEMCACHED_URL") {
+            if !url.trim().is_empty() {
+                c.memcached_urls = split_urls(&url);
             }
         }
         if let Ok(prefix) = std::env::var("CACHEMACRO_PREFIX") {
@@ -271,6 +328,14 @@ impl Config {
     /// (feature `tls`).
     pub fn redis_url(mut self, url: impl AsRef<str>) -> Self {
         self.redis_urls = split_urls(url.as_ref());
+        self
+    }
+
+    /// The Memcached servers of `backend = memcached` (feature `memcached`):
+    /// `memcached://host:port`, or several comma-separated (consistent hashing spreads the
+    /// keys among them). Default `memcached://127.0.0.1:11211`.
+    pub fn memcached_url(mut self, url: impl AsRef<str>) -> Self {
+        self.memcached_urls = split_urls(url.as_ref());
         self
     }
 
@@ -389,12 +454,28 @@ static CONFIGURED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool
 /// .unwrap();
 /// ```
 pub fn configure(config: Config) -> Result<(), Error> {
-    for url in config
-        .redis_urls
-        .iter()
-        .chain(config.backends.values().flat_map(|b| b.urls.iter()))
-    {
+    for url in config.redis_urls.iter().chain(
+        config
+            .backends
+            .values()
+            .filter(|b| b.store == Store::Redis)
+            .flat_map(|b| b.urls.iter()),
+    ) {
         check_url(url)?;
+    }
+    if config.backends.contains_key(MEMCACHED) {
+        return Err(Error::Config(format!(
+            "a backend cannot be registered as \"{MEMCACHED}\": `backend = memcached` names the default Memcached backend (Config::memcached_url); pick another name"
+        )));
+    }
+    for url in config.memcached_urls.iter().chain(
+        config
+            .backends
+            .values()
+            .filter(|b| b.store == Store::Memcached)
+            .flat_map(|b| b.urls.iter()),
+    ) {
+        check_memcached_url(url)?;
     }
     for prefix in std::iter::once(&config.prefix)
         .chain(config.backends.values().filter_map(|b| b.prefix.as_ref()))
@@ -427,6 +508,23 @@ fn check_url(url: &str) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// Checks one Memcached server address: `memcached://host:port` or `host:port`.
+pub(crate) fn check_memcached_url(url: &str) -> Result<(), Error> {
+    let addr = url.strip_prefix("memcached://").unwrap_or(url);
+    let addr = addr.strip_suffix('/').unwrap_or(addr);
+    let ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if ok && !addr.contains('@') && !addr.contains('/') {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "`{}` is not a Memcached server: write memcached://host:port, or a comma-separated list of them",
+            redact(url)
+        )))
+    }
 }
 
 /// A key prefix may not contain whitespace or control characters: every key the cache
@@ -471,6 +569,40 @@ pub(crate) fn get() -> Arc<Config> {
 pub(crate) fn redis_configured() -> bool {
     CONFIGURED.load(std::sync::atomic::Ordering::SeqCst)
         || std::env::var_os("CACHEMACRO_REDIS_URL").is_some()
+}
+
+#[cfg(test)]
+mod memcached_tests {
+    use super::*;
+
+    #[test]
+    fn memcached_addresses_are_checked_and_backends_built() {
+        for ok in [
+            "memcached://127.0.0.1:11211",
+            "mc1:11211",
+            "memcached://[::1]:11211/",
+        ] {
+            assert!(check_memcached_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "memcached://host",
+            "redis://h:6379",
+            "memcached://u:pw@h:1",
+            ":11211",
+        ] {
+            let e = check_memcached_url(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("not a Memcached server") && !e.contains("pw@"),
+                "{e}"
+            );
+        }
+        let b = BackendConfig::memcached("memcached://a:1,memcached://b:2");
+        assert_eq!(b.urls.len(), 2);
+        assert_eq!(b.store, Store::Memcached);
+        assert!(!b.local_tier && b.l1_ttl.is_none());
+        let t = BackendConfig::memcached_tiered("a:1", Duration::from_secs(1));
+        assert!(t.local_tier && t.l1_ttl == Some(Duration::from_secs(1)));
+    }
 }
 
 #[cfg(test)]

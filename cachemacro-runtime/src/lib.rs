@@ -35,6 +35,12 @@
 //! * `metrics` (feature `metrics`) — every counter and latency quantile through the
 //!   `metrics` facade; loads and refreshes are `tracing` spans (`cachemacro.load`).
 //! * [`Policy`], [`Stampede`], [`Backend`] — what the attribute decided, as data.
+//! * [`Config`], [`BackendConfig`] — the shared tiers: Redis (`redis`, `tiered`, Cluster),
+//!   and with the `memcached` feature, Memcached (`backend = memcached`,
+//!   [`BackendConfig::memcached`], [`BackendConfig::memcached_tiered`]): CAS-guarded writes,
+//!   tombstones for invalidations, tag version keys, a lock by `add`, several servers by
+//!   consistent hashing, no pub/sub (an L1 in front of it is bounded by `l1_ttl`;
+//!   docs/FORMAT.md).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -62,7 +68,9 @@ pub use cachemacro::cached;
 
 pub use bypass::{bypass, Bypass};
 pub use codec::FORMAT_VERSION;
-pub use config::{configure, BackendConfig, Codec, Config, DEFAULT_REDIS_URL};
+pub use config::{
+    configure, BackendConfig, Codec, Config, DEFAULT_MEMCACHED_URL, DEFAULT_REDIS_URL,
+};
 pub use error::{Error, SourceTimeout};
 pub use policy::{
     Backend, Policy, Site, Stampede, DEFAULT_CAPACITY, DEFAULT_MAX_REFRESHES, DEFAULT_OUTAGE_TTL,
@@ -192,6 +200,14 @@ pub fn health() -> Vec<BackendHealth> {
             }
         })
         .collect()
+}
+
+/// For `benches/memcached.rs` only, not API: the Memcached tier's own client without the
+/// cache (a raw `get`), the baseline that a `backend = memcached` hit is measured against.
+#[cfg(feature = "memcached")]
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::tier::memcached::RawClient;
 }
 
 /// Not public API: the items generated code calls (see `src/private.rs`).

@@ -26,6 +26,8 @@ pub enum Backend {
     Redis,
     /// In-process L1 in front of Redis L2.
     Tiered,
+    /// Memcached only (the default Memcached backend, `Config::memcached_url`).
+    Memcached,
     /// A backend registered at start-up under this name.
     Named(&'static str),
 }

@@ -64,6 +64,7 @@ pub enum Backend {
     Memory,
     Redis,
     Tiered,
+    Memcached,
     Named(String),
 }
 
@@ -72,7 +73,7 @@ impl Backend {
         !matches!(self, Backend::Memory)
     }
     pub fn has_local_tier(&self) -> bool {
-        !matches!(self, Backend::Redis)
+        !matches!(self, Backend::Redis | Backend::Memcached)
     }
 }
 
@@ -366,14 +367,18 @@ fn backend(value: &Expr, errors: &mut Errors) -> Option<Spanned<Backend>> {
         (Some(i), _) if i == "memory" => Some(Backend::Memory),
         (Some(i), _) if i == "redis" => Some(Backend::Redis),
         (Some(i), _) if i == "tiered" => Some(Backend::Tiered),
+        (Some(i), _) if i == "memcached" => Some(Backend::Memcached),
         (_, Some(Lit::Str(s))) if !s.value().is_empty() => Some(Backend::Named(s.value())),
         (Some(i), _) => {
-            let hint = crate::errors::did_you_mean(&i.to_string(), ["memory", "redis", "tiered"])
-                .map(|s| format!("did you mean `{s}`? "))
-                .unwrap_or_default();
+            let hint = crate::errors::did_you_mean(
+                &i.to_string(),
+                ["memory", "redis", "tiered", "memcached"],
+            )
+            .map(|s| format!("did you mean `{s}`? "))
+            .unwrap_or_default();
             errors.push(syn::Error::new(
                 span,
-                format!("unknown backend `{i}`: {hint}expected `memory`, `redis`, `tiered`, or a string naming a backend registered at start-up"),
+                format!("unknown backend `{i}`: {hint}expected `memory`, `redis`, `tiered`, `memcached`, or a string naming a backend registered at start-up"),
             ));
             return None;
         }
@@ -382,7 +387,7 @@ fn backend(value: &Expr, errors: &mut Errors) -> Option<Spanned<Backend>> {
     if b.is_none() {
         errors.push(syn::Error::new(
             span,
-            "expected `memory`, `redis`, `tiered`, or a string naming a registered backend",
+            "expected `memory`, `redis`, `tiered`, `memcached`, or a string naming a registered backend",
         ));
     }
     b.map(|value| Spanned { value, span })

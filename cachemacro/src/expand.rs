@@ -231,6 +231,7 @@ pub fn expand(m: &Model) -> TokenStream {
         Backend::Memory => {}
         Backend::Redis => with.push(quote!(.with_backend(#p::Backend::Redis))),
         Backend::Tiered => with.push(quote!(.with_backend(#p::Backend::Tiered))),
+        Backend::Memcached => with.push(quote!(.with_backend(#p::Backend::Memcached))),
         Backend::Named(n) => with.push(quote!(.with_backend(#p::Backend::Named(#n)))),
     }
     if m.backend.is_remote() {

@@ -31,7 +31,7 @@ use proc_macro::TokenStream;
 /// | `ttl` (required) | seconds, or `"150ms"`, `"10s"`, `"5m"`, `"1h30m"` | hard expiry |
 /// | `soft_ttl` | same, shorter than `ttl` | stale-while-revalidate: after it, callers get the value at once and one refresh replaces it |
 /// | `key` | `"user:<id>"`, `"org:<org>:<user.id>"`, `"<self.tenant>:<id>"` | cache key; every parameter, the receiver too, must appear unless `#[key_ignore]` (`#[key_ignore] &self`); no whitespace, at most one `{…}` hash tag |
-/// | `backend` | `memory` (default), `redis`, `tiered`, or `"name"` | where values live |
+/// | `backend` | `memory` (default), `redis`, `tiered`, `memcached` (feature `memcached`), or `"name"` | where values live |
 /// | `stampede` | `none`, `coalesce` (default), `lock`, `xfetch` | concurrent-miss control |
 /// | `beta` | float (default 1.0) | XFetch's β |
 /// | `name` | string | name in stats (default `module_path::fn_name`) |

@@ -326,7 +326,11 @@ impl Model {
             if !backend.has_local_tier() {
                 errors.push(syn::Error::new(
                     m.span,
-                    "`max_capacity` bounds the in-process tier, which `backend = redis` does not have; use `backend = tiered`, or bound Redis with `maxmemory`",
+                    if backend == Backend::Memcached {
+                        "`max_capacity` bounds the in-process tier, which `backend = memcached` does not have; bound Memcached with its memory limit (`-m`)"
+                    } else {
+                        "`max_capacity` bounds the in-process tier, which `backend = redis` does not have; use `backend = tiered`, or bound Redis with `maxmemory`"
+                    },
                 ));
             }
         }

@@ -87,6 +87,41 @@ async fn soft(id: u64) -> Item {
     source(id).await
 }
 
+#[cfg(feature = "memcached")]
+mod on_memcached {
+    use super::{source, Item};
+    use cachemacro_runtime::cached;
+
+    #[cached(ttl = 60, key = "ml:<id>", backend = memcached, stampede = lock)]
+    pub async fn mlocked(id: u64) -> Item {
+        source(id).await
+    }
+
+    #[cached(ttl = 60, key = "mnl:<id>", backend = memcached, stampede = coalesce)]
+    pub async fn munlocked(id: u64) -> Item {
+        source(id).await
+    }
+
+    #[cached(ttl = "2s", key = "mx:<id>", backend = memcached, stampede = xfetch, beta = 2.0)]
+    pub async fn mxfetched(id: u64) -> Item {
+        source(id).await
+    }
+
+    #[cached(ttl = "2s", key = "mxn:<id>", backend = memcached, stampede = coalesce)]
+    pub async fn mplain(id: u64) -> Item {
+        source(id).await
+    }
+
+    /// On the `mtiered` backend: an L1 in front of Memcached, each copy served for at most
+    /// `CM_L1_TTL_MS` (default 1000).
+    #[cached(ttl = 60, key = "mt:<id>", backend = "mtiered", tags = ["mtorg:<id>"])]
+    pub async fn mtiered(id: u64) -> Item {
+        source(id).await
+    }
+}
+#[cfg(feature = "memcached")]
+use on_memcached::*;
+
 type BoxFut<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 struct Fns {
@@ -99,8 +134,8 @@ struct Fns {
 }
 
 macro_rules! generated {
-    ($($name:ident => $inv:ident, $refresh:ident, $stats:ident, $put:ident, $clear:ident);* $(;)?) => {
-        fn lookup(f: &str) -> Option<Fns> {
+    ($lookup:ident: $($name:ident => $inv:ident, $refresh:ident, $stats:ident, $put:ident, $clear:ident);* $(;)?) => {
+        fn $lookup(f: &str) -> Option<Fns> {
             match f {
                 $(stringify!($name) => Some(Fns {
                     put: |id, item| Box::pin(async move { $put(id, item).await.map_err(|e| e.to_string()) }),
@@ -116,7 +151,23 @@ macro_rules! generated {
     };
 }
 
-generated! {
+fn lookup(f: &str) -> Option<Fns> {
+    let found = on_redis(f);
+    #[cfg(feature = "memcached")]
+    let found = found.or_else(|| on_memcached(f));
+    found
+}
+
+#[cfg(feature = "memcached")]
+generated! { on_memcached:
+    mlocked => mlocked_invalidate, mlocked_refresh, mlocked_stats, mlocked_put, mlocked_clear;
+    munlocked => munlocked_invalidate, munlocked_refresh, munlocked_stats, munlocked_put, munlocked_clear;
+    mxfetched => mxfetched_invalidate, mxfetched_refresh, mxfetched_stats, mxfetched_put, mxfetched_clear;
+    mplain => mplain_invalidate, mplain_refresh, mplain_stats, mplain_put, mplain_clear;
+    mtiered => mtiered_invalidate, mtiered_refresh, mtiered_stats, mtiered_put, mtiered_clear;
+}
+
+generated! { on_redis:
     tiered => tiered_invalidate, tiered_refresh, tiered_stats, tiered_put, tiered_clear;
     remote => remote_invalidate, remote_refresh, remote_stats, remote_put, remote_clear;
     tagged => tagged_invalidate, tagged_refresh, tagged_stats, tagged_put, tagged_clear;
@@ -268,14 +319,22 @@ async fn main() {
                 .unwrap_or(default),
         )
     };
-    cachemacro_runtime::configure(
-        Config::from_env()
-            .heartbeat(Duration::from_millis(500))
-            .op_timeout(Duration::from_millis(500))
-            .lock_ttl(ms("CM_LOCK_TTL_MS", 10_000))
-            .lock_wait(ms("CM_LOCK_WAIT_MS", 10_000)),
-    )
-    .expect("configure");
+    let config = Config::from_env()
+        .heartbeat(Duration::from_millis(500))
+        .op_timeout(Duration::from_millis(500))
+        .lock_ttl(ms("CM_LOCK_TTL_MS", 10_000))
+        .lock_wait(ms("CM_LOCK_WAIT_MS", 10_000));
+    // The `mtiered` backend only for the Memcached tests (a configured backend is one that
+    // `invalidate_tag` must reach).
+    #[cfg(feature = "memcached")]
+    let config = match std::env::var("CACHEMACRO_MEMCACHED_URL") {
+        Ok(url) => config.backend(
+            "mtiered",
+            cachemacro_runtime::BackendConfig::memcached_tiered(url, ms("CM_L1_TTL_MS", 1000)),
+        ),
+        Err(_) => config,
+    };
+    cachemacro_runtime::configure(config).expect("configure");
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
     writeln!(out, "ready").unwrap();

@@ -71,5 +71,7 @@ pub async fn no_hang<T>(what: &str, fut: impl Future<Output = T>) -> T {
     }
 }
 pub mod child;
+#[cfg(feature = "memcached")]
+pub mod memcached;
 pub mod proxy;
 pub mod redis;

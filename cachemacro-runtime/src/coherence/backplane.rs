@@ -20,7 +20,7 @@ pub(crate) trait LocalTier: Send + Sync {
 }
 
 /// What a followed channel says.
-#[cfg_attr(not(feature = "remote"), allow(dead_code))] // made by tier implementations
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // made by tier implementations
 pub(crate) enum Signal<'a> {
     /// Subscribed; `again` after a loss.
     Up { again: bool },

@@ -88,6 +88,9 @@ pub(crate) struct Remote<V> {
     fingerprint: u64,
     /// Whether the function keeps an L1 in front of the tier.
     pub local_tier: bool,
+    /// How long an L1 copy may be served (cache clock nanoseconds), for a tier without a
+    /// backplane ([`Tier::l1_ttl`]).
+    pub l1_ttl: Option<u64>,
     /// The tag every value of the function carries in the shared tier, so that
     /// `<fn>_clear` drops them all by bumping one version (see [`fn_tag`]).
     pub fn_tag: String,
@@ -108,12 +111,14 @@ fn unix_ms() -> u64 {
 impl<V: CacheValue> Remote<V> {
     pub fn new(tier: Arc<dyn Tier>, codec: ValueCodec<V>, local_tier: bool, name: &str) -> Self {
         let which = tier.config().codec;
+        let l1_ttl = tier.l1_ttl().map(clock::nanos);
         Self {
             fingerprint: codec::fingerprint((codec.type_name)(), which),
             tier,
             codec,
             which,
             local_tier,
+            l1_ttl,
             fn_tag: fn_tag(name),
         }
     }

@@ -70,6 +70,14 @@ pub struct Engine<R, S: Kind<R>> {
     _r: PhantomData<fn() -> R>,
 }
 
+/// The oldest birth an L1 entry may have to be served (see [`Engine::local_read`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Floor {
+    pub min: u64,
+    /// An outage floor (`outage_ttl`): a hit under it counts as an outage hit.
+    pub outage: bool,
+}
+
 impl<R: 'static, S: Kind<R>> Engine<R, S> {
     fn new(
         policy: Policy,
@@ -105,6 +113,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             Backend::Memory => return None,
             Backend::Redis => (registry::default_tier(), false),
             Backend::Tiered => (registry::default_tier(), true),
+            Backend::Memcached => (registry::memcached_tier(), false),
             Backend::Named(name) => {
                 let tier = registry::named(name);
                 let local = tier.local_tier();
@@ -142,10 +151,19 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// was lost, whichever is later (so a missed invalidation is served for at most
     /// `outage_ttl`). When the subscription is back, L1 is flushed.
     #[inline]
-    fn local_read(&self) -> Option<(&MemoryStore<S::Value>, Option<u64>)> {
+    fn local_read(&self) -> Option<(&MemoryStore<S::Value>, Option<Floor>)> {
         let l1 = self.l1.as_ref()?;
         match &self.remote {
-            Some(r) if !r.tier.backplane().healthy() => self.outage_floor(r).map(|f| (l1, Some(f))),
+            Some(r) if !r.tier.backplane().healthy() => self
+                .outage_floor(r)
+                .map(|min| (l1, Some(Floor { min, outage: true }))),
+            Some(Remote {
+                l1_ttl: Some(ttl), ..
+            }) => {
+                // No backplane (Memcached): an L1 copy is served for at most `l1_ttl`.
+                let min = clock::now().saturating_sub(*ttl);
+                Some((l1, Some(Floor { min, outage: false })))
+            }
             _ => Some((l1, None)),
         }
     }
@@ -173,11 +191,13 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// Whether an L1 entry born at `born` may be served, given [`Engine::local_read`]'s
     /// floor; counts it as an outage hit when it is served only because of `outage_ttl`.
     #[inline]
-    fn admits(&self, born: u64, floor: Option<u64>) -> bool {
+    fn admits(&self, born: u64, floor: Option<Floor>) -> bool {
         match floor {
             None => true,
-            Some(min) if born >= min => {
-                self.stats.incr(Counter::OutageHits);
+            Some(Floor { min, outage }) if born >= min => {
+                if outage {
+                    self.stats.incr(Counter::OutageHits);
+                }
                 true
             }
             Some(_) => false,

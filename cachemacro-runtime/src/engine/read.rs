@@ -109,7 +109,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     #[inline]
     pub(super) fn lookup(
         &self,
-        (l1, floor): (&MemoryStore<S::Value>, Option<u64>),
+        (l1, floor): (&MemoryStore<S::Value>, Option<super::Floor>),
         key: &str,
         started: Option<Instant>,
     ) -> Lookup<S::Value> {

@@ -6,7 +6,11 @@
 //! Cluster). The in-process tier (L1) is not a `Tier`: it is read synchronously on the
 //! hit path ([`memory`]).
 
+#[cfg(any(feature = "redis", feature = "memcached"))]
+pub(crate) mod breaker;
 pub(crate) mod keyspace;
+#[cfg(feature = "memcached")]
+pub(crate) mod memcached;
 pub(crate) mod memory;
 pub(crate) mod outbox;
 #[cfg(feature = "redis")]
@@ -99,6 +103,12 @@ pub(crate) trait Tier: Send + Sync + 'static {
     fn config(&self) -> &Config;
     /// Whether functions on it keep an in-process L1 in front of it (`tiered`).
     fn local_tier(&self) -> bool;
+    /// How long an L1 copy may be served after it was read or loaded, for a tier without
+    /// a backplane that keeps an L1 (Memcached); `None`: as long as its TTL (invalidations
+    /// arrive over the backplane).
+    fn l1_ttl(&self) -> Option<Duration> {
+        None
+    }
     /// This process's view of the tier's backplane.
     fn backplane(&self) -> &Backplane;
     /// The key templates of the functions on it, and their collisions.

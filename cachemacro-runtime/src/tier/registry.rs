@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use super::unavailable::Unavailable;
 use super::Tier;
-use crate::config::{self, BackendConfig, Config};
+use crate::config::{self, BackendConfig, Config, Store};
 
 type Tiers = Mutex<HashMap<String, Arc<dyn Tier>>>;
 
@@ -20,6 +20,13 @@ pub(crate) fn default_tier() -> Arc<dyn Tier> {
     let cfg = config::get();
     let spec = BackendConfig::redis(cfg.redis_urls.join(","));
     get_or_create("", &spec, &cfg)
+}
+
+/// The default Memcached backend (`backend = memcached`, `Config::memcached_url`).
+pub(crate) fn memcached_tier() -> Arc<dyn Tier> {
+    let cfg = config::get();
+    let spec = BackendConfig::memcached(cfg.memcached_urls.join(","));
+    get_or_create(config::MEMCACHED, &spec, &cfg)
 }
 
 /// The tier registered as `name` (an unusable one, which fails every operation with the
@@ -47,15 +54,23 @@ fn get_or_make(name: &str, make: impl FnOnce() -> Arc<dyn Tier>) -> Arc<dyn Tier
     map.entry(name.to_owned()).or_insert_with(make).clone()
 }
 
-#[cfg(feature = "redis")]
 fn create(name: &str, spec: &BackendConfig, cfg: &Arc<Config>) -> Arc<dyn Tier> {
-    super::redis::RedisTier::new(name, spec, cfg.clone())
-}
-
-#[cfg(not(feature = "redis"))]
-fn create(name: &str, _: &BackendConfig, cfg: &Arc<Config>) -> Arc<dyn Tier> {
-    let why = format!("backend `{name}` needs the `redis` feature of cachemacro-runtime");
-    Unavailable::new(name, why, cfg.clone())
+    match spec.store {
+        #[cfg(feature = "redis")]
+        Store::Redis => super::redis::RedisTier::new(name, spec, cfg.clone()),
+        #[cfg(feature = "memcached")]
+        Store::Memcached => super::memcached::MemcachedTier::new(name, spec, cfg.clone()),
+        #[allow(unreachable_patterns)]
+        store => {
+            let feature = match store {
+                Store::Redis => "redis",
+                Store::Memcached => "memcached",
+            };
+            let why =
+                format!("backend `{name}` needs the `{feature}` feature of cachemacro-runtime");
+            Unavailable::new(name, why, cfg.clone())
+        }
+    }
 }
 
 /// Every tier in use, plus the default one when Redis was configured explicitly.
@@ -81,7 +96,11 @@ pub(crate) fn configured() -> Vec<Arc<dyn Tier>> {
     // A name used by a function but never registered is no backend: nothing to reach.
     let mut all: Vec<_> = in_use()
         .into_iter()
-        .filter(|t| t.name() == "default" || cfg.backends.contains_key(t.name()))
+        .filter(|t| {
+            t.name() == "default"
+                || t.name() == config::MEMCACHED
+                || cfg.backends.contains_key(t.name())
+        })
         .collect();
     let mut names: Vec<&String> = cfg.backends.keys().collect();
     names.sort();

@@ -346,7 +346,7 @@ impl RedisTier {
     /// [`Self::op`] under a permit already taken (the breaker's probe).
     pub(super) async fn with_permit<T, F, Fut>(
         &self,
-        permit: super::breaker::Permit<'_>,
+        permit: crate::tier::breaker::Permit<'_>,
         f: F,
     ) -> Result<T, TierError>
     where

@@ -5,7 +5,7 @@
 //! | file | owns |
 //! |---|---|
 //! | `client.rs` | connections: the I/O thread's, one per caller runtime, routing between them, TCP settings, cluster detection |
-//! | `breaker.rs` | the circuit breaker and the task that probes it while open |
+//! | `watch.rs` | the task that probes the circuit breaker (`tier/breaker.rs`) while open |
 //! | `commands.rs` | reads, conditional writes, generations and tag versions (Lua) |
 //! | `lock.rs` | the per-key distributed lock |
 //! | `subscribe.rs` | one resubscribing, heartbeating subscription (backplane and events) |
@@ -14,12 +14,12 @@
 //! Every operation runs in the context of the crate's own I/O runtime ([`crate::io`]), so
 //! connections outlive the runtimes of the callers that use them.
 
-mod breaker;
 mod client;
 mod commands;
 pub(crate) mod keys;
 mod lock;
 mod subscribe;
+mod watch;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
@@ -31,7 +31,7 @@ use crate::coherence::{Backplane, Message, Signal};
 use crate::config::{BackendConfig, Config};
 
 use super::{Following, Keyspace, Read, Tier, TierFuture, TierInfo, Written};
-use breaker::Breaker;
+use crate::tier::breaker::Breaker;
 use client::{Conn, LocalConns};
 
 /// One Redis backend: the default one, or one registered by name.

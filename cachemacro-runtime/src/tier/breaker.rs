@@ -1,12 +1,11 @@
-//! The circuit breaker: after consecutive failures, calls stop paying Redis's timeout;
-//! a task probes it back to health.
+//! The circuit breaker of a shared tier (Redis, Memcached): after consecutive failures,
+//! calls stop paying the server's timeout; a task of the tier's own probes it back to
+//! health (each tier's `watch_breaker`).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::RedisTier;
-use crate::io;
 use crate::tier::TierError;
 
 /// Stops paying the timeout on every call while Redis is down: after `threshold`
@@ -17,6 +16,8 @@ pub(crate) struct Breaker {
     failures: AtomicU32,
     state: Mutex<BreakerState>,
     threshold: u32,
+    /// The kind of server, for the log: `Redis`, `Memcached`.
+    store: &'static str,
     base_cooldown: Duration,
     max_cooldown: Duration,
 }
@@ -38,9 +39,16 @@ impl Breaker {
                 probing: false,
             }),
             threshold,
+            store: "Redis",
             base_cooldown: cooldown,
             max_cooldown: max_cooldown.max(cooldown),
         }
+    }
+
+    /// Names the kind of server in the breaker's log lines (default `Redis`).
+    pub fn for_store(mut self, store: &'static str) -> Self {
+        self.store = store;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BreakerState> {
@@ -77,6 +85,7 @@ impl Breaker {
     /// Lets the next probe run now, and the ones after it at the base cool-down (evidence
     /// that the server answers again: the first probe may still meet a connection that is
     /// reconnecting).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // Redis's subscription calls it
     pub fn probe_soon(&self) {
         if self.open.load(Relaxed) {
             let mut s = self.lock();
@@ -88,7 +97,7 @@ impl Breaker {
     }
 
     /// When the next probe may run, while the circuit is open.
-    fn next_probe(&self) -> Option<Instant> {
+    pub fn next_probe(&self) -> Option<Instant> {
         self.open.load(Relaxed).then(|| self.lock().until)
     }
 
@@ -113,7 +122,8 @@ impl Breaker {
                 s.probing = false;
                 tracing::warn!(
                     backend,
-                    "cachemacro: Redis answers again; cache back in use"
+                    "cachemacro: {} answers again; cache back in use",
+                    self.store
                 );
             }
         }
@@ -137,7 +147,8 @@ impl Breaker {
                 backend,
                 %error,
                 cooldown = ?s.cooldown,
-                "cachemacro: Redis failing; calls go straight to the source until it answers again"
+                "cachemacro: {} failing; calls go straight to the source until it answers again",
+                self.store
             );
         }
     }
@@ -172,37 +183,6 @@ impl Drop for Permit<'_> {
                 s.until = Instant::now();
             }
         }
-    }
-}
-
-impl RedisTier {
-    /// While the circuit is open, a task of the cache's own probes Redis (a `PING`) each
-    /// time the cool-down ends, so the circuit closes as soon as Redis answers, whether or
-    /// not any call needs Redis (a tiered function whose every call is an L1 hit never
-    /// would), and `health()` says so.
-    pub(super) fn watch_breaker(&self) {
-        if self.breaker.allow_without_probe() || self.watching.swap(true, Relaxed) {
-            return;
-        }
-        let this = self.arc();
-        io::spawn(async move {
-            while let Some(at) = this.breaker.next_probe() {
-                let wait = at.saturating_duration_since(Instant::now());
-                tokio::select! {
-                    () = tokio::time::sleep(wait + Duration::from_millis(1)) => {}
-                    () = this.probe_now.notified() => {}
-                }
-                if let Some(permit) = this.breaker.probe() {
-                    let ping = this.with_permit(permit, |mut c| async move {
-                        redis::cmd("PING").query_async::<redis::Value>(&mut c).await
-                    });
-                    let _ = ping.await;
-                }
-            }
-            this.watching.store(false, Relaxed);
-            // Opened again between the last check and the flag: watch again.
-            this.watch_breaker();
-        });
     }
 }
 
