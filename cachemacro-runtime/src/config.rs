@@ -204,6 +204,8 @@ fn split_urls(s: &str) -> Vec<String> {
 #[must_use]
 pub struct Config {
     pub(crate) redis_urls: Vec<String>,
+    /// Whether a Redis URL was given (in code or the environment), not the built-in one.
+    pub(crate) redis_url_given: bool,
     pub(crate) memcached_urls: Vec<String>,
     pub(crate) prefix: String,
     pub(crate) op_timeout: Duration,
@@ -227,6 +229,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self {
             redis_urls,
+            redis_url_given: _,
             memcached_urls,
             prefix,
             op_timeout,
@@ -281,6 +284,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             redis_urls: vec![DEFAULT_REDIS_URL.to_owned()],
+            redis_url_given: false,
             memcached_urls: vec![DEFAULT_MEMCACHED_URL.to_owned()],
             prefix: String::new(),
             op_timeout: Duration::from_millis(250),
@@ -310,6 +314,7 @@ impl Config {
         if let Ok(url) = std::env::var("CACHEMACRO_REDIS_URL") {
             if !url.trim().is_empty() {
                 c.redis_urls = split_urls(&url);
+                c.redis_url_given = true;
             }
         }
         if let Ok(url) = std::env::var("CACHEMACRO_MEMCACHED_URL") {
@@ -328,6 +333,7 @@ impl Config {
     /// (feature `tls`).
     pub fn redis_url(mut self, url: impl AsRef<str>) -> Self {
         self.redis_urls = split_urls(url.as_ref());
+        self.redis_url_given = true;
         self
     }
 
@@ -482,10 +488,13 @@ pub fn configure(config: Config) -> Result<(), Error> {
     {
         check_prefix(prefix)?;
     }
+    // A configuration that names no Redis (a Memcached-only service) does not make the
+    // built-in default Redis a backend that `invalidate_tag` must reach.
+    let redis = config.redis_url_given;
     CONFIG.set(Arc::new(config)).map_err(|_| {
         Error::Config("configure() must be called once, before the first cached call".into())
     })?;
-    CONFIGURED.store(true, std::sync::atomic::Ordering::SeqCst);
+    CONFIGURED.store(redis, std::sync::atomic::Ordering::SeqCst);
     Ok(())
 }
 
@@ -564,8 +573,8 @@ pub(crate) fn get() -> Arc<Config> {
         .clone()
 }
 
-/// Whether a Redis backend was configured explicitly (by [`configure`] or the
-/// environment), as opposed to the built-in default URL.
+/// Whether a Redis URL was configured explicitly (with [`Config::redis_url`] or
+/// `CACHEMACRO_REDIS_URL`), as opposed to the built-in default URL.
 pub(crate) fn redis_configured() -> bool {
     CONFIGURED.load(std::sync::atomic::Ordering::SeqCst)
         || std::env::var_os("CACHEMACRO_REDIS_URL").is_some()
