@@ -232,7 +232,7 @@ pub trait RenderDirect {
     fn render_direct(&self, k: &mut KeyBuilder);
 }
 
-/// Picks [`Direct`] for a [`RenderDirect`] value.
+/// Picks `Direct` for a [`RenderDirect`] value.
 pub trait DirectKind {
     /// The renderer.
     #[inline]
@@ -243,7 +243,7 @@ pub trait DirectKind {
 
 impl<T: RenderDirect + ?Sized> DirectKind for Arg<'_, T> {}
 
-/// Picks [`ViaDisplay`] for any other value.
+/// Picks `ViaDisplay` for any other value.
 pub trait DisplayKind {
     /// The renderer.
     #[inline]
