@@ -44,6 +44,9 @@ mod codec;
 mod coherence;
 mod config;
 mod engine;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod entry;
 mod error;
 pub mod events;
@@ -53,6 +56,7 @@ mod key;
 mod kind;
 mod policy;
 mod size;
+pub mod served;
 pub mod stats;
 mod tier;
 mod write;
