@@ -44,19 +44,19 @@ mod codec;
 mod coherence;
 mod config;
 mod engine;
-#[cfg(feature = "http")]
-#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-pub mod http;
 mod entry;
 mod error;
 pub mod events;
 mod flight;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod io;
 mod key;
 mod kind;
 mod policy;
-mod size;
 pub mod served;
+mod size;
 pub mod stats;
 mod tier;
 mod write;

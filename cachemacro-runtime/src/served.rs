@@ -107,7 +107,6 @@ impl Served {
         self.identity
             .map(|id| format!("\"{:016x}{:x}\"", process_id(), id))
     }
-
 }
 
 /// The calls one [`observe`] scope made, in order (a repeated call of the same function
@@ -131,7 +130,10 @@ impl Observed {
     /// The outcome that describes the whole response: the least favourable of the calls
     /// (a load over a stale value over a hit).
     pub fn outcome(&self) -> Option<Outcome> {
-        self.calls.iter().map(|c| c.outcome).max_by_key(|o| o.rank())
+        self.calls
+            .iter()
+            .map(|c| c.outcome)
+            .max_by_key(|o| o.rank())
     }
 
     /// An entity tag for everything the scope read: the one entry's tag, or, for several,
@@ -230,9 +232,7 @@ impl Periods<'_> {
                 };
                 (Some(age), left)
             }
-            None if matches!(outcome, Outcome::Load | Outcome::Joined) => {
-                (None, fresh_period)
-            }
+            None if matches!(outcome, Outcome::Load | Outcome::Joined) => (None, fresh_period),
             None => (None, Duration::ZERO),
         };
         let mut h = Fnv::new();

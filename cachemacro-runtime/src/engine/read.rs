@@ -283,7 +283,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                     due,
                     ticket,
                     snap,
-                }
+                };
             }
             Found::Nothing(ticket) => ticket,
         };

@@ -62,7 +62,10 @@ pub fn parse_entity_tags(value: &[u8]) -> Option<EntityTags> {
         }
         let end = rest[1..].iter().position(|&b| b == b'"')? + 1;
         let inner = &rest[1..end];
-        if !inner.iter().all(|&b| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80) {
+        if !inner
+            .iter()
+            .all(|&b| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80)
+        {
             return None;
         }
         tags.push(EntityTag {
@@ -138,7 +141,11 @@ impl Conditions {
     }
 
     /// Whether the response (`etag`, `last_modified` as sent) may be answered `304`.
-    pub(super) fn not_modified(&self, etag: Option<&str>, last_modified: Option<SystemTime>) -> bool {
+    pub(super) fn not_modified(
+        &self,
+        etag: Option<&str>,
+        last_modified: Option<SystemTime>,
+    ) -> bool {
         if !self.applies {
             return false;
         }
@@ -157,7 +164,10 @@ impl Conditions {
             // Malformed: not a match (a plain 200), and If-Modified-Since is still ignored.
             Some(None) => false,
             None => match (self.modified_since, last_modified) {
-                (Some(since), Some(modified)) => modified <= since,
+                // Last-Modified is sent in whole seconds: compare those.
+                (Some(since), Some(modified)) => {
+                    super::unix_secs(modified) <= super::unix_secs(since)
+                }
                 _ => false,
             },
         }
@@ -191,7 +201,12 @@ mod tests {
             b"\"a b\"",
             b"*, \"a\"",
         ] {
-            assert_eq!(parse_entity_tags(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                parse_entity_tags(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -228,7 +228,7 @@ where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     S::Future: Send + 'static,
     S::Error: 'static,
-    ResB: Default + Send + 'static,
+    ResB: http_body::Body + Default + Send + 'static,
 {
     type Response = Response<ResB>;
     type Error = S::Error;
@@ -301,11 +301,7 @@ pub fn describe(seen: &Observed) -> Option<Description> {
         .map(|c| c.stale_while_revalidate)
         .min()
         .unwrap_or_default();
-    let stale_if_error = calls
-        .iter()
-        .map(|c| c.stale_if_error)
-        .min()
-        .flatten();
+    let stale_if_error = calls.iter().map(|c| c.stale_if_error).min().flatten();
     let produced_at = calls
         .iter()
         .map(|c| c.produced_at)
@@ -332,7 +328,7 @@ fn unix_secs(t: SystemTime) -> u64 {
 }
 
 impl Compiled {
-    fn respond<B: Default>(
+    fn respond<B: http_body::Body + Default>(
         &self,
         mut res: Response<B>,
         seen: &Observed,
@@ -390,30 +386,44 @@ impl Compiled {
         if self.visibility == Visibility::NoStore {
             return res;
         }
-        let etag = d.etag.as_deref().and_then(|e| HeaderValue::from_str(e).ok());
+        let etag = d
+            .etag
+            .as_deref()
+            .and_then(|e| HeaderValue::from_str(e).ok());
         if let Some(e) = &etag {
             h.insert(header::ETAG, e.clone());
         }
         // Only an entry produced in an earlier second than now gets a `Last-Modified`:
         // a second that is not over could still see another value.
-        let modified = d
-            .produced_at
-            .filter(|p| unix_secs(*p) < unix_secs(now));
+        let modified = d.produced_at.filter(|p| unix_secs(*p) < unix_secs(now));
         if let Some(p) = modified {
             if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(p)) {
                 h.insert(header::LAST_MODIFIED, v);
             }
         }
         if cond.not_modified(d.etag.as_deref(), modified) {
-            let (mut parts, _) = res.into_parts();
+            let (mut parts, body) = res.into_parts();
             parts.status = StatusCode::NOT_MODIFIED;
+            // A 304 may carry Content-Length only as the 200's (RFC 9110 §8.6): say it when
+            // known, so no later layer writes the empty body's `0`.
+            let length = body.size_hint().exact();
+            drop(body);
             for name in [
-                header::CONTENT_LENGTH,
                 header::CONTENT_TYPE,
                 header::CONTENT_ENCODING,
                 header::TRANSFER_ENCODING,
             ] {
                 parts.headers.remove(name);
+            }
+            match length {
+                Some(n) => {
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+                }
+                None => {
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                }
             }
             return Response::from_parts(parts, B::default());
         }

@@ -42,7 +42,12 @@ impl http_body::Body for StatsBody {
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.get_mut().0.take().map(|b| Ok(http_body::Frame::data(b))))
+        Poll::Ready(
+            self.get_mut()
+                .0
+                .take()
+                .map(|b| Ok(http_body::Frame::data(b))),
+        )
     }
 
     fn is_end_stream(&self) -> bool {
@@ -105,10 +110,7 @@ pub fn prometheus(rows: &[crate::Stats]) -> String {
         };
         for (field, value) in fields {
             if let Some(v) = value.as_f64() {
-                series
-                    .entry(field)
-                    .or_default()
-                    .push((s.name.clone(), v));
+                series.entry(field).or_default().push((s.name.clone(), v));
             }
         }
     }
@@ -139,7 +141,11 @@ impl<B> Service<Request<B>> for StatsService {
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let rows = stats::all();
         let res = match format_of(&req) {
-            Format::Text => respond(StatusCode::OK, "text/plain; charset=utf-8", stats::table(&rows)),
+            Format::Text => respond(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                stats::table(&rows),
+            ),
             Format::Json => match serde_json::to_string_pretty(&rows) {
                 Ok(body) => respond(StatusCode::OK, "application/json", body),
                 Err(e) => respond(
