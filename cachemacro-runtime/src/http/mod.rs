@@ -318,8 +318,9 @@ pub fn describe(seen: &Observed) -> Option<Description> {
     })
 }
 
-fn secs_up(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+/// Whole seconds, to the nearest (`Age` is an estimate; a load's is not rounded up to 1).
+fn secs_nearest(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() >= 500_000_000)
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -382,7 +383,7 @@ impl Compiled {
         if let Ok(v) = HeaderValue::from_str(&cache_control) {
             h.insert(header::CACHE_CONTROL, v);
         }
-        h.insert(header::AGE, HeaderValue::from(secs_up(d.age)));
+        h.insert(header::AGE, HeaderValue::from(secs_nearest(d.age)));
         if self.visibility == Visibility::NoStore {
             return res;
         }
