@@ -106,11 +106,11 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             self.stats
                 .hot_hit(std::str::from_utf8(key).unwrap_or_default());
         }
-        self.note(
-            std::str::from_utf8(key).unwrap_or_default(),
-            Outcome::Hit,
-            Some(&entry),
-        );
+        if crate::served::watching() {
+            // Inside the check: the key's UTF-8 validation is not paid outside any scope.
+            let key = std::str::from_utf8(key).unwrap_or_default();
+            self.note(key, Outcome::Hit, Some(&entry));
+        }
         Some(entry.value)
     }
 
