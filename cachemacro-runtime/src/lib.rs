@@ -35,6 +35,11 @@
 //! * `metrics` (feature `metrics`) — every counter and latency quantile through the
 //!   `metrics` facade; loads and refreshes are `tracing` spans (`cachemacro.load`).
 //! * [`Policy`], [`Stampede`], [`Backend`] — what the attribute decided, as data.
+//! * [`served`] — what each cached call served (hit, stale, load, fail-safe; age, remaining
+//!   freshness, the entry's identity), for a caller that runs it under [`served::observe`].
+//! * `http` (feature `http`) — a tower layer that turns a route's cached calls into
+//!   `Cache-Control`, `Age`, `ETag`, `Last-Modified`, `X-Cache`, `Vary` and `304`s, refuses
+//!   `public` routes keyed by a user, and a ready stats route (text, JSON, Prometheus).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
