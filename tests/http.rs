@@ -379,3 +379,107 @@ async fn stats_route_text_and_json() {
         assert_eq!(s, StatusCode::NOT_FOUND);
     }
 }
+
+#[cached(ttl = 30, key = "ns:<x>")]
+async fn secret(x: u64) -> String {
+    format!("secret {x}")
+}
+
+#[tokio::test]
+async fn no_store_routes_and_non_get_methods() {
+    let app = || {
+        Router::new().route(
+            "/s",
+            get(|| async { secret(1).await })
+                .post(|| async { secret(1).await })
+                .route_layer(HttpCache::no_store("GET /s").layer().unwrap()),
+        )
+    };
+    let res = app()
+        .oneshot(Request::get("/s").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(h(res.headers(), "cache-control"), "no-store");
+    assert_eq!(
+        h(res.headers(), "etag"),
+        "",
+        "no validators for what nobody may store"
+    );
+    assert_eq!(h(res.headers(), "x-cache"), "MISS");
+    let res = app()
+        .oneshot(
+            Request::get("/s")
+                .header("if-none-match", "*")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(h(res.headers(), "x-cache"), "HIT");
+    // A POST is never answered 304, even with a matching precondition.
+    let app2 = Router::new().route(
+        "/p",
+        axum::routing::post(|| async { secret(2).await })
+            .route_layer(HttpCache::public("POST /p").layer().unwrap()),
+    );
+    let res = app2
+        .oneshot(
+            Request::post("/p")
+                .header("if-none-match", "*")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+static SLOW_LOADS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 30, key = "slow:<x>")]
+async fn slow(x: u64) -> u64 {
+    SLOW_LOADS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    x
+}
+
+#[tokio::test]
+async fn observe_tells_a_load_from_a_joined_call_and_a_hit() {
+    use cachemacro_runtime::served::{observe, Outcome};
+    let (a, b) = tokio::join!(observe(slow(1)), observe(slow(1)));
+    assert_eq!(SLOW_LOADS.load(SeqCst), 1, "coalesced");
+    let mut outcomes = [a.1.calls()[0].outcome, b.1.calls()[0].outcome];
+    outcomes.sort_by_key(|o| *o == Outcome::Joined);
+    assert_eq!(outcomes, [Outcome::Load, Outcome::Joined]);
+    let loaded = if a.1.calls()[0].outcome == Outcome::Load {
+        &a.1
+    } else {
+        &b.1
+    };
+    let joined = if a.1.calls()[0].outcome == Outcome::Joined {
+        &a.1
+    } else {
+        &b.1
+    };
+    assert!(loaded.etag().is_some());
+    assert_eq!(
+        joined.etag(),
+        None,
+        "a joined call did not see the entry: no tag is guessed"
+    );
+    let (_, hit) = observe(slow(1)).await;
+    assert_eq!(hit.calls()[0].outcome, Outcome::Hit);
+    assert_eq!(
+        hit.etag(),
+        loaded.etag(),
+        "the hit reads the entry the load stored"
+    );
+    // Outside any scope nothing is recorded, and a call made twice in one scope is one entry.
+    let (_, twice) = observe(async {
+        slow(1).await;
+        slow(1).await
+    })
+    .await;
+    assert_eq!(twice.calls().len(), 1);
+}
