@@ -36,6 +36,15 @@
 //! );
 //! ```
 //!
+//! The `ETag` names the cache entries the handler read, so it is only as true as the
+//! handler is a function of them: a body that also depends on something outside the key
+//! (a query parameter, a request header) needs that input in the key and in
+//! [`HttpCache::vary`], or no layer. Cached calls made in tasks the handler spawns are not
+//! seen. A response no cached call made gets `no-store`.
+//!
+//! With axum: `.route("/p/{id}", get(handler).route_layer(HttpCache::public("GET /p/{id}").layer()?))`,
+//! and [`stats_service`] mounts with `.route_service("/cache/stats", stats_service())`.
+//!
 //! The layer only reads what [`crate::served::observe`] reports and the stats registry;
 //! it never reaches into the engine.
 

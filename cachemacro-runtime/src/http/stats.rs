@@ -1,7 +1,7 @@
 //! A ready route for the per-function stats: the operator's table as text, the same rows
 //! as JSON, and (feature `metrics`) the Prometheus text exposition.
 //!
-//! ```ignore
+//! ```text
 //! let app = axum::Router::new().route_service("/cache/stats", cachemacro_runtime::http::stats_service());
 //! ```
 //!
