@@ -37,15 +37,30 @@ static SCOPES: AtomicUsize = AtomicUsize::new(0);
 /// Runs `fut` with cached calls made by it (in the same task) skipping the cache as `mode`
 /// says. Tasks it spawns are not in the scope.
 pub async fn bypass<F: Future>(mode: Bypass, fut: F) -> F::Output {
-    struct Count;
-    impl Drop for Count {
-        fn drop(&mut self) {
-            SCOPES.fetch_sub(1, Relaxed);
-        }
-    }
-    SCOPES.fetch_add(1, Relaxed);
-    let _count = Count;
+    let _count = Scope::open();
     MODE.scope(mode, fut).await
+}
+
+/// One open scope (a [`bypass`] or a [`crate::served::observe`]) counted while it lives.
+pub(crate) struct Scope(());
+
+impl Scope {
+    pub(crate) fn open() -> Self {
+        SCOPES.fetch_add(1, Relaxed);
+        Scope(())
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        SCOPES.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Whether any scope is open in the process (one relaxed load).
+#[inline]
+pub(crate) fn any_scope() -> bool {
+    SCOPES.load(Relaxed) != 0
 }
 
 /// The scope the current call is in, if any.

@@ -24,6 +24,8 @@ pub(crate) struct Entry<V> {
     pub delta_us: u32,
     /// Tags and the tag epoch at which the load that produced the value started.
     pub tags: Option<Arc<TagStamp>>,
+    /// This entry's identity, unique in the process (HTTP entity tags are made from it).
+    pub id: u64,
 }
 
 /// The tags of an entry and the tag epoch its load started at.
@@ -101,6 +103,17 @@ impl<V> Entry<V> {
             born: now,
             delta_us: u32::try_from(delta.as_micros()).unwrap_or(u32::MAX),
             tags,
+            id: crate::served::next_identity(),
+        }
+    }
+
+    /// What a call that read this entry saw of it.
+    pub fn seen(&self) -> crate::served::Seen {
+        crate::served::Seen {
+            soft: self.soft,
+            hard: self.hard,
+            born: self.born,
+            id: self.id,
         }
     }
 

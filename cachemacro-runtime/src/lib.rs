@@ -41,6 +41,11 @@
 //!   tombstones for invalidations, tag version keys, a lock by `add`, several servers by
 //!   consistent hashing, no pub/sub (an L1 in front of it is bounded by `l1_ttl`;
 //!   docs/FORMAT.md).
+//! * [`served`] — what each cached call served (hit, stale, load, fail-safe; age, remaining
+//!   freshness, the entry's identity), for a caller that runs it under [`served::observe`].
+//! * `http` (feature `http`) — a tower layer that turns a route's cached calls into
+//!   `Cache-Control`, `Age`, `ETag`, `Last-Modified`, `X-Cache`, `Vary` and `304`s, refuses
+//!   `public` routes keyed by a user, and a ready stats route (text, JSON, Prometheus).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -54,10 +59,14 @@ mod entry;
 mod error;
 pub mod events;
 mod flight;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod io;
 mod key;
 mod kind;
 mod policy;
+pub mod served;
 mod size;
 pub mod stats;
 mod tier;

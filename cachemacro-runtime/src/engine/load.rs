@@ -17,6 +17,7 @@ use crate::io::CatchUnwind;
 use crate::key::Key;
 use crate::kind::Kind;
 use crate::policy::Stampede;
+use crate::served::Outcome as Served;
 use crate::stats::Counter;
 
 /// How a store decides whether it may write L1.
@@ -165,15 +166,17 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         let value = match result.map(S::split) {
             Ok(Ok(value)) => value,
             Ok(Err(error)) => {
-                let r = self.fail(leader, &tags, ticket, Ok(error), (delta, guard));
+                let r = self.fail(leader, (&key, &tags), ticket, Ok(error), (delta, guard));
                 return (r, None);
             }
             Err(panic) => {
-                let r = self.fail(leader, &tags, ticket, Err(panic), (delta, guard));
+                let r = self.fail(leader, (&key, &tags), ticket, Err(panic), (delta, guard));
                 return (r, None);
             }
         };
         self.stats.load(false, delta);
+        // What the caller is served unless the store below says more (the entry it made).
+        self.note(&key, Served::Load, None);
         let result_tags = self.result_tags(&value);
         let stored = self
             .store(&key, (&tags, &result_tags), &value, delta, guard, &ticket)
@@ -196,7 +199,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     fn fail(
         &self,
         leader: Option<Leader<S::Value>>,
-        tags: &[String],
+        (key, tags): (&str, &[String]),
         ticket: Ticket<S::Value>,
         failure: Result<S::Error, Box<dyn Any + Send>>,
         (delta, guard): (Duration, Guard),
@@ -204,6 +207,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         self.stats.load(true, delta);
         self.failed(Failed {
             leader,
+            key,
             tags,
             fallback: ticket.fallback,
             failure,
@@ -214,6 +218,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// A failed load: the fallback if there is one, else the error (or the panic, resumed).
     fn failed(&self, f: Failed<'_, S::Value, S::Error>) -> R {
         if let Some(entry) = f.fallback {
+            self.note(f.key, Served::FailSafe, Some(&entry));
             if f.failure.is_err() {
                 tracing::error!(
                     function = %self.stats.name(),
@@ -337,6 +342,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             TagStamp::new([tags, result_tags].concat(), stamp),
         );
         entry.born = now.saturating_sub(clock::nanos(delta)); // when the load started
+        self.note(key, Served::Load, Some(&entry));
         if !self.put_local(key, entry, generation) {
             return Stored::NotInL1;
         }
@@ -347,6 +353,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
 /// A failed load, as [`Engine::failed`] settles it.
 struct Failed<'a, V: Clone, E> {
     leader: Option<Leader<V>>,
+    key: &'a str,
     tags: &'a [String],
     fallback: Option<Entry<V>>,
     /// The source's error, or its panic.

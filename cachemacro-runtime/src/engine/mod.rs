@@ -124,6 +124,38 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         codec.map(|codec| Remote::new(tier, codec, local, &policy.display_name()))
     }
 
+    /// Tells an observing caller ([`crate::served::observe`]) what this call served;
+    /// `entry` when the call saw the entry. Outside any scope: one relaxed load.
+    #[inline]
+    pub(super) fn note(
+        &self,
+        key: &str,
+        outcome: crate::served::Outcome,
+        entry: Option<&crate::entry::Entry<S::Value>>,
+    ) {
+        if crate::served::watching() {
+            self.note_slow(key, outcome, entry.map(crate::entry::Entry::seen));
+        }
+    }
+
+    #[cold]
+    fn note_slow(
+        &self,
+        key: &str,
+        outcome: crate::served::Outcome,
+        seen: Option<crate::served::Seen>,
+    ) {
+        crate::served::note(|| {
+            crate::served::Periods {
+                function: self.stats.name(),
+                ttl: self.policy.ttl,
+                soft_ttl: self.policy.soft_ttl,
+                fail_safe: self.policy.fail_safe,
+            }
+            .served(key, outcome, seen)
+        });
+    }
+
     /// The policy this engine was built with.
     pub fn policy(&self) -> &Policy {
         &self.policy

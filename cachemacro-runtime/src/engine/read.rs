@@ -15,6 +15,7 @@ use crate::entry::{Entry, Freshness};
 use crate::flight::{Landed, Leader, Role};
 use crate::kind::Kind;
 use crate::policy::Stampede;
+use crate::served::Outcome;
 use crate::stats::Counter;
 use crate::tier::memory::MemoryStore;
 
@@ -70,7 +71,10 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             return Lookup::Miss { fallback: None };
         };
         match remote.peek(self, key, tags, started).await {
-            Peeked::Fresh(v) => Lookup::Hit(v),
+            Peeked::Fresh(v) => {
+                self.note(key, Outcome::Hit, None);
+                Lookup::Hit(v)
+            }
             Peeked::Due(entry, due) => {
                 self.stats.incr(Counter::L2Hits);
                 self.due(key, entry, due, started)
@@ -102,6 +106,11 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             self.stats
                 .hot_hit(std::str::from_utf8(key).unwrap_or_default());
         }
+        if crate::served::watching() {
+            // Inside the check: the key's UTF-8 validation is not paid outside any scope.
+            let key = std::str::from_utf8(key).unwrap_or_default();
+            self.note(key, Outcome::Hit, Some(&entry));
+        }
         Some(entry.value)
     }
 
@@ -127,6 +136,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                     && entry.xfetch_due(now, self.policy.beta)
                 {
                     if let Some(leader) = self.lead_refresh(key) {
+                        self.note(key, Outcome::Hit, Some(&entry));
                         return Lookup::Refresh {
                             leader,
                             entry,
@@ -135,6 +145,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                     }
                 }
                 self.hit_of(key, false, started);
+                self.note(key, Outcome::Hit, Some(&entry));
                 Lookup::Hit(entry.value)
             }
             Freshness::Stale => self.due(key, entry, Due::Stale, started),
@@ -162,6 +173,11 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         due: Due,
         started: Option<Instant>,
     ) -> Lookup<S::Value> {
+        let outcome = match due {
+            Due::Stale => Outcome::Stale,
+            Due::Early => Outcome::Hit,
+        };
+        self.note(key, outcome, Some(&entry));
         if let Some(leader) = self.lead_refresh(key) {
             return Lookup::Refresh { leader, entry, due };
         }
@@ -214,6 +230,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                 return match flight.wait().await {
                     Landed::Value(v, cached) => {
                         self.count_joined(cached);
+                        self.note(key, Outcome::Joined, None);
                         Miss::Done(v)
                     }
                     Landed::Failed(shared) => {
@@ -251,16 +268,22 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         {
             Found::Value(value, None, _) => {
                 self.land(leader, tags, snap, &value, true);
+                self.note(key, Outcome::Hit, None);
                 return Miss::Done(value);
             }
             Found::Value(value, Some(due), ticket) => {
+                let outcome = match due {
+                    Due::Stale => Outcome::Stale,
+                    Due::Early => Outcome::Hit,
+                };
+                self.note(key, outcome, None);
                 return Miss::Due {
                     leader,
                     value,
                     due,
                     ticket,
                     snap,
-                }
+                };
             }
             Found::Nothing(ticket) => ticket,
         };
@@ -284,6 +307,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             }
             Locked::Got(value) => {
                 self.land(leader, tags, snap, &value, true);
+                self.note(key, Outcome::Joined, None);
                 Miss::Done(value)
             }
         }
@@ -297,6 +321,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         (entry.freshness(clock::now()) == Freshness::Fresh && self.admits(entry.born, floor)).then(
             || {
                 self.stats.incr(Counter::Hits);
+                self.note(key, Outcome::Hit, Some(&entry));
                 entry.value
             },
         )

@@ -1,0 +1,485 @@
+//! The HTTP layer's header conformance: every directive, ETag/304 (strong, weak, lists,
+//! `*`, malformed), If-Modified-Since, Vary and the refusal of public per-user routes,
+//! what non-200 responses get, and the stats route. Run through axum with `oneshot`
+//! (no sockets); tokio's clock is paused so ages and staleness are exact.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Path;
+use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use cachemacro_runtime::cached;
+use cachemacro_runtime::http::{stats_service, HttpCache};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+static PRODUCT_LOADS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 60, soft_ttl = 10, fail_safe = 30, key = "product:<id>")]
+async fn product(id: u64) -> Result<String, String> {
+    if id == 1 {
+        PRODUCT_LOADS.fetch_add(1, SeqCst);
+    }
+    if id == 404 {
+        return Err("no such product".into());
+    }
+    Ok(format!("product {id} v{}", PRODUCT_LOADS.load(SeqCst)))
+}
+
+async fn product_page(Path(id): Path<u64>) -> Result<String, (StatusCode, String)> {
+    product(id).await.map_err(|e| (StatusCode::NOT_FOUND, e))
+}
+
+fn app() -> Router {
+    let layer = HttpCache::public("GET /products/{id}")
+        .vary("Accept-Language")
+        .layer()
+        .expect("a public route without per-user headers is fine");
+    Router::new()
+        .route("/products/{id}", get(product_page).route_layer(layer))
+        .route_service("/stats", stats_service())
+}
+
+async fn send(path: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+    send_req("GET", path, headers).await
+}
+
+async fn send_req(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, String) {
+    let mut req = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = app()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+}
+
+fn h<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+}
+
+#[tokio::test(start_paused = true)]
+async fn directives_etag_and_304s() {
+    let (s, hd, body) = send("/products/1", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.starts_with("product 1"));
+    assert_eq!(h(&hd, "x-cache"), "MISS");
+    assert_eq!(
+        h(&hd, "cache-control"),
+        "public, max-age=10, stale-while-revalidate=50, stale-if-error=30"
+    );
+    assert_eq!(h(&hd, "age"), "0");
+    assert_eq!(h(&hd, "vary"), "accept-language");
+    let etag = h(&hd, "etag").to_owned();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"') && etag.len() > 4,
+        "{etag}"
+    );
+    // Produced in this second: no Last-Modified yet (the second could still see another value).
+    assert_eq!(h(&hd, "last-modified"), "");
+    let loads = PRODUCT_LOADS.load(SeqCst);
+
+    tokio::time::advance(Duration::from_secs(3)).await;
+    let (s, hd2, body2) = send("/products/1", &[]).await;
+    assert_eq!((s, body2.as_str()), (StatusCode::OK, body.as_str()));
+    assert_eq!(h(&hd2, "x-cache"), "HIT");
+    assert_eq!(h(&hd2, "etag"), etag, "a hit carries its entry's tag");
+    assert_eq!(h(&hd2, "age"), "3");
+    assert_ne!(h(&hd2, "last-modified"), "");
+
+    // If-None-Match: exact, weak form, in a list, `*`: 304, no body, source not called.
+    let weak = format!("W/{etag}");
+    let list = format!("\"nope\", {etag}");
+    for inm in [etag.as_str(), weak.as_str(), list.as_str(), "*"] {
+        let (s, hd, body) = send("/products/1", &[("if-none-match", inm)]).await;
+        assert_eq!(s, StatusCode::NOT_MODIFIED, "If-None-Match: {inm}");
+        assert!(body.is_empty());
+        assert_eq!(h(&hd, "etag"), etag);
+        // Content-Length, if any, is the 200's (RFC 9110 §8.6), never the empty body's 0.
+        assert_eq!(h(&hd, "content-length"), body2.len().to_string());
+        assert!(h(&hd, "cache-control").starts_with("public, max-age=10"));
+    }
+    // HEAD too.
+    let (s, ..) = send_req("HEAD", "/products/1", &[("if-none-match", &etag)]).await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+    // Negative controls: another tag, and malformed values: a plain 200, never a 500.
+    for inm in [
+        "\"other\"",
+        "garbage",
+        "\"unterminated",
+        "W/x",
+        "\"a\" \"b\"",
+    ] {
+        let (s, _, body) = send("/products/1", &[("if-none-match", inm)]).await;
+        assert_eq!(s, StatusCode::OK, "If-None-Match: {inm}");
+        assert_eq!(body, body2);
+    }
+    assert_eq!(
+        PRODUCT_LOADS.load(SeqCst),
+        loads,
+        "no 304 or hit called the source"
+    );
+
+    // If-Modified-Since: the Last-Modified itself and later → 304; earlier → 200;
+    // malformed → 200; If-None-Match present (not matching) wins over a matching date.
+    let lm = h(&hd2, "last-modified").to_owned();
+    let (s, _, b) = send("/products/1", &[("if-modified-since", &lm)]).await;
+    assert_eq!((s, b.as_str()), (StatusCode::NOT_MODIFIED, ""));
+    let (s, ..) = send(
+        "/products/1",
+        &[("if-modified-since", "Thu, 01 Jan 1970 00:00:00 GMT")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, ..) = send("/products/1", &[("if-modified-since", "yesterday")]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, ..) = send(
+        "/products/1",
+        &[("if-modified-since", &lm), ("if-none-match", "\"other\"")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // Past soft_ttl: STALE, Age past max-age, the same entry (same tag) while it refreshes.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let (s, hd3, body3) = send("/products/1", &[]).await;
+    assert_eq!((s, body3.as_str()), (StatusCode::OK, body.as_str()));
+    assert_eq!(h(&hd3, "x-cache"), "STALE");
+    assert_eq!(h(&hd3, "age"), "13");
+    assert_eq!(h(&hd3, "etag"), etag);
+    // The refresh lands: a new entry, a new tag; the old tag no longer matches.
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    let (s, hd4, body4) = send("/products/1", &[("if-none-match", &etag)]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_ne!(body4, body);
+    assert_ne!(h(&hd4, "etag"), etag);
+    assert_eq!(h(&hd4, "x-cache"), "HIT");
+
+    // After an invalidation: a load, a new tag.
+    product_invalidate(1).await.unwrap();
+    let (_, hd5, _) = send("/products/1", &[("if-none-match", h(&hd4, "etag"))]).await;
+    assert_eq!(h(&hd5, "x-cache"), "MISS");
+    assert_ne!(h(&hd5, "etag"), h(&hd4, "etag"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_and_uncached_responses_are_no_store() {
+    let (s, hd, _) = send("/products/404", &[("if-none-match", "*")]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(h(&hd, "cache-control"), "no-store");
+    assert_eq!(h(&hd, "etag"), "");
+}
+
+static FLAKY_LOADS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 5, fail_safe = 30)]
+async fn flaky(id: u64) -> Result<String, String> {
+    if FLAKY_LOADS.fetch_add(1, SeqCst) == 0 {
+        Ok(format!("flaky {id}"))
+    } else {
+        Err("down".into())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn fail_safe_is_said_and_no_soft_ttl_means_no_swr() {
+    let app = || {
+        Router::new().route(
+            "/f",
+            get(|| async { flaky(1).await.unwrap_or_default() })
+                .route_layer(HttpCache::private("GET /f").layer().unwrap()),
+        )
+    };
+    let res = app()
+        .oneshot(Request::get("/f").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let hd = res.headers().clone();
+    assert_eq!(
+        h(&hd, "cache-control"),
+        "private, max-age=5, stale-if-error=30"
+    );
+    let etag = h(&hd, "etag").to_owned();
+    tokio::time::advance(Duration::from_secs(7)).await;
+    let res = app()
+        .oneshot(Request::get("/f").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(h(res.headers(), "x-cache"), "FAIL-SAFE");
+    assert_eq!(h(res.headers(), "etag"), etag, "the same entry as before");
+    assert_eq!(h(res.headers(), "age"), "7");
+}
+
+#[cached(ttl = 30, key = "me:<user>")]
+async fn me(user: String) -> String {
+    format!("hello {user}")
+}
+
+#[tokio::test]
+async fn per_user_routes_are_private_and_public_ones_refused() {
+    for (policy, header) in [
+        (
+            HttpCache::public("GET /me").vary("Authorization"),
+            "authorization",
+        ),
+        (HttpCache::public("GET /me").vary("cookie"), "cookie"),
+        (
+            HttpCache::public("GET /me").per_user("X-User-Id"),
+            "x-user-id",
+        ),
+    ] {
+        let err = policy.layer().unwrap_err();
+        assert_eq!(err.route, "GET /me");
+        assert_eq!(err.header, header);
+        assert!(err.to_string().contains("GET /me") && err.to_string().contains(header));
+    }
+    assert!(HttpCache::public("GET /x")
+        .vary("bad header")
+        .layer()
+        .is_err());
+    let layer = HttpCache::private("GET /me")
+        .vary("Authorization")
+        .layer()
+        .unwrap();
+    let app = Router::new().route(
+        "/me",
+        get(|headers: HeaderMap| async move {
+            let user = h(&headers, "authorization").to_owned();
+            me(user).await
+        })
+        .route_layer(layer),
+    );
+    let res = app
+        .oneshot(
+            Request::get("/me")
+                .header("authorization", "Bearer alice")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(h(res.headers(), "cache-control"), "private, max-age=30");
+    assert_eq!(h(res.headers(), "vary"), "authorization");
+    // An existing Vary is kept and not repeated.
+    let app = Router::new().route(
+        "/v",
+        get(|| async {
+            (
+                [(header::VARY, "Authorization, Accept")],
+                me("v".into()).await,
+            )
+        })
+        .route_layer(
+            HttpCache::private("GET /v")
+                .vary("authorization")
+                .vary("origin")
+                .layer()
+                .unwrap(),
+        ),
+    );
+    let res = app
+        .oneshot(Request::get("/v").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let vary: Vec<_> = res
+        .headers()
+        .get_all("vary")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(vary, ["Authorization, Accept", "origin"]);
+}
+
+#[cached(ttl = 20, key = "a:<x>")]
+async fn part_a(x: u64) -> u64 {
+    x
+}
+#[cached(ttl = 50, soft_ttl = 40, key = "b:<x>")]
+async fn part_b(x: u64) -> u64 {
+    x + 1
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_made_of_two_calls_takes_the_shorter_freshness() {
+    let app = || {
+        Router::new().route(
+            "/ab",
+            get(|| async { format!("{} {}", part_a(1).await, part_b(1).await) })
+                .route_layer(HttpCache::public("GET /ab").layer().unwrap()),
+        )
+    };
+    let res = app()
+        .oneshot(Request::get("/ab").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(h(res.headers(), "cache-control"), "public, max-age=20");
+    let etag = h(res.headers(), "etag").to_owned();
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let res = app()
+        .oneshot(Request::get("/ab").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(h(res.headers(), "etag"), etag);
+    assert_eq!(h(res.headers(), "age"), "2");
+    part_b_invalidate(1).await.unwrap();
+    let res = app()
+        .oneshot(
+            Request::get("/ab")
+                .header("if-none-match", &etag)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "one part changed: the tag changed"
+    );
+    assert_ne!(h(res.headers(), "etag"), etag);
+}
+
+#[tokio::test]
+async fn stats_route_text_and_json() {
+    let _ = send("/products/2", &[]).await;
+    let (s, hd, text) = send("/stats", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(h(&hd, "content-type").starts_with("text/plain"));
+    assert!(
+        text.starts_with("function") && text.contains("product"),
+        "{text}"
+    );
+    let (_, hd, json) = send("/stats?format=json", &[]).await;
+    assert_eq!(h(&hd, "content-type"), "application/json");
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["name"].as_str().unwrap().ends_with("product")));
+    let (s, _, prom) = send("/stats?format=prometheus", &[]).await;
+    if cfg!(feature = "metrics") {
+        assert_eq!(s, StatusCode::OK);
+        assert!(prom.contains("cachemacro_hits{function=\""), "{prom}");
+    } else {
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+}
+
+#[cached(ttl = 30, key = "ns:<x>")]
+async fn secret(x: u64) -> String {
+    format!("secret {x}")
+}
+
+#[tokio::test]
+async fn no_store_routes_and_non_get_methods() {
+    let app = || {
+        Router::new().route(
+            "/s",
+            get(|| async { secret(1).await })
+                .post(|| async { secret(1).await })
+                .route_layer(HttpCache::no_store("GET /s").layer().unwrap()),
+        )
+    };
+    let res = app()
+        .oneshot(Request::get("/s").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(h(res.headers(), "cache-control"), "no-store");
+    assert_eq!(
+        h(res.headers(), "etag"),
+        "",
+        "no validators for what nobody may store"
+    );
+    assert_eq!(h(res.headers(), "x-cache"), "MISS");
+    let res = app()
+        .oneshot(
+            Request::get("/s")
+                .header("if-none-match", "*")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(h(res.headers(), "x-cache"), "HIT");
+    // A POST is never answered 304, even with a matching precondition.
+    let app2 = Router::new().route(
+        "/p",
+        axum::routing::post(|| async { secret(2).await })
+            .route_layer(HttpCache::public("POST /p").layer().unwrap()),
+    );
+    let res = app2
+        .oneshot(
+            Request::post("/p")
+                .header("if-none-match", "*")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+static SLOW_LOADS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 30, key = "slow:<x>")]
+async fn slow(x: u64) -> u64 {
+    SLOW_LOADS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    x
+}
+
+#[tokio::test]
+async fn observe_tells_a_load_from_a_joined_call_and_a_hit() {
+    use cachemacro_runtime::served::{observe, Outcome};
+    let (a, b) = tokio::join!(observe(slow(1)), observe(slow(1)));
+    assert_eq!(SLOW_LOADS.load(SeqCst), 1, "coalesced");
+    let mut outcomes = [a.1.calls()[0].outcome, b.1.calls()[0].outcome];
+    outcomes.sort_by_key(|o| *o == Outcome::Joined);
+    assert_eq!(outcomes, [Outcome::Load, Outcome::Joined]);
+    let loaded = if a.1.calls()[0].outcome == Outcome::Load {
+        &a.1
+    } else {
+        &b.1
+    };
+    let joined = if a.1.calls()[0].outcome == Outcome::Joined {
+        &a.1
+    } else {
+        &b.1
+    };
+    assert!(loaded.etag().is_some());
+    assert_eq!(
+        joined.etag(),
+        None,
+        "a joined call did not see the entry: no tag is guessed"
+    );
+    let (_, hit) = observe(slow(1)).await;
+    assert_eq!(hit.calls()[0].outcome, Outcome::Hit);
+    assert_eq!(
+        hit.etag(),
+        loaded.etag(),
+        "the hit reads the entry the load stored"
+    );
+    // Outside any scope nothing is recorded, and a call made twice in one scope is one entry.
+    let (_, twice) = observe(async {
+        slow(1).await;
+        slow(1).await
+    })
+    .await;
+    assert_eq!(twice.calls().len(), 1);
+}
