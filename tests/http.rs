@@ -483,3 +483,51 @@ async fn observe_tells_a_load_from_a_joined_call_and_a_hit() {
     .await;
     assert_eq!(twice.calls().len(), 1);
 }
+
+// ---- what the handler or the request says about whose response it is ---------------------
+
+#[tokio::test]
+async fn a_handlers_no_store_or_set_cookie_is_never_made_public() {
+    let app = Router::new().route(
+        "/c",
+        get(|| async {
+            (
+                [(header::SET_COOKIE, "sid=alice; HttpOnly")],
+                secret(7).await,
+            )
+        })
+        .route_layer(HttpCache::public("GET /c").layer().unwrap()),
+    );
+    let res = app
+        .oneshot(Request::get("/c").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let cc = h(res.headers(), "cache-control");
+    assert!(cc.starts_with("private, max-age="), "{cc}");
+    let app = Router::new().route(
+        "/n",
+        get(|| async { ([(header::CACHE_CONTROL, "no-store")], secret(8).await) })
+            .route_layer(HttpCache::public("GET /n").layer().unwrap()),
+    );
+    let res = app
+        .oneshot(Request::get("/n").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(h(res.headers(), "cache-control"), "no-store");
+    assert_eq!(
+        h(res.headers(), "etag"),
+        "",
+        "no validator for what must not be stored"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_authenticated_request_to_a_public_route_is_not_shareable() {
+    let (s, hd, _) = send("/products/3", &[("authorization", "Bearer alice")]).await;
+    assert_eq!(s, StatusCode::OK);
+    let cc = h(&hd, "cache-control");
+    assert!(cc.starts_with("private, "), "{cc}");
+    // The control: the same route without credentials is public.
+    let (_, hd, _) = send("/products/3", &[]).await;
+    assert!(h(&hd, "cache-control").starts_with("public, "));
+}

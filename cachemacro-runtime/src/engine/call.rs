@@ -243,8 +243,9 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             } => Some(entry.value.clone()),
             _ => None,
         };
+        let k = key.clone();
         let settle = Box::pin(self.settle(key, tags, how, started, looked, Some(wait.clone())));
-        self.bounded(settle, fallback, &wait).await
+        self.bounded(settle, fallback, (&wait, &k)).await
     }
 
     /// `work` (a caller waiting for a load, its own or another's), within the function's
@@ -258,7 +259,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         &self,
         work: F,
         fallback: Option<S::Value>,
-        wait: &SourceWait,
+        (wait, key): (&SourceWait, &str),
     ) -> R
     where
         F: Future<Output = R> + Unpin,
@@ -297,14 +298,18 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             return r;
         }
         match (soft, fallback) {
+            // An observer is told, without the entry: its age is unknown here, so an HTTP
+            // response made of it gets no validator (a stale value, never a wrong 304).
             (Some(soft), Some(value)) => {
                 self.timed_out("timeout", soft);
                 self.stats.incr(Counter::StaleHits);
+                self.note(key, crate::served::Outcome::Stale, None);
                 S::join(value)
             }
             (None, Some(value)) => {
                 self.timed_out("hard_timeout", limit);
                 self.stats.incr(Counter::StaleHits);
+                self.note(key, crate::served::Outcome::Stale, None);
                 S::join(value)
             }
             (_, None) => match self.hooks.timed_out {
@@ -474,8 +479,9 @@ where
         };
         let fallback = l.ticket.fallback.as_ref().map(|e| e.value.clone());
         let source = Marked::new(self.0, Some(wait.clone()));
+        let k = l.key.clone();
         let load = engine.load(l.leader, l.key, l.tags, source, l.ticket, guard);
-        engine.bounded(Box::pin(load), fallback, &wait).await
+        engine.bounded(Box::pin(load), fallback, (&wait, &k)).await
     }
 }
 
@@ -505,15 +511,16 @@ where
             .is_some()
             .then(|| l.ticket.fallback.as_ref().map(|e| e.value.clone()))
             .flatten();
+        let k = wait.as_ref().map(|_| l.key.clone());
         let load = Detach::new(async move {
             let guard = Guard::Load(l.snap);
             this.load(l.leader, l.key, l.tags, source, l.ticket, guard)
                 .await
         });
-        let Some(wait) = wait else {
+        let (Some(wait), Some(k)) = (wait, k) else {
             return load.await;
         };
         // Giving up drops `load`, which then goes on as a task and lands.
-        engine.bounded(load, fallback, &wait).await
+        engine.bounded(load, fallback, (&wait, &k)).await
     }
 }

@@ -53,6 +53,9 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             .map(|((key, _, make), v)| match v {
                 Some(v) => {
                     note(self, &key, &make);
+                    // Read from the shared tier without its entry at hand: an observer
+                    // (HTTP) gets no validator for it rather than one that misses it.
+                    self.note(key.as_str(), crate::served::Outcome::Hit, None);
                     Call::Ready(std::future::ready(S::join(v)))
                 }
                 None => one(self, &key, make),

@@ -104,6 +104,8 @@ pub(super) struct Conditions {
     none_match: Option<Option<EntityTags>>,
     /// `If-Modified-Since`, when a valid date.
     modified_since: Option<SystemTime>,
+    /// The request carries credentials or a per-user header (set by the layer).
+    pub(super) personal: bool,
 }
 
 impl Conditions {
@@ -137,6 +139,7 @@ impl Conditions {
             applies,
             none_match,
             modified_since,
+            personal: false,
         }
     }
 

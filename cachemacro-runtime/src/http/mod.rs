@@ -159,6 +159,11 @@ impl HttpCache {
             policy: Arc::new(Compiled {
                 visibility: self.visibility,
                 vary,
+                per_user: self
+                    .per_user
+                    .iter()
+                    .map(|n| n.to_ascii_lowercase())
+                    .collect(),
             }),
         })
     }
@@ -203,6 +208,8 @@ impl std::error::Error for PolicyError {}
 struct Compiled {
     visibility: Visibility,
     vary: Vec<HeaderName>,
+    /// The headers declared `per_user` (lower case).
+    per_user: Vec<String>,
 }
 
 /// The tower layer of a route ([`HttpCache::layer`]).
@@ -248,7 +255,14 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let cond = conditional::Conditions::of(&req);
+        let mut cond = conditional::Conditions::of(&req);
+        // A request that carries credentials or a per-user header gets an answer for that
+        // user: never `public` (RFC 9111 §3.5: `public` would let shared caches store it).
+        cond.personal = USER_HEADERS
+            .iter()
+            .map(|n| n.to_string())
+            .chain(self.policy.per_user.iter().cloned())
+            .any(|n| req.headers().contains_key(n.as_str()));
         let fut = self.inner.call(req);
         let policy = self.policy.clone();
         Box::pin(async move {
@@ -364,7 +378,24 @@ impl Compiled {
                 return res;
             }
         };
-        let cache_control = match self.visibility {
+        // What the handler said itself wins when it is stricter: its own `Cache-Control` is
+        // kept as written (a `no-store` ends here), and a response that sets a cookie is
+        // one user's, never `public` (RFC 9111 §3: `Set-Cookie` alone does not stop a
+        // shared cache).
+        let own = res
+            .headers()
+            .get(header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase);
+        if own.as_deref().is_some_and(|cc| cc.contains("no-store")) {
+            return res;
+        }
+        let personal = cond.personal || res.headers().contains_key(header::SET_COOKIE);
+        let visibility = match self.visibility {
+            Visibility::Public if personal => Visibility::Private,
+            v => v,
+        };
+        let cache_control = match visibility {
             Visibility::NoStore => "no-store".to_owned(),
             v => {
                 let mut cc = format!(
@@ -389,8 +420,10 @@ impl Compiled {
             }
         };
         let h = res.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&cache_control) {
-            h.insert(header::CACHE_CONTROL, v);
+        if own.is_none() {
+            if let Ok(v) = HeaderValue::from_str(&cache_control) {
+                h.insert(header::CACHE_CONTROL, v);
+            }
         }
         h.insert(header::AGE, HeaderValue::from(secs_nearest(d.age)));
         if self.visibility == Visibility::NoStore {
