@@ -531,3 +531,63 @@ async fn an_authenticated_request_to_a_public_route_is_not_shareable() {
     let (_, hd, _) = send("/products/3", &[]).await;
     assert!(h(&hd, "cache-control").starts_with("public, "));
 }
+
+#[tokio::test(start_paused = true)]
+async fn calls_inside_a_nested_observe_still_make_the_etag() {
+    use cachemacro_runtime::served::observe;
+    let app = || {
+        Router::new().route(
+            "/o",
+            get(|| async {
+                let (b, _) = observe(part_b(9)).await;
+                format!("{} {}", part_a(9).await, b)
+            })
+            .route_layer(HttpCache::public("GET /o").layer().unwrap()),
+        )
+    };
+    let r = app()
+        .oneshot(Request::get("/o").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let etag = h(r.headers(), "etag").to_owned();
+    assert!(!etag.is_empty());
+    part_b_invalidate(9).await.unwrap();
+    let r = app()
+        .oneshot(
+            Request::get("/o")
+                .header("if-none-match", &etag)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "part b changed under a nested observe"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn representations_that_differ_by_a_vary_header_have_different_tags() {
+    let (_, en, _) = send("/products/5", &[("accept-language", "en")]).await;
+    let (_, de, _) = send("/products/5", &[("accept-language", "de")]).await;
+    let (en, de) = (h(&en, "etag").to_owned(), h(&de, "etag").to_owned());
+    assert!(!en.is_empty() && en != de, "{en} {de}");
+    let (s, _, _) = send(
+        "/products/5",
+        &[("accept-language", "de"), ("if-none-match", &en)],
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "the English tag does not validate the German page"
+    );
+    let (s, _, _) = send(
+        "/products/5",
+        &[("accept-language", "en"), ("if-none-match", &en)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED, "the control");
+}

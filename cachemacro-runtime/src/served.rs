@@ -160,15 +160,39 @@ tokio::task_local! {
 
 /// Runs `fut` and returns what every cached call it made (in this task, not in tasks it
 /// spawns) served.
+///
+/// Scopes nest: an enclosing scope (an HTTP layer around a handler that observes some of
+/// its calls itself) sees the inner scope's calls too, so its validators cover them.
 pub async fn observe<F: Future>(fut: F) -> (F::Output, Observed) {
     let _count = crate::bypass::Scope::open();
-    SCOPE
+    let (out, seen) = SCOPE
         .scope(RefCell::new(Observed::default()), async move {
             let out = fut.await;
             let seen = SCOPE.with(|s| std::mem::take(&mut *s.borrow_mut()));
             (out, seen)
         })
-        .await
+        .await;
+    let _ = SCOPE.try_with(|outer| {
+        let mut outer = outer.borrow_mut();
+        for served in &seen.calls {
+            outer.record(served.clone());
+        }
+    });
+    (out, seen)
+}
+
+impl Observed {
+    /// Adds a call (a repeated call of the same function and key replaces the earlier).
+    fn record(&mut self, served: Served) {
+        match self
+            .calls
+            .iter_mut()
+            .find(|c| c.key_hash == served.key_hash)
+        {
+            Some(c) => *c = served,
+            None => self.calls.push(served),
+        }
+    }
 }
 
 /// Whether some task may be observing (one relaxed load); then [`note`] looks.
@@ -181,11 +205,7 @@ pub(crate) fn watching() -> bool {
 pub(crate) fn note(make: impl FnOnce() -> Served) {
     let _ = SCOPE.try_with(|s| {
         let served = make();
-        let mut s = s.borrow_mut();
-        match s.calls.iter_mut().find(|c| c.key_hash == served.key_hash) {
-            Some(c) => *c = served,
-            None => s.calls.push(served),
-        }
+        s.borrow_mut().record(served);
     });
 }
 

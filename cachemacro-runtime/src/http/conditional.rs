@@ -106,6 +106,8 @@ pub(super) struct Conditions {
     modified_since: Option<SystemTime>,
     /// The request carries credentials or a per-user header (set by the layer).
     pub(super) personal: bool,
+    /// A hash of the request's values of the route's `Vary` headers (set by the layer).
+    pub(super) variant: Option<u64>,
 }
 
 impl Conditions {
@@ -140,6 +142,7 @@ impl Conditions {
             none_match,
             modified_since,
             personal: false,
+            variant: None,
         }
     }
 

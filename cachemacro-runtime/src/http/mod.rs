@@ -263,6 +263,19 @@ where
             .map(|n| n.to_string())
             .chain(self.policy.per_user.iter().cloned())
             .any(|n| req.headers().contains_key(n.as_str()));
+        // Representations that differ by a `Vary` header get different strong tags (RFC
+        // 9110 §8.8.3): the request's values of those headers go into the tag.
+        if !self.policy.vary.is_empty() {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for name in &self.policy.vary {
+                for v in req.headers().get_all(name) {
+                    v.as_bytes().hash(&mut h);
+                }
+                0xffu8.hash(&mut h);
+            }
+            cond.variant = Some(h.finish());
+        }
         let fut = self.inner.call(req);
         let policy = self.policy.clone();
         Box::pin(async move {
@@ -429,10 +442,11 @@ impl Compiled {
         if self.visibility == Visibility::NoStore {
             return res;
         }
-        let etag = d
-            .etag
-            .as_deref()
-            .and_then(|e| HeaderValue::from_str(e).ok());
+        let tag = d.etag.as_deref().map(|e| match cond.variant {
+            Some(v) => format!("{}-{v:x}\"", e.trim_end_matches('"')),
+            None => e.to_owned(),
+        });
+        let etag = tag.as_deref().and_then(|e| HeaderValue::from_str(e).ok());
         if let Some(e) = &etag {
             h.insert(header::ETAG, e.clone());
         }
@@ -444,7 +458,7 @@ impl Compiled {
                 h.insert(header::LAST_MODIFIED, v);
             }
         }
-        if cond.not_modified(d.etag.as_deref(), modified) {
+        if cond.not_modified(tag.as_deref(), modified) {
             let (mut parts, body) = res.into_parts();
             parts.status = StatusCode::NOT_MODIFIED;
             // A 304 may carry Content-Length only as the 200's (RFC 9110 §8.6): say it when
