@@ -240,3 +240,93 @@ async fn tiered_an_invalidation_during_the_load_keeps_it_out_of_redis_too() {
     .await
     .unwrap();
 }
+
+static FS_GATE: Gate = Gate::new();
+static FS_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[cached(ttl = "50ms", fail_safe = "10s", key = "fs:<id>", tags = ["org:<result.org>"])]
+async fn fs_doc(id: u64) -> Result<Doc, String> {
+    let loads = FS_CALLS.fetch_add(1, SeqCst) + 1;
+    if loads > 1 {
+        FS_GATE.pass().await;
+        return Err("down".into());
+    }
+    Ok(Doc {
+        id,
+        org: 300 + id,
+        loads,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail_safe_value_whose_tag_was_invalidated_is_not_handed_to_later_waiters() {
+    server();
+    tokio::spawn(async {
+        assert_eq!(fs_doc(1).await.unwrap().loads, 1);
+        tokio::time::sleep(Duration::from_millis(80)).await; // expired, within fail_safe
+        let a = tokio::spawn(fs_doc(1)); // leads, with the expired value as its fallback
+        until_real("the reload is at the source", || FS_GATE.entered() == 1).await;
+        invalidate_tag("org:301").await.unwrap();
+        let b = tokio::spawn(fs_doc(1)); // starts after the invalidation returned
+        until_real("b waits on a's flight", || fs_doc_stats().coalesced == 1).await;
+        FS_GATE.open(10);
+        assert!(
+            a.await.unwrap().is_ok(),
+            "a started before: its fail-safe value is fine"
+        );
+        let b = b.await.unwrap();
+        assert!(
+            !matches!(&b, Ok(d) if d.org == 301),
+            "b started after invalidate_tag(org:301) returned and got {b:?}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+static SD_LOADS: AtomicU32 = AtomicU32::new(0);
+
+// Two functions that share entries on purpose (`name`): the first stores its values
+// without the result tag (as a build before the tag was added would).
+#[cached(ttl = 600, key = "sd:<id>", name = "shared_doc", backend = redis)]
+async fn sd_untagged(id: u64) -> Doc {
+    Doc {
+        id,
+        org: 500 + id,
+        loads: 0,
+    }
+}
+
+#[cached(ttl = 600, key = "sd:<id>", name = "shared_doc", backend = redis, tags = ["org:<result.org>"])]
+async fn sd_tagged(id: u64) -> Doc {
+    Doc {
+        id,
+        org: 500 + id,
+        loads: SD_LOADS.fetch_add(1, SeqCst) + 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_stored_without_the_tags_its_value_renders_is_not_served_by_a_tagged_function() {
+    server();
+    let _s = serial();
+    tokio::spawn(async {
+        assert_eq!(sd_untagged(1).await.loads, 0);
+        assert_eq!(
+            sd_untagged(1).await.loads,
+            0,
+            "a hit for the untagged function"
+        );
+        assert_eq!(
+            sd_tagged(1).await.loads,
+            1,
+            "invalidate_tag could not reach that copy: reloaded"
+        );
+        assert_eq!(sd_tagged(1).await.loads, 1, "stored with its tag this time");
+        invalidate_tag("org:501").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1_100)).await; // past the store margin
+        assert_eq!(sd_tagged(1).await.loads, 2);
+    })
+    .await
+    .unwrap();
+}

@@ -160,11 +160,16 @@ impl<V: CacheValue> Remote<V> {
         report: bool,
     ) -> Verdict<V> {
         let verdict = self.judge(engine, key, bytes, tag_versions, report);
-        let meta = match &verdict {
-            Verdict::Usable(meta, ..) | Verdict::Expired(meta, ..) => meta,
+        let (meta, value) = match &verdict {
+            Verdict::Usable(meta, value, ..) | Verdict::Expired(meta, value, ..) => (meta, value),
             Verdict::Miss => return verdict,
         };
         if meta.result_tags.is_empty() {
+            // Stored without the tags its value renders (before the function had them, or
+            // by an older build): `invalidate_tag` could not reach it.
+            if engine.hooks.result_tags.is_some() && !engine.result_tags(value).is_empty() {
+                return Verdict::Miss;
+            }
             return verdict;
         }
         let names: Vec<String> = meta.result_tags.iter().map(|(n, _)| n.clone()).collect();
@@ -589,7 +594,9 @@ impl<V: CacheValue> Remote<V> {
         } else {
             // Since the ticket's read, plus a margin for the round trips: an invalidation
             // of one of these tags in that window may have come after the source was read.
-            let within = ticket.read_at.elapsed() + RESULT_TAG_MARGIN;
+            // The check itself may wait up to `op_timeout` before it runs on the server.
+            let margin = RESULT_TAG_MARGIN.max(self.tier.config().op_timeout * 2);
+            let within = ticket.read_at.elapsed() + margin;
             match self.tier.result_tag_versions(result_tags, within).await {
                 Ok(Some(versions)) => result_tags.iter().cloned().zip(versions).collect(),
                 Ok(None) => {

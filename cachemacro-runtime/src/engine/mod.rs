@@ -269,8 +269,15 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         cached: bool,
     ) {
         if let Some(l) = leader {
+            // Tags rendered from the value count too, wherever the value came from (a load,
+            // L2, a fail-safe fallback): waiters must not get a value whose tag was
+            // invalidated after this flight's snapshot.
+            let result_tags = self.result_tags(value);
             l.land_with(|forgotten| {
-                if forgotten || tag_clock().any_invalidated_after(tags, snap.stamp) {
+                let invalidated = tag_clock().any_invalidated_after(tags, snap.stamp)
+                    || (!result_tags.is_empty()
+                        && tag_clock().any_invalidated_after(&result_tags, snap.stamp));
+                if forgotten || invalidated {
                     Landed::Superseded
                 } else {
                     Landed::Value(value.clone(), cached)
