@@ -591,3 +591,49 @@ async fn representations_that_differ_by_a_vary_header_have_different_tags() {
     .await;
     assert_eq!(s, StatusCode::NOT_MODIFIED, "the control");
 }
+
+static SLOW_DOC: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 600, key = "slowdoc:<id>")]
+async fn slow_doc(id: u64) -> String {
+    let v = SLOW_DOC.fetch_add(1, SeqCst);
+    if v > 0 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    format!("doc {id} v{v}")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_reload_is_not_answered_304_to_if_modified_since() {
+    let app = || {
+        Router::new().route(
+            "/d",
+            get(|| async { slow_doc(1).await })
+                .route_layer(HttpCache::public("GET /d").layer().unwrap()),
+        )
+    };
+    let get_d = |ims: Option<String>| async move {
+        let mut req = Request::get("/d");
+        if let Some(ims) = ims {
+            req = req.header("if-modified-since", ims);
+        }
+        app()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    };
+    get_d(None).await; // v0
+    let refresh = tokio::spawn(slow_doc_refresh(1)); // v1 starts now, lands 5 s later
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let r = get_d(None).await;
+    let lm = h(r.headers(), "last-modified").to_owned();
+    assert_ne!(lm, "", "v0 is from an earlier second");
+    tokio::time::advance(Duration::from_secs(4)).await;
+    refresh.await.unwrap();
+    let r = get_d(Some(lm)).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "v1 replaced what the client holds"
+    );
+}

@@ -113,6 +113,7 @@ impl<V> Entry<V> {
             soft: self.soft,
             hard: self.hard,
             born: self.born,
+            delta: self.delta(),
             id: self.id,
         }
     }

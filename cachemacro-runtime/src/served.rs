@@ -92,8 +92,9 @@ pub struct Served {
     /// life of the process (a new load, or a new copy from the shared tier, is a new
     /// identity). `None` when the call did not see the entry.
     pub identity: Option<u64>,
-    /// When the load that produced the entry started (for a copy read from the shared
-    /// tier: when it was read, which is never earlier than the truth), on the wall clock.
+    /// When the entry's value was stored: its load's start plus the load's duration (for a
+    /// copy read from the shared tier: when it was read plus that duration, never earlier
+    /// than the truth), on the wall clock.
     /// `None` when the call did not see the entry.
     pub produced_at: Option<SystemTime>,
     /// Which call this was (function and key), to tell calls apart.
@@ -224,6 +225,8 @@ pub(crate) struct Seen {
     pub soft: u64,
     pub hard: u64,
     pub born: u64,
+    /// How long the load took: `born + delta` is when the value was stored.
+    pub delta: Duration,
     pub id: u64,
 }
 
@@ -268,9 +271,12 @@ impl Periods<'_> {
             stale_while_revalidate: swr,
             stale_if_error: self.fail_safe,
             identity: seen.map(|s| s.id),
+            // When the value was stored (its load's start plus its duration): a slow reload
+            // that began in the second its predecessor was sent from must not share its
+            // `Last-Modified`, or `If-Modified-Since` alone would earn a wrong 304.
             produced_at: seen.map(|s| {
                 let ago = crate::clock::now().saturating_sub(s.born);
-                SystemTime::now() - Duration::from_nanos(ago)
+                SystemTime::now() - Duration::from_nanos(ago) + s.delta
             }),
             key_hash: h.0,
         }
