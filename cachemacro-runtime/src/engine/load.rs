@@ -184,10 +184,6 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         if let Some(leader) = leader {
             match (stored, guard) {
                 (Stored::Superseded, _) => leader.land(Landed::Superseded),
-                (_, Guard::Load(snap)) if !result_tags.is_empty() => {
-                    let all = [tags.as_slice(), result_tags.as_slice()].concat();
-                    self.land(Some(leader), &all, snap, &value, false)
-                }
                 (_, Guard::Load(snap)) => self.land(Some(leader), &tags, snap, &value, false),
                 (_, Guard::Put { .. }) => leader.land(Landed::Value(value.clone(), false)),
             }

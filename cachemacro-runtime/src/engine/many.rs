@@ -9,8 +9,6 @@ use std::task::{Context, Poll};
 
 use super::call::Call;
 use super::Engine;
-use crate::clock;
-use crate::entry::Freshness;
 use crate::key::Rendered;
 use crate::kind::Kind;
 
@@ -34,7 +32,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         let mut found: Vec<Option<S::Value>> = items.iter().map(|_| None).collect();
         if let (Some(remote), None) = (&self.remote, crate::bypass::current()) {
             let wanted: Vec<usize> = (0..items.len())
-                .filter(|&i| !self.fresh_in_l1(items[i].0.as_str()))
+                .filter(|&i| self.fresh_in_l1(items[i].0.as_str()).is_none())
                 .collect();
             if wanted.len() > 1 || (wanted.len() == 1 && items.len() > 1) {
                 let keys: Vec<(&str, &[String])> = wanted
@@ -62,16 +60,6 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             })
             .collect();
         JoinAll::new(calls).await
-    }
-
-    /// Whether L1 holds a fresh value of `key` (its call will be answered at once).
-    fn fresh_in_l1(&self, key: &str) -> bool {
-        let Some((l1, floor)) = self.local_read() else {
-            return false;
-        };
-        l1.get(key).is_some_and(|e| {
-            e.freshness(clock::now()) == Freshness::Fresh && self.admits(e.born, floor)
-        })
     }
 }
 

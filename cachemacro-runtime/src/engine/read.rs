@@ -316,15 +316,19 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// The double check of a new leader: a flight that landed between this caller's miss
     /// and its taking the lead has filled L1.
     fn recheck(&self, key: &str) -> Option<S::Value> {
+        let entry = self.fresh_in_l1(key)?;
+        self.stats.incr(Counter::Hits);
+        self.note(key, Outcome::Hit, Some(&entry));
+        Some(entry.value)
+    }
+
+    /// L1's entry for `key` if it may be served as it is (fresh, and admitted during an
+    /// outage); nothing counted.
+    pub(super) fn fresh_in_l1(&self, key: &str) -> Option<Entry<S::Value>> {
         let (l1, floor) = self.local_read()?;
         let entry = l1.get(key)?;
-        (entry.freshness(clock::now()) == Freshness::Fresh && self.admits(entry.born, floor)).then(
-            || {
-                self.stats.incr(Counter::Hits);
-                self.note(key, Outcome::Hit, Some(&entry));
-                entry.value
-            },
-        )
+        (entry.freshness(clock::now()) == Freshness::Fresh && self.admits(entry.born, floor))
+            .then_some(entry)
     }
 
     /// Whether to lead or join (None: no coalescing). Counts a caller's first join.

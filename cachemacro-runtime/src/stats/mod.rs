@@ -317,6 +317,7 @@ impl Recorder {
             }
         }
         let occupancy = self.occupancy.get().map_or((0, None), |read| read());
+        let (hot_keys, hot_loads) = self.hot.get().map(|h| h.top()).unwrap_or_default();
         Stats {
             name: self.name.clone(),
             hits: c[Counter::Hits as usize],
@@ -341,8 +342,8 @@ impl Recorder {
             backend_skipped: c[Counter::BackendSkipped as usize],
             l1_entries: occupancy.0,
             l1_bytes: occupancy.1,
-            hot_keys: self.hot.get().map(|h| h.top()).unwrap_or_default().0,
-            hot_loads: self.hot.get().map(|h| h.top()).unwrap_or_default().1,
+            hot_keys,
+            hot_loads,
             hit_hist: LatencyHistogram(hit.into()),
             load_hist: LatencyHistogram(load.into()),
         }
