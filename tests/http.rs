@@ -637,3 +637,183 @@ async fn a_slow_reload_is_not_answered_304_to_if_modified_since() {
         "v1 replaced what the client holds"
     );
 }
+
+// ---- what the cache no longer holds, or holds without knowing its age ---------------------
+
+static DRIFT_GATE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static DRIFT_STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+#[cached(ttl = 30, key = "drift:<x>")]
+async fn drifting(x: u64) -> String {
+    DRIFT_STARTED.notify_one();
+    DRIFT_GATE.notified().await;
+    format!("drift {x}")
+}
+
+async fn drift_page(Path(x): Path<u64>) -> String {
+    drifting(x).await
+}
+
+fn drift_app() -> Router {
+    Router::new().route(
+        "/drift/{x}",
+        get(drift_page).route_layer(HttpCache::public("GET /drift/{x}").layer().unwrap()),
+    )
+}
+
+/// A load whose key is invalidated while it runs is served to its caller (as a direct
+/// call would be), but the cache does not keep it, so neither may anyone downstream: the
+/// response is `no-store`, without a validator. Before, it went out `public, max-age=30`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_invalidated_while_it_ran_is_served_no_store() {
+    for invalidate in [false, true] {
+        let x = u64::from(invalidate);
+        let req = tokio::spawn(
+            drift_app().oneshot(
+                Request::get(format!("/drift/{x}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            ),
+        );
+        DRIFT_STARTED.notified().await;
+        if invalidate {
+            drifting_invalidate(x).await.unwrap();
+        }
+        DRIFT_GATE.notify_one();
+        let res = req.await.unwrap().unwrap();
+        let hd = res.headers().clone();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            body,
+            format!("drift {x}").as_bytes(),
+            "the caller gets its value"
+        );
+        if invalidate {
+            assert_eq!(h(&hd, "cache-control"), "no-store");
+            assert_eq!(h(&hd, "etag"), "");
+        } else {
+            // The negative control: the same route, not invalidated, is cacheable.
+            assert_eq!(h(&hd, "cache-control"), "public, max-age=30");
+            assert_ne!(h(&hd, "etag"), "");
+        }
+    }
+}
+
+#[cached(ttl = 30, key = "maybe:<x>")]
+async fn maybe(x: u64) -> Option<String> {
+    (x > 0).then(|| format!("maybe {x}"))
+}
+
+/// A value the policy does not cache (`None` without `cache_none`) is not advertised as
+/// cacheable either.
+#[tokio::test]
+async fn a_value_the_policy_does_not_cache_is_no_store() {
+    let app = || {
+        Router::new().route(
+            "/maybe/{x}",
+            get(|Path(x): Path<u64>| async move { maybe(x).await.unwrap_or_default() })
+                .route_layer(HttpCache::public("GET /maybe/{x}").layer().unwrap()),
+        )
+    };
+    let res = app()
+        .oneshot(Request::get("/maybe/0").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(h(res.headers(), "cache-control"), "no-store");
+    let res = app()
+        .oneshot(Request::get("/maybe/3").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(h(res.headers(), "cache-control"), "public, max-age=30");
+}
+
+static SLIDE_LOADS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 5, fail_safe = 30, key = "slide:<x>")]
+async fn slide(x: u64) -> Result<String, String> {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    if SLIDE_LOADS.fetch_add(1, SeqCst) == 0 {
+        Ok(format!("slide {x}"))
+    } else {
+        Err("down".into())
+    }
+}
+
+/// A caller that joined a load which failed and fell back on the fail-safe value is told
+/// so (`FAIL-SAFE`, nothing left of its freshness), as the leader is; before, it was told
+/// `Joined` and a full fresh period, and an HTTP response made of it said `Age: 0`.
+#[tokio::test(start_paused = true)]
+async fn a_caller_joining_a_fail_safe_fallback_is_not_told_it_is_fresh() {
+    use cachemacro_runtime::served::{observe, Outcome};
+    let (v, _) = observe(slide(1)).await;
+    assert_eq!(v.unwrap(), "slide 1");
+    tokio::time::advance(Duration::from_secs(7)).await;
+    let (a, b) = tokio::join!(observe(slide(1)), observe(slide(1)));
+    assert_eq!(SLIDE_LOADS.load(SeqCst), 2, "one failed load for both");
+    for (v, seen) in [a, b] {
+        assert_eq!(v.unwrap(), "slide 1");
+        let call = &seen.calls()[0];
+        assert_eq!(call.outcome, Outcome::FailSafe, "{call:?}");
+        assert_eq!(call.fresh_for, Duration::ZERO, "{call:?}");
+        let d = cachemacro_runtime::http::describe(&seen).unwrap();
+        assert!(d.age >= d.max_age, "{d:?}");
+    }
+}
+
+/// A body a compression layer around this one encodes by the request's `Accept-Encoding`
+/// does not share its strong tag with the identity body.
+#[tokio::test(start_paused = true)]
+async fn representations_that_differ_by_accept_encoding_have_different_tags() {
+    let (_, plain, _) = send("/products/31", &[]).await;
+    let (_, gzip, _) = send("/products/31", &[("accept-encoding", "gzip")]).await;
+    let (_, gzip2, _) = send("/products/31", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(h(&gzip, "x-cache"), "HIT", "the same entry");
+    assert_ne!(h(&plain, "etag"), h(&gzip, "etag"));
+    assert_eq!(h(&gzip, "etag"), h(&gzip2, "etag"));
+    // And a tag is only matched for the encoding it was made for.
+    let etag = h(&plain, "etag").to_owned();
+    let (s, ..) = send(
+        "/products/31",
+        &[("accept-encoding", "gzip"), ("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, ..) = send("/products/31", &[("if-none-match", &etag)]).await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+}
+
+#[cached(ttl = 30, hot_keys = 5, key = "account:<user>")]
+async fn account(user: String) -> String {
+    format!("account of {user}")
+}
+
+/// The stats route lists no keys unless asked to (keys name what users asked for).
+#[tokio::test]
+async fn the_stats_route_lists_hot_keys_only_when_asked() {
+    for _ in 0..200 {
+        account("alice-secret-id".into()).await;
+    }
+    let row = account_stats();
+    assert!(
+        row.hot_keys
+            .iter()
+            .chain(&row.hot_loads)
+            .any(|(k, _)| k.contains("alice-secret-id")),
+        "the sketch has it: {row:?}"
+    );
+    for (svc, listed) in [
+        (stats_service(), false),
+        (stats_service().with_hot_keys(), true),
+    ] {
+        for uri in ["/", "/?format=json"] {
+            let res = svc
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            let text = String::from_utf8(body.to_vec()).unwrap();
+            assert!(text.contains("account"), "{text}");
+            assert_eq!(text.contains("alice-secret-id"), listed, "{uri}: {text}");
+        }
+    }
+}

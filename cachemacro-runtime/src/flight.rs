@@ -15,8 +15,8 @@ use tokio::sync::Notify;
 /// How a flight ended, as its waiters see it.
 #[derive(Debug, Clone)]
 pub(crate) enum Landed<V> {
-    /// A value, and whether it came from a cache tier (`true`) or the source.
-    Value(V, bool),
+    /// A value, and where the leader got it.
+    Value(V, Via),
     /// The source returned an error: shared with the waiters when the error type allows
     /// it (`Clone + Send + Sync`), else each waiter calls the source itself.
     Failed(Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>),
@@ -25,6 +25,19 @@ pub(crate) enum Landed<V> {
     /// An invalidation or put of the key landed while the load ran: its result is older
     /// than what the cache was told, so waiters go round again (a new flight).
     Superseded,
+}
+
+/// Where a landed value came from, as its waiters report it ([`crate::served`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// A cache tier (L1 after all, the shared tier, a lock holder's value, a fail-safe
+    /// fallback): its age is not known to the waiters; `stale`: past its fresh period.
+    Cache { stale: bool },
+    /// The leader's own source call; `kept`: the cache holds it (it was not invalidated
+    /// while it ran, and the policy caches such a value).
+    Source { kept: bool },
+    /// The leader's source failed and a value within `fail_safe` stood in.
+    FailSafe,
 }
 
 #[derive(Debug)]

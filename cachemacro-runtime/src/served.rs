@@ -97,6 +97,11 @@ pub struct Served {
     /// than the truth), on the wall clock.
     /// `None` when the call did not see the entry.
     pub produced_at: Option<SystemTime>,
+    /// Whether the cache holds the value served. `false`: a load whose key (or one of its
+    /// tags) was invalidated while it ran, or a value the policy does not cache (a `None`
+    /// without `cache_none`): the caller gets it, but nobody downstream should keep it
+    /// (the HTTP layer answers `no-store`).
+    pub kept: bool,
     /// Which call this was (function and key), to tell calls apart.
     key_hash: u64,
 }
@@ -135,6 +140,11 @@ impl Observed {
             .iter()
             .map(|c| c.outcome)
             .max_by_key(|o| o.rank())
+    }
+
+    /// Whether the cache holds every value the scope was served (see [`Served::kept`]).
+    pub fn kept(&self) -> bool {
+        self.calls.iter().all(|c| c.kept)
     }
 
     /// An entity tag for everything the scope read: the one entry's tag, or, for several,
@@ -232,7 +242,13 @@ pub(crate) struct Seen {
 
 impl Periods<'_> {
     /// What a call served: `seen` is the entry when the call saw it.
-    pub(crate) fn served(&self, key: &str, outcome: Outcome, seen: Option<Seen>) -> Served {
+    pub(crate) fn served(
+        &self,
+        key: &str,
+        outcome: Outcome,
+        seen: Option<Seen>,
+        kept: bool,
+    ) -> Served {
         let fresh_period = self.soft_ttl.unwrap_or(self.ttl);
         let swr = self
             .soft_ttl
@@ -255,7 +271,9 @@ impl Periods<'_> {
                 };
                 (Some(age), left)
             }
-            None if matches!(outcome, Outcome::Load | Outcome::Joined) => (None, fresh_period),
+            None if kept && matches!(outcome, Outcome::Load | Outcome::Joined) => {
+                (None, fresh_period)
+            }
             None => (None, Duration::ZERO),
         };
         let mut h = Fnv::new();
@@ -278,6 +296,7 @@ impl Periods<'_> {
                 let ago = crate::clock::now().saturating_sub(s.born);
                 SystemTime::now() - Duration::from_nanos(ago) + s.delta
             }),
+            kept,
             key_hash: h.0,
         }
     }

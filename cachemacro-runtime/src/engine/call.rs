@@ -22,7 +22,7 @@ use super::read::{Lookup, Miss};
 use super::ticket::{Due, Snapshot, Ticket};
 use super::wait::{Marked, SourceWait};
 use super::Engine;
-use crate::flight::Leader;
+use crate::flight::{Leader, Via};
 use crate::io::Detach;
 use crate::key::{Key, Rendered};
 use crate::kind::Kind;
@@ -391,7 +391,15 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                 } => {
                     // Those who waited for this read get the value as it is; one refresh
                     // follows, and nobody waits for it.
-                    self.land(leader, &tags, snap, &value, true);
+                    self.land(
+                        leader,
+                        &tags,
+                        snap,
+                        &value,
+                        Via::Cache {
+                            stale: due == Due::Stale,
+                        },
+                    );
                     let Some(leader) = self.lead_refresh(&key) else {
                         return S::join(value);
                     };

@@ -12,7 +12,7 @@ use super::ticket::{Due, Snapshot, Ticket};
 use super::Engine;
 use crate::clock;
 use crate::entry::{Entry, TagStamp};
-use crate::flight::{Landed, Leader};
+use crate::flight::{Landed, Leader, Via};
 use crate::io::CatchUnwind;
 use crate::key::Key;
 use crate::kind::Kind;
@@ -181,11 +181,21 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         let stored = self
             .store(&key, (&tags, &result_tags), &value, delta, guard, &ticket)
             .await;
+        // A value the cache does not hold (invalidated while it ran, or one the policy does
+        // not cache) is served, but an observer must not tell anyone downstream to keep it.
+        let kept = !matches!(
+            stored,
+            Stored::NotCached | Stored::Superseded | Stored::NotInL1
+        );
+        if !kept {
+            self.note_unkept(&key, Served::Load);
+        }
+        let via = Via::Source { kept };
         if let Some(leader) = leader {
             match (stored, guard) {
                 (Stored::Superseded, _) => leader.land(Landed::Superseded),
-                (_, Guard::Load(snap)) => self.land(Some(leader), &tags, snap, &value, false),
-                (_, Guard::Put { .. }) => leader.land(Landed::Value(value.clone(), false)),
+                (_, Guard::Load(snap)) => self.land(Some(leader), &tags, snap, &value, via),
+                (_, Guard::Put { .. }) => leader.land(Landed::Value(value.clone(), via)),
             }
         }
         (S::join(value), Some(stored))
@@ -224,10 +234,10 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             match f.guard {
                 // Waiters that joined after an invalidation go round again rather than take
                 // the value it dropped.
-                Guard::Load(snap) => self.land(f.leader, f.tags, snap, &entry.value, true),
+                Guard::Load(snap) => self.land(f.leader, f.tags, snap, &entry.value, Via::FailSafe),
                 Guard::Put { .. } => {
                     if let Some(l) = f.leader {
-                        l.land(Landed::Value(entry.value.clone(), true));
+                        l.land(Landed::Value(entry.value.clone(), Via::FailSafe));
                     }
                 }
             }

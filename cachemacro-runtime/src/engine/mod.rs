@@ -36,7 +36,7 @@ use crate::codec::ValueCodec;
 use crate::coherence::{tags as tag_clock, Generations, LocalTier};
 use crate::entry::Entry;
 use crate::error::Error;
-use crate::flight::{Flights, Landed, Leader};
+use crate::flight::{Flights, Landed, Leader, Via};
 use crate::io::{Defer, Detach};
 use crate::key::Key;
 use crate::kind::{Hooks, Kind};
@@ -134,7 +134,15 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         entry: Option<&crate::entry::Entry<S::Value>>,
     ) {
         if crate::served::watching() {
-            self.note_slow(key, outcome, entry.map(crate::entry::Entry::seen));
+            self.note_slow(key, outcome, entry.map(crate::entry::Entry::seen), true);
+        }
+    }
+
+    /// [`Engine::note`] for a value the cache does not hold (a load invalidated while it
+    /// ran, a value the policy does not cache): an HTTP response made of it is `no-store`.
+    pub(super) fn note_unkept(&self, key: &str, outcome: crate::served::Outcome) {
+        if crate::served::watching() {
+            self.note_slow(key, outcome, None, false);
         }
     }
 
@@ -144,6 +152,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         key: &str,
         outcome: crate::served::Outcome,
         seen: Option<crate::served::Seen>,
+        kept: bool,
     ) {
         crate::served::note(|| {
             crate::served::Periods {
@@ -152,7 +161,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                 soft_ttl: self.policy.soft_ttl,
                 fail_safe: self.policy.fail_safe,
             }
-            .served(key, outcome, seen)
+            .served(key, outcome, seen, kept)
         });
     }
 
@@ -266,7 +275,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         tags: &[String],
         snap: Snapshot,
         value: &S::Value,
-        cached: bool,
+        via: Via,
     ) {
         if let Some(l) = leader {
             // Tags rendered from the value count too, wherever the value came from (a load,
@@ -280,7 +289,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                 if forgotten || invalidated {
                     Landed::Superseded
                 } else {
-                    Landed::Value(value.clone(), cached)
+                    Landed::Value(value.clone(), via)
                 }
             });
         }

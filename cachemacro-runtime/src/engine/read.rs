@@ -12,7 +12,7 @@ use super::wait::SourceWait;
 use super::Engine;
 use crate::clock;
 use crate::entry::{Entry, Freshness};
-use crate::flight::{Landed, Leader, Role};
+use crate::flight::{Landed, Leader, Role, Via};
 use crate::kind::Kind;
 use crate::policy::Stampede;
 use crate::served::Outcome;
@@ -228,9 +228,17 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                     w.begin(); // waiting for another caller's load
                 }
                 return match flight.wait().await {
-                    Landed::Value(v, cached) => {
-                        self.count_joined(cached);
-                        self.note(key, Outcome::Joined, None);
+                    Landed::Value(v, via) => {
+                        self.count_joined(!matches!(via, Via::Source { .. }));
+                        match via {
+                            // The leader read it from a cache: its age is not known here,
+                            // so an observer counts it as having used up its freshness.
+                            Via::Cache { stale: false } => self.note(key, Outcome::Hit, None),
+                            Via::Cache { stale: true } => self.note(key, Outcome::Stale, None),
+                            Via::Source { kept: true } => self.note(key, Outcome::Joined, None),
+                            Via::Source { kept: false } => self.note_unkept(key, Outcome::Joined),
+                            Via::FailSafe => self.note(key, Outcome::FailSafe, None),
+                        }
                         Miss::Done(v)
                     }
                     Landed::Failed(shared) => {
@@ -255,7 +263,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         };
         let snap = self.snapshot(key);
         if let Some(v) = self.recheck(key) {
-            self.land(leader, tags, snap, &v, true);
+            self.land(leader, tags, snap, &v, Via::Cache { stale: false });
             return Miss::Done(v);
         }
         let Some(remote) = &self.remote else {
@@ -267,7 +275,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             .await
         {
             Found::Value(value, None, _) => {
-                self.land(leader, tags, snap, &value, true);
+                self.land(leader, tags, snap, &value, Via::Cache { stale: false });
                 self.note(key, Outcome::Hit, None);
                 return Miss::Done(value);
             }
@@ -306,7 +314,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                 Miss::Load(leader, ticket, snap)
             }
             Locked::Got(value) => {
-                self.land(leader, tags, snap, &value, true);
+                self.land(leader, tags, snap, &value, Via::Cache { stale: false });
                 self.note(key, Outcome::Joined, None);
                 Miss::Done(value)
             }

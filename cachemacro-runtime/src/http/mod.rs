@@ -265,7 +265,11 @@ where
             .any(|n| req.headers().contains_key(n.as_str()));
         // Representations that differ by a `Vary` header get different strong tags (RFC
         // 9110 §8.8.3): the request's values of those headers go into the tag.
-        if !self.policy.vary.is_empty() {
+        // `Accept-Encoding` too, always: a compression layer (inside this one, or around
+        // it, where this layer cannot see it) picks the content coding from it, and a gzip
+        // body and an identity body must not share a strong tag.
+        let encoding = req.headers().get(header::ACCEPT_ENCODING);
+        if !self.policy.vary.is_empty() || encoding.is_some() {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             for name in &self.policy.vary {
@@ -273,6 +277,10 @@ where
                     v.as_bytes().hash(&mut h);
                 }
                 0xffu8.hash(&mut h);
+            }
+            if let Some(e) = encoding {
+                b"accept-encoding".hash(&mut h);
+                e.as_bytes().hash(&mut h);
             }
             cond.variant = Some(h.finish());
         }
@@ -304,6 +312,9 @@ pub struct Description {
     /// When the newest entry was produced (`Last-Modified`, when every call's entry is
     /// known).
     pub produced_at: Option<SystemTime>,
+    /// Whether the cache holds every value of the response ([`Observed::kept`]); if not,
+    /// the layer answers `no-store`.
+    pub kept: bool,
 }
 
 /// What the calls `seen` say about a response made of their values (`None`: no call).
@@ -351,6 +362,7 @@ pub fn describe(seen: &Observed) -> Option<Description> {
         outcome,
         etag: seen.etag(),
         produced_at,
+        kept: seen.kept(),
     })
 }
 
@@ -382,10 +394,10 @@ impl Compiled {
             );
         }
         let d = match described {
-            Some(d) if res.status() == StatusCode::OK => d,
+            Some(d) if res.status() == StatusCode::OK && d.kept => d,
             _ => {
                 // Nothing cached says how long this stays true (an error, a response no
-                // cached call made).
+                // cached call made, a value invalidated while it was loaded).
                 res.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 return res;

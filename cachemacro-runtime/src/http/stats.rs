@@ -22,12 +22,30 @@ use tower_service::Service;
 use crate::stats;
 
 /// The stats route ([`stats_service`]).
+///
+/// Hot keys (`hot_keys = N`) are left out unless asked for with
+/// [`StatsService::with_hot_keys`]: a key names what was asked for (`user:42`,
+/// `session:<token>`), which a route anyone can reach must not list. Mount the route
+/// behind your own authentication before you turn them on.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct StatsService;
+pub struct StatsService {
+    hot_keys: bool,
+}
 
 /// The stats route: mount it with one line (`route_service("/cache/stats", stats_service())`).
+/// It shows counters, ratios and latencies, never keys (see [`StatsService::with_hot_keys`]).
 pub fn stats_service() -> StatsService {
-    StatsService
+    StatsService::default()
+}
+
+impl StatsService {
+    /// Also lists each function's hot keys (its `hot_keys = N` top keys by hits and by
+    /// loads). Only behind authentication: keys carry what users asked for.
+    #[must_use]
+    pub fn with_hot_keys(mut self) -> Self {
+        self.hot_keys = true;
+        self
+    }
 }
 
 /// A response body held in memory (the stats route's).
@@ -139,7 +157,13 @@ impl<B> Service<Request<B>> for StatsService {
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let rows = stats::all();
+        let mut rows = stats::all();
+        if !self.hot_keys {
+            for row in &mut rows {
+                row.hot_keys.clear();
+                row.hot_loads.clear();
+            }
+        }
         let res = match format_of(&req) {
             Format::Text => respond(
                 StatusCode::OK,
