@@ -246,6 +246,10 @@ fn main() {
         }
         return;
     }
+    if args.iter().any(|a| a == "--probe") {
+        probe();
+        return;
+    }
     if args.iter().any(|a| a == "--profile") {
         // A loop of hits alone, for a profiler.
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -364,6 +368,72 @@ where
             "{name:<38} different keys: 1 task {one:5.1}, 2 tasks {two:5.1} ({:.2}x)   same key: 1 task {one_same:5.1}, 2 tasks {two_same:5.1} ({:.2}x)",
             two / one,
             two_same / one_same
+        );
+    }
+}
+
+/// A string key as the L1 stores it (bytes, inline up to 24), for `--probe`.
+#[derive(Clone, PartialEq, Eq)]
+struct SKey(compact_str::CompactString);
+
+impl std::hash::Hash for SKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.as_bytes().hash(h)
+    }
+}
+
+/// The rendered bytes, looking for their [`SKey`].
+struct SProbe<'a>(&'a [u8]);
+
+impl std::hash::Hash for SProbe<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.hash(h)
+    }
+}
+
+impl quick_cache::Equivalent<SKey> for SProbe<'_> {
+    fn equivalent(&self, k: &SKey) -> bool {
+        self.0 == k.0.as_bytes()
+    }
+}
+
+/// `--probe`: what a string key costs the store itself. The same quick_cache, keyed by
+/// the rendered `pm:<id>` (rendered per call with `itoa` into a stack buffer, as the macro
+/// does) instead of the `u64`, with nothing else of the cache around it: the floor of any
+/// L1 keyed by the rendered string.
+fn probe() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let q: &'static Quick = Box::leak(Box::new(Quick::new(10_000)));
+    let s: &'static quick_cache::sync::Cache<SKey, Arc<String>> =
+        Box::leak(Box::new(quick_cache::sync::Cache::new(10_000)));
+    rt.block_on(async {
+        for id in 0..KEYS {
+            let v = Arc::new(id.to_string());
+            q.insert(id, v.clone());
+            s.insert(SKey(compact_str::format_compact!("pm:{id}")), v);
+            ours(id).await;
+        }
+    });
+    for round in 1..=ROUNDS {
+        let raw = timed(&rt, move |id| async move { q.get(&id).unwrap() });
+        let skey = timed(&rt, move |id| async move {
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(id).as_bytes();
+            let mut buf = [0u8; 24];
+            buf[..3].copy_from_slice(b"pm:");
+            buf[3..3 + digits.len()].copy_from_slice(digits);
+            s.get(&SProbe(&buf[..3 + digits.len()])).unwrap()
+        });
+        let ours_ns = timed(&rt, ours);
+        println!(
+            "round {round}: raw u64 get {raw:.1} ns, rendered string key {skey:.1} ns ({:.2}x), \
+             cachemacro {ours_ns:.1} ns ({:.2}x)",
+            skey / raw,
+            ours_ns / raw
         );
     }
 }
