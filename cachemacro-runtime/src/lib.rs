@@ -66,6 +66,9 @@ mod io;
 mod key;
 mod kind;
 mod policy;
+#[cfg(feature = "semantic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "semantic")))]
+pub mod semantic;
 pub mod served;
 mod size;
 pub mod stats;
