@@ -7,5 +7,9 @@
 //! stores the prompt, its vector and the answer. A hit never crosses scopes.
 
 mod embed;
+mod engine;
+mod index;
 
+pub use crate::stats::SemanticStats;
 pub use embed::{cosine, normalize, EmbedError, Embedder, HashEmbedder};
+pub use engine::{embedder, set_embedder, Judge, SemanticCell, SemanticEngine, SemanticPolicy};

@@ -63,6 +63,26 @@ fn export_one(s: &Stats) {
     if let Some(bytes) = s.l1_bytes {
         ::metrics::gauge!("cachemacro_l1_bytes", "function" => f.clone()).set(bytes as f64);
     }
+    if let Some(sem) = &s.semantic {
+        for (name, value) in [
+            ("cachemacro_semantic_hits_total", sem.hits),
+            ("cachemacro_semantic_misses_total", sem.misses),
+            ("cachemacro_semantic_near_misses_total", sem.near_misses),
+            ("cachemacro_semantic_verified_total", sem.verified),
+            ("cachemacro_semantic_disagreements_total", sem.disagreements),
+            ("cachemacro_semantic_embed_errors_total", sem.embed_errors),
+        ] {
+            ::metrics::counter!(name, "function" => f.clone()).absolute(value);
+        }
+        ::metrics::gauge!("cachemacro_semantic_entries", "function" => f.clone())
+            .set(sem.entries as f64);
+        for (q, label) in [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99")] {
+            if let Some(score) = sem.score_quantile(q) {
+                ::metrics::gauge!("cachemacro_semantic_score", "function" => f.clone(), "quantile" => label)
+                    .set(f64::from(score));
+            }
+        }
+    }
     for (name, keys) in [
         ("cachemacro_hot_key_hits", &s.hot_keys),
         ("cachemacro_hot_key_loads", &s.hot_loads),

@@ -12,6 +12,7 @@ mod histogram;
 mod hot;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+mod semantic;
 mod table;
 
 use std::cell::{Cell, RefCell};
@@ -23,6 +24,8 @@ use std::time::{Duration, Instant};
 pub(crate) use histogram::Histogram;
 pub use histogram::LatencyHistogram;
 use histogram::BUCKETS;
+pub(crate) use semantic::SemanticCounters;
+pub use semantic::SemanticStats;
 pub use table::table;
 
 /// One counter of [`Stats`]; the discriminant indexes a shard's counter array.
@@ -97,6 +100,8 @@ pub struct Recorder {
     occupancy: OnceLock<Occupancy>,
     /// `hot_keys = N`: the top keys by hits and by loads.
     hot: OnceLock<hot::HotKeys>,
+    /// A semantic function's own counters.
+    semantic: OnceLock<SemanticCounters>,
 }
 
 /// Reads how many entries a function's in-process tier holds.
@@ -160,7 +165,13 @@ impl Recorder {
                 .collect(),
             occupancy: OnceLock::new(),
             hot: OnceLock::new(),
+            semantic: OnceLock::new(),
         }
+    }
+
+    /// The semantic counters (created on first use: only semantic functions have them).
+    pub(crate) fn semantic(&self) -> &SemanticCounters {
+        self.semantic.get_or_init(SemanticCounters::new)
     }
 
     /// Tracks the top `n` keys by hits and by loads from now on.
@@ -346,6 +357,7 @@ impl Recorder {
             hot_loads,
             hit_hist: LatencyHistogram(hit.into()),
             load_hist: LatencyHistogram(load.into()),
+            semantic: self.semantic.get().map(SemanticCounters::snapshot),
         }
     }
 }
@@ -434,6 +446,8 @@ pub struct Stats {
     pub hit_hist: LatencyHistogram,
     /// Latency of source calls.
     pub load_hist: LatencyHistogram,
+    /// A semantic function's own counters (`#[cached(semantic(…))]`); `None` for others.
+    pub semantic: Option<SemanticStats>,
 }
 
 /// `Stats` as JSON (or any serde format): every counter, the gauge, the hit ratio, and the
@@ -442,7 +456,7 @@ impl serde::Serialize for Stats {
     fn serialize<Ser: serde::Serializer>(&self, ser: Ser) -> Result<Ser::Ok, Ser::Error> {
         use serde::ser::SerializeStruct;
         let micros = |d: Duration| d.as_secs_f64() * 1e6;
-        let mut s = ser.serialize_struct("Stats", 33)?;
+        let mut s = ser.serialize_struct("Stats", 43)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("hits", &self.hits)?;
         s.serialize_field("stale_hits", &self.stale_hits)?;
@@ -475,6 +489,20 @@ impl serde::Serialize for Stats {
         s.serialize_field("load_latency_p50_us", &micros(self.load_latency(0.5)))?;
         s.serialize_field("load_latency_p99_us", &micros(self.load_latency(0.99)))?;
         s.serialize_field("load_latency_p999_us", &micros(self.load_latency(0.999)))?;
+        if let Some(sem) = &self.semantic {
+            s.serialize_field("semantic_hits", &sem.hits)?;
+            s.serialize_field("semantic_misses", &sem.misses)?;
+            s.serialize_field("semantic_near_misses", &sem.near_misses)?;
+            s.serialize_field("semantic_verified", &sem.verified)?;
+            s.serialize_field("semantic_disagreements", &sem.disagreements)?;
+            s.serialize_field("semantic_embed_errors", &sem.embed_errors)?;
+            s.serialize_field("semantic_entries", &sem.entries)?;
+            s.serialize_field("semantic_score_p50", &sem.score_quantile(0.5))?;
+            s.serialize_field("semantic_score_p90", &sem.score_quantile(0.9))?;
+            s.serialize_field("semantic_score_p99", &sem.score_quantile(0.99))?;
+        } else {
+            s.skip_field("semantic_hits")?;
+        }
         s.end()
     }
 }

@@ -1,0 +1,143 @@
+//! One scope's stored prompts, searched exactly: every live vector is compared with the
+//! query (a dot product of normalised vectors). Bounded: past `max_entries` the prompt hit
+//! least recently goes.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use super::embed::cosine;
+use crate::entry::TagStamp;
+
+/// A stored prompt: its vector and its answer.
+pub(crate) struct Item<V> {
+    pub prompt: Box<str>,
+    pub vector: Box<[f32]>,
+    /// The embedder that made `vector` (vectors of different models are never compared).
+    pub model: Arc<str>,
+    pub value: V,
+    /// When it expires, on the cache's clock.
+    pub hard: u64,
+    pub tags: Option<Arc<TagStamp>>,
+    /// When it was last returned (or stored), on the cache's clock.
+    pub used: AtomicU64,
+}
+
+impl<V> Item<V> {
+    fn live(&self, now: u64) -> bool {
+        now < self.hard && self.tags.as_ref().is_none_or(|t| t.valid())
+    }
+}
+
+/// One scope: its prompts, and a generation that an invalidation moves (a load that began
+/// before it does not store its answer).
+pub(crate) struct Scope<V> {
+    pub items: Vec<Item<V>>,
+    pub generation: u64,
+    /// When the scope was last looked up, on the cache's clock (the scope map's eviction).
+    pub used: AtomicU64,
+}
+
+impl<V> Default for Scope<V> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            generation: 0,
+            used: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The best live match of a look-up.
+pub(crate) struct Nearest {
+    pub index: usize,
+    pub score: f32,
+}
+
+impl<V> Scope<V> {
+    /// The live item most similar to `query` among those made by `model`.
+    pub fn nearest(&self, query: &[f32], model: &str, now: u64) -> Option<Nearest> {
+        let mut best: Option<Nearest> = None;
+        for (index, item) in self.items.iter().enumerate() {
+            if &*item.model != model || item.vector.len() != query.len() || !item.live(now) {
+                continue;
+            }
+            let score = cosine(query, &item.vector);
+            if best.as_ref().is_none_or(|b| score > b.score) {
+                best = Some(Nearest { index, score });
+            }
+        }
+        best
+    }
+
+    /// Stores `item` (replacing a stored item of the same prompt and model), first dropping
+    /// what expired, then, past `max`, the items used least recently. Returns how many
+    /// items were evicted for room (expired ones are not counted), and the change in the
+    /// number of items.
+    pub fn insert(&mut self, item: Item<V>, max: usize, now: u64) -> (u64, i64) {
+        let before = self.items.len() as i64;
+        self.items.retain(|i| i.live(now));
+        if let Some(same) = self
+            .items
+            .iter_mut()
+            .find(|i| i.prompt == item.prompt && i.model == item.model)
+        {
+            *same = item;
+            return (0, self.items.len() as i64 - before);
+        }
+        let mut evicted = 0;
+        while self.items.len() >= max.max(1) {
+            let oldest = self
+                .items
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, i)| i.used.load(Relaxed))
+                .map(|(n, _)| n);
+            match oldest {
+                Some(n) => {
+                    self.items.swap_remove(n);
+                    evicted += 1;
+                }
+                None => break,
+            }
+        }
+        self.items.push(item);
+        (evicted, self.items.len() as i64 - before)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(prompt: &str, v: [f32; 2], used: u64) -> Item<u32> {
+        Item {
+            prompt: prompt.into(),
+            vector: Box::new(v),
+            model: Arc::from("m"),
+            value: 1,
+            hard: 100,
+            tags: None,
+            used: AtomicU64::new(used),
+        }
+    }
+
+    #[test]
+    fn nearest_skips_expired_items_and_other_models_and_eviction_keeps_the_recent() {
+        let mut s = Scope::default();
+        s.insert(item("a", [1.0, 0.0], 1), 2, 0);
+        s.insert(item("b", [0.0, 1.0], 2), 2, 0);
+        let n = s.nearest(&[0.6, 0.8], "m", 0).unwrap();
+        assert_eq!(&*s.items[n.index].prompt, "b");
+        assert!((n.score - 0.8).abs() < 1e-6);
+        assert!(s.nearest(&[0.6, 0.8], "other", 0).is_none());
+        assert!(s.nearest(&[0.6, 0.8], "m", 100).is_none(), "expired");
+        // Full: the least recently used ("a") goes.
+        let (evicted, _) = s.insert(item("c", [0.6, 0.8], 3), 2, 0);
+        assert_eq!(evicted, 1);
+        let prompts: Vec<_> = s.items.iter().map(|i| &*i.prompt).collect();
+        assert!(prompts.contains(&"b") && prompts.contains(&"c"));
+        // The same prompt replaces.
+        let (evicted, grew) = s.insert(item("c", [1.0, 0.0], 4), 2, 0);
+        assert_eq!((evicted, grew), (0, 0));
+    }
+}
