@@ -3,7 +3,7 @@
 //! what non-200 responses get, and the stats route. Run through axum with `oneshot`
 //! (no sockets); tokio's clock is paused so ages and staleness are exact.
 
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -68,6 +68,19 @@ async fn send_req(
 
 fn h<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
     headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+}
+
+/// A `Cache-Control` directive's seconds (0 if absent).
+fn directive(hd: &HeaderMap, name: &str) -> u64 {
+    h(hd, "cache-control")
+        .split(',')
+        .map(str::trim)
+        .find_map(|d| d.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn age(hd: &HeaderMap) -> u64 {
+    h(hd, "age").parse().unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -465,9 +478,11 @@ async fn observe_tells_a_load_from_a_joined_call_and_a_hit() {
     assert!(loaded.etag().is_some());
     assert_eq!(
         joined.etag(),
-        None,
-        "a joined call did not see the entry: no tag is guessed"
+        loaded.etag(),
+        "a joined call is told the entry the load stored (its tag, its deadlines)"
     );
+    let (j, l) = (joined.calls()[0].fresh_for, loaded.calls()[0].fresh_for);
+    assert!(j.abs_diff(l) < Duration::from_secs(1), "{j:?} vs {l:?}");
     let (_, hit) = observe(slow(1)).await;
     assert_eq!(hit.calls()[0].outcome, Outcome::Hit);
     assert_eq!(
@@ -816,4 +831,408 @@ async fn the_stats_route_lists_hot_keys_only_when_asked() {
             assert_eq!(text.contains("alice-secret-id"), listed, "{uri}: {text}");
         }
     }
+}
+
+// ---- review findings (second round): what a response promises never outlasts the cache ---
+
+static GONE_LOADS: AtomicUsize = AtomicUsize::new(0);
+static GONE_STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static GONE_GATE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+#[cached(ttl = "1s", fail_safe = 60, key = "gone:<x>")]
+async fn gone(x: u64) -> Result<String, String> {
+    if GONE_LOADS.fetch_add(1, SeqCst) == 0 {
+        return Ok(format!("gone {x} v0"));
+    }
+    GONE_STARTED.notify_one();
+    GONE_GATE.notified().await;
+    Err("no such product".into()) // deleted: the source now fails for it
+}
+
+fn gone_app() -> Router {
+    Router::new().route(
+        "/gone/{x}",
+        get(|Path(x): Path<u64>| async move {
+            gone(x)
+                .await
+                .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))
+        })
+        .route_layer(HttpCache::public("GET /gone/{x}").layer().unwrap()),
+    )
+}
+
+/// A fail-safe value whose key was invalidated while its reload ran (and failed) is not
+/// served at all, let alone validated with a 304: the cache was told to drop it. The caller
+/// gets the source's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail_safe_value_invalidated_while_its_reload_ran_is_not_served() {
+    let r = gone_app()
+        .oneshot(Request::get("/gone/1").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let etag = h(r.headers(), "etag").to_owned();
+    assert!(!etag.is_empty());
+    tokio::time::sleep(Duration::from_millis(1200)).await; // expired, within fail_safe
+    let req = Request::get("/gone/1")
+        .header("if-none-match", &etag)
+        .body(Body::empty())
+        .unwrap();
+    let pending = tokio::spawn(gone_app().oneshot(req));
+    GONE_STARTED.notified().await;
+    gone_invalidate(1).await.unwrap(); // the app drops v0 while the reload runs
+    GONE_GATE.notify_one();
+    let res = pending.await.unwrap().unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the source's error"
+    );
+    assert_eq!(h(res.headers(), "cache-control"), "no-store");
+}
+
+static NF_LOADS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 60, cache_none = true, none_ttl = 5, key = "nf:<x>")]
+async fn not_yet(x: u64) -> Option<String> {
+    NF_LOADS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (x == 0).then(|| "found".to_owned())
+}
+
+fn nf_app() -> Router {
+    Router::new().route(
+        "/nf/{x}",
+        get(|Path(x): Path<u64>| async move {
+            not_yet(x)
+                .await
+                .unwrap_or_else(|| "nothing here yet".into())
+        })
+        .route_layer(HttpCache::public("GET /nf/{x}").layer().unwrap()),
+    )
+}
+
+/// A caller that joined a load is told the entry the load stored: a `None` kept for
+/// `none_ttl = 5` is not promised for the whole `ttl = 60`.
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_joined_a_negative_load_is_not_promised_the_full_ttl() {
+    let req = || Request::get("/nf/7").body(Body::empty()).unwrap();
+    let (a, b) = tokio::join!(nf_app().oneshot(req()), nf_app().oneshot(req()));
+    assert_eq!(NF_LOADS.load(SeqCst), 1, "coalesced");
+    for r in [a.unwrap(), b.unwrap()] {
+        let hd = r.headers();
+        assert!(
+            directive(hd, "max-age").saturating_sub(age(hd)) <= 5,
+            "{} Age: {}",
+            h(hd, "cache-control"),
+            h(hd, "age")
+        );
+    }
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let c = nf_app().oneshot(req()).await.unwrap();
+    assert_eq!(
+        h(c.headers(), "x-cache"),
+        "MISS",
+        "the cache itself reloaded after 5 s"
+    );
+}
+
+static JFS_LOADS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = 20, soft_ttl = 5, fail_safe = 300, key = "jfs:<x>")]
+async fn jfs(x: u64) -> Result<String, String> {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    if JFS_LOADS.fetch_add(1, SeqCst) == 0 {
+        Ok(format!("jfs {x}"))
+    } else {
+        Err("down".into())
+    }
+}
+
+/// A fail-safe value (past its hard expiry) leaves no stale-while-revalidate window, for
+/// the caller that loaded and for the one that joined.
+#[tokio::test(start_paused = true)]
+async fn a_joined_fail_safe_value_has_no_stale_window_left() {
+    let app = || {
+        Router::new().route(
+            "/jfs",
+            get(|| async { jfs(1).await.unwrap_or_default() })
+                .route_layer(HttpCache::public("GET /jfs").layer().unwrap()),
+        )
+    };
+    let req = || Request::get("/jfs").body(Body::empty()).unwrap();
+    app().oneshot(req()).await.unwrap();
+    tokio::time::advance(Duration::from_secs(25)).await; // past ttl = 20
+    let (a, b) = tokio::join!(app().oneshot(req()), app().oneshot(req()));
+    for r in [a.unwrap(), b.unwrap()] {
+        let hd = r.headers();
+        assert_eq!(h(hd, "x-cache"), "FAIL-SAFE");
+        assert!(
+            directive(hd, "max-age") + directive(hd, "stale-while-revalidate") <= age(hd),
+            "{} Age: {}",
+            h(hd, "cache-control"),
+            h(hd, "age")
+        );
+    }
+}
+
+static TF_SLOW: AtomicBool = AtomicBool::new(false);
+static TF_GATE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+#[cached(
+    ttl = "3s",
+    soft_ttl = "1s",
+    fail_safe = "1h",
+    timeout = "100ms",
+    key = "tf:<x>"
+)]
+async fn timed(x: u64) -> Result<String, String> {
+    if TF_SLOW.load(SeqCst) {
+        TF_GATE.notified().await;
+    }
+    Ok(format!("timed {x}"))
+}
+
+/// A value past its hard expiry served because the source was slow (`timeout`) is said to
+/// be `FAIL-SAFE`, with its true age and no stale window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_fallback_past_ttl_is_fail_safe_with_no_stale_window() {
+    let app = || {
+        Router::new().route(
+            "/t",
+            get(|| async { timed(1).await.unwrap_or_default() })
+                .route_layer(HttpCache::public("GET /t").layer().unwrap()),
+        )
+    };
+    let req = || Request::get("/t").body(Body::empty()).unwrap();
+    app().oneshot(req()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await; // past ttl, within fail_safe
+    TF_SLOW.store(true, SeqCst);
+    let res = app().oneshot(req()).await.unwrap();
+    TF_GATE.notify_one();
+    let hd = res.headers();
+    assert_eq!(h(hd, "x-cache"), "FAIL-SAFE");
+    assert!(
+        directive(hd, "max-age") + directive(hd, "stale-while-revalidate") <= age(hd),
+        "{} Age: {}",
+        h(hd, "cache-control"),
+        h(hd, "age")
+    );
+}
+
+#[cached(
+    ttl = 60,
+    soft_ttl = 30,
+    cache_none = true,
+    none_ttl = 5,
+    key = "nfs:<x>"
+)]
+async fn none_soft(x: u64) -> Option<String> {
+    let _ = x;
+    None
+}
+
+/// A negative entry kept `none_ttl = 5` is not offered a stale window past it.
+#[tokio::test(start_paused = true)]
+async fn a_negative_entry_is_not_offered_a_stale_window_past_none_ttl() {
+    let app = || {
+        Router::new().route(
+            "/nfs",
+            get(|| async { none_soft(1).await.unwrap_or_default() })
+                .route_layer(HttpCache::public("GET /nfs").layer().unwrap()),
+        )
+    };
+    let r = app()
+        .oneshot(Request::get("/nfs").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let hd = r.headers();
+    let promised = (directive(hd, "max-age") + directive(hd, "stale-while-revalidate"))
+        .saturating_sub(age(hd));
+    assert!(
+        promised <= 5,
+        "{} Age: {}",
+        h(hd, "cache-control"),
+        h(hd, "age")
+    );
+}
+
+#[cached(ttl = 60, soft_ttl = 30, jitter = 0.5, key = "jit:<x>")]
+async fn jit(x: u64) -> u64 {
+    x
+}
+
+/// With `jitter`, no key is offered downstream past its own hard expiry.
+#[tokio::test(start_paused = true)]
+async fn with_jitter_no_key_is_offered_past_its_hard_expiry() {
+    let app = || {
+        Router::new().route(
+            "/jit/{x}",
+            get(|Path(x): Path<u64>| async move { jit(x).await.to_string() })
+                .route_layer(HttpCache::public("GET /jit/{x}").layer().unwrap()),
+        )
+    };
+    let get_x = |x: u64| async move {
+        app()
+            .oneshot(
+                Request::get(format!("/jit/{x}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+    };
+    let mut promised = Vec::new();
+    for x in 0..64 {
+        let r = get_x(x).await;
+        let hd = r.headers();
+        promised.push((
+            (directive(hd, "max-age") + directive(hd, "stale-while-revalidate"))
+                .saturating_sub(age(hd)),
+            x,
+        ));
+    }
+    promised.sort();
+    let mut now = 0;
+    for (until, x) in promised {
+        let at = until.saturating_sub(1);
+        if at > now {
+            tokio::time::advance(Duration::from_secs(at - now)).await;
+            now = at;
+        }
+        let r = get_x(x).await;
+        assert_ne!(
+            h(r.headers(), "x-cache"),
+            "MISS",
+            "key {x}: downstream may serve it until {until}s, the cache dropped it before {at}s"
+        );
+    }
+}
+
+static LMR_LOADS: AtomicUsize = AtomicUsize::new(0);
+static LMR_READ: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static LMR_SEND: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+#[cached(ttl = 600, key = "lmr:<x>")]
+async fn lmr(x: u64) -> String {
+    format!("lmr {x} v{}", LMR_LOADS.fetch_add(1, SeqCst))
+}
+
+fn lmr_app() -> Router {
+    Router::new().route(
+        "/lmr",
+        get(|hd: HeaderMap| async move {
+            let v = lmr(1).await;
+            if hd.contains_key("x-hold") {
+                LMR_READ.notify_one();
+                LMR_SEND.notified().await; // more work after the call
+            }
+            v
+        })
+        .route_layer(HttpCache::public("GET /lmr").layer().unwrap()),
+    )
+}
+
+async fn to_next_second() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_millis();
+    tokio::time::sleep(Duration::from_millis(u64::from(1000 - ms) + 20)).await;
+}
+
+/// `Last-Modified` is only claimed for a value produced in a second that was over when the
+/// handler read it: a value replaced within that second is not validated by
+/// `If-Modified-Since`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_replaced_within_its_second_is_not_validated_by_if_modified_since() {
+    to_next_second().await; // second S
+    let a = tokio::spawn(
+        lmr_app().oneshot(
+            Request::get("/lmr")
+                .header("x-hold", "1")
+                .body(Body::empty())
+                .unwrap(),
+        ),
+    );
+    LMR_READ.notified().await; // v0 stored and read in S
+    lmr_invalidate(1).await.unwrap();
+    lmr_app()
+        .oneshot(Request::get("/lmr").body(Body::empty()).unwrap())
+        .await
+        .unwrap(); // v1 stored in S
+    to_next_second().await; // S+1
+    LMR_SEND.notify_one();
+    let a = a.await.unwrap().unwrap();
+    let lm = h(a.headers(), "last-modified").to_owned();
+    let body = a.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"lmr 1 v0");
+    assert_eq!(lm, "", "v0 was read in the second it was produced in");
+}
+
+#[tokio::test(start_paused = true)]
+async fn if_modified_since_with_two_members_is_ignored() {
+    let _ = send("/products/42", &[]).await;
+    tokio::time::advance(Duration::from_secs(3)).await;
+    let (_, hd, _) = send("/products/42", &[]).await;
+    let lm = h(&hd, "last-modified").to_owned();
+    assert_ne!(lm, "");
+    let (s, ..) = send("/products/42", &[("if-modified-since", &lm)]).await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_MODIFIED,
+        "the control: one date validates"
+    );
+    let (s, ..) = send(
+        "/products/42",
+        &[
+            ("if-modified-since", &lm),
+            ("if-modified-since", "Thu, 01 Jan 1970 00:00:00 GMT"),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn age_is_not_rounded_down_into_extra_freshness() {
+    let _ = send("/products/43", &[]).await;
+    tokio::time::advance(Duration::from_millis(9_400)).await;
+    let (_, hd, _) = send("/products/43", &[]).await;
+    let promised = 10u64.saturating_sub(age(&hd)); // max-age=10
+    tokio::time::advance(Duration::from_millis(700)).await; // 10.1 s
+    let (_, hd2, _) = send("/products/43", &[]).await;
+    assert!(
+        promised == 0 || h(&hd2, "x-cache") == "HIT",
+        "promised {promised}s, cache says {}",
+        h(&hd2, "x-cache")
+    );
+}
+
+/// A `Vary` the handler writes itself also sets representations apart.
+#[tokio::test(start_paused = true)]
+async fn a_handlers_own_vary_goes_into_the_tag() {
+    let app = || {
+        Router::new().route(
+            "/own-vary",
+            get(|| async { ([(header::VARY, "Accept")], part_a(77).await.to_string()) })
+                .route_layer(HttpCache::public("GET /own-vary").layer().unwrap()),
+        )
+    };
+    let send_accept = |accept: &'static str| async move {
+        app()
+            .oneshot(
+                Request::get("/own-vary")
+                    .header("accept", accept)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+    };
+    let json = send_accept("application/json").await;
+    let html = send_accept("text/html").await;
+    let json2 = send_accept("application/json").await;
+    assert_ne!(h(json.headers(), "etag"), h(html.headers(), "etag"));
+    assert_eq!(h(json.headers(), "etag"), h(json2.headers(), "etag"));
 }

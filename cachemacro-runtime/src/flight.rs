@@ -34,8 +34,12 @@ pub(crate) enum Via {
     /// fallback): its age is not known to the waiters; `stale`: past its fresh period.
     Cache { stale: bool },
     /// The leader's own source call; `kept`: the cache holds it (it was not invalidated
-    /// while it ran, and the policy caches such a value).
-    Source { kept: bool },
+    /// while it ran, and the policy caches such a value); `seen`: the entry it made, when
+    /// the in-process tier holds it (its deadlines and identity, for the waiters' reports).
+    Source {
+        kept: bool,
+        seen: Option<crate::served::Seen>,
+    },
     /// The leader's source failed and a value within `fail_safe` stood in.
     FailSafe,
 }

@@ -97,6 +97,12 @@ pub struct Served {
     /// than the truth), on the wall clock.
     /// `None` when the call did not see the entry.
     pub produced_at: Option<SystemTime>,
+    /// How long until the entry's hard expiry (for a fail-safe value, until `fail_safe`
+    /// runs out as well is `stale_if_error`'s): `None` when the call did not see the entry.
+    /// A downstream cache is never offered the value past it.
+    pub hard_left: Option<Duration>,
+    /// When the call read the value, on the wall clock.
+    pub at: SystemTime,
     /// Whether the cache holds the value served. `false`: a load whose key (or one of its
     /// tags) was invalidated while it ran, or a value the policy does not cache (a `None`
     /// without `cache_none`): the caller gets it, but nobody downstream should keep it
@@ -230,7 +236,7 @@ pub(crate) struct Periods<'a> {
 }
 
 /// The deadlines of the entry a call read, on the cache's clock.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Seen {
     pub soft: u64,
     pub hard: u64,
@@ -253,9 +259,10 @@ impl Periods<'_> {
         let swr = self
             .soft_ttl
             .map_or(Duration::ZERO, |s| self.ttl.saturating_sub(s));
+        let now = crate::clock::now();
+        let hard_left = seen.map(|s| Duration::from_nanos(s.hard.saturating_sub(now)));
         let (age, fresh_for) = match seen {
             Some(seen) => {
-                let now = crate::clock::now();
                 // The fresh deadline: soft if any, else hard.
                 let deadline = if seen.soft == u64::MAX {
                     seen.hard
@@ -293,9 +300,11 @@ impl Periods<'_> {
             // that began in the second its predecessor was sent from must not share its
             // `Last-Modified`, or `If-Modified-Since` alone would earn a wrong 304.
             produced_at: seen.map(|s| {
-                let ago = crate::clock::now().saturating_sub(s.born);
+                let ago = now.saturating_sub(s.born);
                 SystemTime::now() - Duration::from_nanos(ago) + s.delta
             }),
+            hard_left,
+            at: SystemTime::now(),
             kept,
             key_hash: h.0,
         }

@@ -22,6 +22,8 @@ use super::read::{Lookup, Miss};
 use super::ticket::{Due, Snapshot, Ticket};
 use super::wait::{Marked, SourceWait};
 use super::Engine;
+use crate::clock;
+use crate::entry::Entry;
 use crate::flight::{Leader, Via};
 use crate::io::Detach;
 use crate::key::{Key, Rendered};
@@ -237,15 +239,16 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         }
         let wait = Arc::new(SourceWait::default());
         let fallback = match &looked {
-            Lookup::Refresh { entry, .. } => Some(entry.value.clone()),
+            Lookup::Refresh { entry, .. } => Some(entry.clone()),
             Lookup::Miss {
                 fallback: Some(entry),
-            } => Some(entry.value.clone()),
+            } => Some(entry.clone()),
             _ => None,
         };
         let k = key.clone();
+        let t = tags.clone();
         let settle = Box::pin(self.settle(key, tags, how, started, looked, Some(wait.clone())));
-        self.bounded(settle, fallback, (&wait, &k)).await
+        self.bounded(settle, fallback, (&wait, &k, &t)).await
     }
 
     /// `work` (a caller waiting for a load, its own or another's), within the function's
@@ -258,12 +261,13 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     pub(super) async fn bounded<F>(
         &self,
         work: F,
-        fallback: Option<S::Value>,
-        (wait, key): (&SourceWait, &str),
+        fallback: Option<Entry<S::Value>>,
+        (wait, key, tags): (&SourceWait, &str, &[String]),
     ) -> R
     where
         F: Future<Output = R> + Unpin,
     {
+        let snap = self.snapshot(key);
         let soft = self.policy.timeout.filter(|_| fallback.is_some());
         let hard = self
             .policy
@@ -297,20 +301,53 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         if let Some(r) = finished {
             return r;
         }
+        // A fallback the key (or a tag) was invalidated away from while this call waited is
+        // not served: the cache was told to drop it. The call waits for the load instead
+        // (within `hard_timeout`, if the function has one).
+        let fallback = fallback.filter(|e| {
+            // With an in-process tier, the entry must still be there (an invalidation
+            // removed it, whenever it came); without one, nothing may have invalidated the
+            // key here since this wait began.
+            let there = match self.local() {
+                Some(l1) => l1.get(key).is_some_and(|now| now.id == e.id),
+                None => self.current(key, tags, snap),
+            };
+            there && e.tags.as_ref().is_none_or(|t| t.valid())
+        });
+        if fallback.is_none() && soft.is_some() {
+            if let (Some(hard), Some(make)) = (self.policy.hard_timeout, self.hooks.timed_out) {
+                let left = hard.saturating_sub(wait.waited().unwrap_or_default());
+                return match tokio::time::timeout(left, work).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.timed_out("hard_timeout", hard);
+                        S::fail(make(crate::SourceTimeout { after: hard }))
+                    }
+                };
+            }
+            return work.await;
+        }
+        // An observer is told what the value is: stale, or past its hard expiry and
+        // standing in for a slow source (fail-safe), with the entry's age and identity.
+        let outcome = |e: &Entry<S::Value>| {
+            if e.freshness(clock::now()) == crate::entry::Freshness::Expired {
+                crate::served::Outcome::FailSafe
+            } else {
+                crate::served::Outcome::Stale
+            }
+        };
         match (soft, fallback) {
-            // An observer is told, without the entry: its age is unknown here, so an HTTP
-            // response made of it gets no validator (a stale value, never a wrong 304).
-            (Some(soft), Some(value)) => {
+            (Some(soft), Some(entry)) => {
                 self.timed_out("timeout", soft);
                 self.stats.incr(Counter::StaleHits);
-                self.note(key, crate::served::Outcome::Stale, None);
-                S::join(value)
+                self.note(key, outcome(&entry), Some(&entry));
+                S::join(entry.value)
             }
-            (None, Some(value)) => {
+            (None, Some(entry)) => {
                 self.timed_out("hard_timeout", limit);
                 self.stats.incr(Counter::StaleHits);
-                self.note(key, crate::served::Outcome::Stale, None);
-                S::join(value)
+                self.note(key, outcome(&entry), Some(&entry));
+                S::join(entry.value)
             }
             (_, None) => match self.hooks.timed_out {
                 Some(make) => {
@@ -485,11 +522,13 @@ where
                 .load(l.leader, l.key, l.tags, self.0, l.ticket, guard)
                 .await;
         };
-        let fallback = l.ticket.fallback.as_ref().map(|e| e.value.clone());
+        let fallback = l.ticket.fallback.clone();
         let source = Marked::new(self.0, Some(wait.clone()));
-        let k = l.key.clone();
+        let (k, t) = (l.key.clone(), l.tags.clone());
         let load = engine.load(l.leader, l.key, l.tags, source, l.ticket, guard);
-        engine.bounded(Box::pin(load), fallback, (&wait, &k)).await
+        engine
+            .bounded(Box::pin(load), fallback, (&wait, &k, &t))
+            .await
     }
 }
 
@@ -515,20 +554,17 @@ where
         let this = engine.clone();
         let wait = l.wait;
         let source = Marked::new(self.0, wait.clone());
-        let fallback = wait
-            .is_some()
-            .then(|| l.ticket.fallback.as_ref().map(|e| e.value.clone()))
-            .flatten();
-        let k = wait.as_ref().map(|_| l.key.clone());
+        let fallback = wait.is_some().then(|| l.ticket.fallback.clone()).flatten();
+        let k = wait.as_ref().map(|_| (l.key.clone(), l.tags.clone()));
         let load = Detach::new(async move {
             let guard = Guard::Load(l.snap);
             this.load(l.leader, l.key, l.tags, source, l.ticket, guard)
                 .await
         });
-        let (Some(wait), Some(k)) = (wait, k) else {
+        let (Some(wait), Some((k, t))) = (wait, k) else {
             return load.await;
         };
         // Giving up drops `load`, which then goes on as a task and lands.
-        engine.bounded(load, fallback, (&wait, &k)).await
+        engine.bounded(load, fallback, (&wait, &k, &t)).await
     }
 }

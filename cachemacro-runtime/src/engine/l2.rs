@@ -249,14 +249,25 @@ impl<V: CacheValue> Remote<V> {
         let left = |at_ms: u64| Duration::from_millis(at_ms.saturating_sub(now_ms));
         let mut tags = tags.to_vec();
         tags.extend(meta.result_tags.iter().map(|(n, _)| n.clone()));
-        Entry::new(
+        let now = clock::now();
+        let mut entry = Entry::new(
             value,
-            clock::now(),
+            now,
             meta.soft_ms.map(left),
             left(meta.hard_ms),
             Duration::from_micros(meta.delta_us),
             TagStamp::new(tags, stamp),
-        )
+        );
+        // A deadline already past stays as far in the past as it is (not "now"): a stale
+        // copy reports its true age, and how little is left of it.
+        let past = |at_ms: u64| now.saturating_sub(now_ms.saturating_sub(at_ms) * 1_000_000);
+        if let Some(soft) = meta.soft_ms.filter(|&s| s < now_ms) {
+            entry.soft = past(soft);
+        }
+        if meta.hard_ms < now_ms {
+            entry.hard = past(meta.hard_ms);
+        }
+        entry
     }
 
     /// The hit path when L1 is not in use: one read, no flight.

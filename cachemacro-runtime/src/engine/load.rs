@@ -11,6 +11,7 @@ use super::l2::Outcome;
 use super::ticket::{Due, Snapshot, Ticket};
 use super::Engine;
 use crate::clock;
+use crate::coherence::tags as tag_clock;
 use crate::entry::{Entry, TagStamp};
 use crate::flight::{Landed, Leader, Via};
 use crate::io::CatchUnwind;
@@ -178,8 +179,16 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         // What the caller is served unless the store below says more (the entry it made).
         self.note(&key, Served::Load, None);
         let result_tags = self.result_tags(&value);
+        let mut seen = None;
         let stored = self
-            .store(&key, (&tags, &result_tags), &value, delta, guard, &ticket)
+            .store(
+                &key,
+                (&tags, &result_tags),
+                &value,
+                delta,
+                guard,
+                (&ticket, &mut seen),
+            )
             .await;
         // A value the cache does not hold (invalidated while it ran, or one the policy does
         // not cache) is served, but an observer must not tell anyone downstream to keep it.
@@ -190,7 +199,10 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         if !kept {
             self.note_unkept(&key, Served::Load);
         }
-        let via = Via::Source { kept };
+        let via = Via::Source {
+            kept,
+            seen: seen.filter(|_| kept),
+        };
         if let Some(leader) = leader {
             match (stored, guard) {
                 (Stored::Superseded, _) => leader.land(Landed::Superseded),
@@ -222,26 +234,45 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     }
 
     /// A failed load: the fallback if there is one, else the error (or the panic, resumed).
-    fn failed(&self, f: Failed<'_, S::Value, S::Error>) -> R {
-        if let Some(entry) = f.fallback {
-            self.note(f.key, Served::FailSafe, Some(&entry));
-            if f.failure.is_err() {
-                tracing::error!(
-                    function = %self.stats.name(),
-                    "cachemacro: the source panicked; serving the fail-safe value"
-                );
-            }
+    fn failed(&self, mut f: Failed<'_, S::Value, S::Error>) -> R {
+        if let Some(entry) = f.fallback.take() {
+            // A fallback the key (or a tag of it) was invalidated away from while the load
+            // ran is not served: the cache was told to drop it. The waiters go round again,
+            // and this caller gets the source's error.
+            let mut dropped = entry.tags.as_ref().is_some_and(|t| !t.valid());
             match f.guard {
-                // Waiters that joined after an invalidation go round again rather than take
-                // the value it dropped.
-                Guard::Load(snap) => self.land(f.leader, f.tags, snap, &entry.value, Via::FailSafe),
+                Guard::Load(snap) => match f.leader.take() {
+                    Some(l) => l.land_with(|forgotten| {
+                        dropped |=
+                            forgotten || tag_clock().any_invalidated_after(f.tags, snap.stamp);
+                        if dropped {
+                            Landed::Superseded
+                        } else {
+                            Landed::Value(entry.value.clone(), Via::FailSafe)
+                        }
+                    }),
+                    None => dropped |= !self.current(f.key, f.tags, snap),
+                },
                 Guard::Put { .. } => {
-                    if let Some(l) = f.leader {
-                        l.land(Landed::Value(entry.value.clone(), Via::FailSafe));
+                    if let Some(l) = f.leader.take() {
+                        l.land(if dropped {
+                            Landed::Superseded
+                        } else {
+                            Landed::Value(entry.value.clone(), Via::FailSafe)
+                        });
                     }
                 }
             }
-            return S::join(entry.value.clone());
+            if !dropped {
+                self.note(f.key, Served::FailSafe, Some(&entry));
+                if f.failure.is_err() {
+                    tracing::error!(
+                        function = %self.stats.name(),
+                        "cachemacro: the source panicked; serving the fail-safe value"
+                    );
+                }
+                return S::join(entry.value);
+            }
         }
         if let Some(leader) = f.leader {
             let erase = self.hooks.errors.map(|s| s.erase);
@@ -278,7 +309,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         value: &S::Value,
         delta: Duration,
         guard: Guard,
-        ticket: &Ticket<S::Value>,
+        (ticket, seen): (&Ticket<S::Value>, &mut Option<crate::served::Seen>),
     ) -> Stored {
         let negative = self.is_negative(value);
         if negative && !self.policy.cache_none {
@@ -349,6 +380,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         );
         entry.born = now.saturating_sub(clock::nanos(delta)); // when the load started
         self.note(key, Served::Load, Some(&entry));
+        *seen = Some(entry.seen());
         if !self.put_local(key, entry, generation) {
             return Stored::NotInL1;
         }

@@ -138,6 +138,18 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         }
     }
 
+    /// [`Engine::note`] with the entry's deadlines and identity only.
+    pub(super) fn note_seen(
+        &self,
+        key: &str,
+        outcome: crate::served::Outcome,
+        seen: Option<crate::served::Seen>,
+    ) {
+        if crate::served::watching() {
+            self.note_slow(key, outcome, seen, true);
+        }
+    }
+
     /// [`Engine::note`] for a value the cache does not hold (a load invalidated while it
     /// ran, a value the policy does not cache): an HTTP response made of it is `no-store`.
     pub(super) fn note_unkept(&self, key: &str, outcome: crate::served::Outcome) {
@@ -356,7 +368,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                 &value,
                 Duration::ZERO,
                 guard,
-                &ticket,
+                (&ticket, &mut None),
             )
             .await;
         self.flights.forget(&key); // callers from now on do not join an older load

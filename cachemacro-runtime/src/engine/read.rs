@@ -235,8 +235,12 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                             // so an observer counts it as having used up its freshness.
                             Via::Cache { stale: false } => self.note(key, Outcome::Hit, None),
                             Via::Cache { stale: true } => self.note(key, Outcome::Stale, None),
-                            Via::Source { kept: true } => self.note(key, Outcome::Joined, None),
-                            Via::Source { kept: false } => self.note_unkept(key, Outcome::Joined),
+                            Via::Source { kept: true, seen } => {
+                                self.note_seen(key, Outcome::Joined, seen)
+                            }
+                            Via::Source { kept: false, .. } => {
+                                self.note_unkept(key, Outcome::Joined)
+                            }
                             Via::FailSafe => self.note(key, Outcome::FailSafe, None),
                         }
                         Miss::Done(v)

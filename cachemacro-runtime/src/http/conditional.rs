@@ -132,11 +132,16 @@ impl Conditions {
             }
             Some(EntityTags::List(all))
         });
-        let modified_since = req
-            .headers()
-            .get(header::IF_MODIFIED_SINCE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
+        // One date, or the field is ignored (RFC 9110 §13.1.3: a field value with more than
+        // one member, as two lines make, is not a valid HTTP-date).
+        let mut dates = req.headers().get_all(header::IF_MODIFIED_SINCE).iter();
+        let modified_since = match (dates.next(), dates.next()) {
+            (Some(v), None) => v
+                .to_str()
+                .ok()
+                .and_then(|v| httpdate::parse_http_date(v.trim()).ok()),
+            _ => None,
+        };
         Self {
             applies,
             none_match,

@@ -263,32 +263,17 @@ where
             .map(|n| n.to_string())
             .chain(self.policy.per_user.iter().cloned())
             .any(|n| req.headers().contains_key(n.as_str()));
-        // Representations that differ by a `Vary` header get different strong tags (RFC
-        // 9110 §8.8.3): the request's values of those headers go into the tag.
-        // `Accept-Encoding` too, always: a compression layer (inside this one, or around
-        // it, where this layer cannot see it) picks the content coding from it, and a gzip
-        // body and an identity body must not share a strong tag.
-        let encoding = req.headers().get(header::ACCEPT_ENCODING);
-        if !self.policy.vary.is_empty() || encoding.is_some() {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            for name in &self.policy.vary {
-                for v in req.headers().get_all(name) {
-                    v.as_bytes().hash(&mut h);
-                }
-                0xffu8.hash(&mut h);
-            }
-            if let Some(e) = encoding {
-                b"accept-encoding".hash(&mut h);
-                e.as_bytes().hash(&mut h);
-            }
-            cond.variant = Some(h.finish());
-        }
+        // The request's headers, for the strong tag's variant (see `Compiled::variant`):
+        // which ones matter is known only once the handler's `Vary` is.
+        let headers = req.headers().clone();
         let fut = self.inner.call(req);
         let policy = self.policy.clone();
         Box::pin(async move {
             let (res, seen) = observe(fut).await;
-            Ok(policy.respond(res?, &seen, &cond))
+            let mut res = res?;
+            policy.add_vary(res.headers_mut());
+            cond.variant = policy.variant(&headers, res.headers());
+            Ok(policy.respond(res, &seen, &cond))
         })
     }
 }
@@ -343,15 +328,38 @@ pub fn describe(seen: &Observed) -> Option<Description> {
             .unwrap_or_default();
         max_age + over
     };
+    // Past its freshness a downstream cache may serve the response until
+    // `max-age + stale-while-revalidate - Age` from now (`stale-if-error` likewise): never
+    // past an entry's hard expiry (plus `fail_safe` for errors), when this cache itself
+    // would no longer serve it. An entry the call did not see, and a fail-safe value
+    // (already past its hard expiry), leave no such window.
+    let window = |extra: fn(&crate::served::Served) -> Option<Duration>| {
+        calls
+            .iter()
+            .map(|c| match (c.outcome, c.hard_left) {
+                (Outcome::FailSafe, _) | (_, None) => Duration::ZERO,
+                (_, Some(hard)) => extra(c).map_or(Duration::ZERO, |e| hard + e),
+            })
+            .min()
+            .map_or(Duration::ZERO, |left| (left + age).saturating_sub(max_age))
+    };
     let stale_while_revalidate = calls
         .iter()
         .map(|c| c.stale_while_revalidate)
         .min()
-        .unwrap_or_default();
-    let stale_if_error = calls.iter().map(|c| c.stale_if_error).min().flatten();
+        .unwrap_or_default()
+        .min(window(|_| Some(Duration::ZERO)));
+    let stale_if_error = calls
+        .iter()
+        .map(|c| c.stale_if_error)
+        .min()
+        .flatten()
+        .map(|sie| sie.min(window(|c| c.stale_if_error)));
+    // `Last-Modified` only when every entry was produced in a second that was over when
+    // the call read it: a second not over could still see another value of the key.
     let produced_at = calls
         .iter()
-        .map(|c| c.produced_at)
+        .map(|c| c.produced_at.filter(|p| unix_secs(*p) < unix_secs(c.at)))
         .collect::<Option<Vec<_>>>()
         .and_then(|v| v.into_iter().max());
     Some(Description {
@@ -366,9 +374,10 @@ pub fn describe(seen: &Observed) -> Option<Description> {
     })
 }
 
-/// Whole seconds, to the nearest (`Age` is an estimate; a load's is not rounded up to 1).
-fn secs_nearest(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() >= 500_000_000)
+/// Whole seconds, rounded up (past a millisecond's slack): an `Age` rounded down would
+/// let a downstream cache keep the value fresh for part of a second longer than this one.
+fn secs_up(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 1_000_000)
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -385,7 +394,6 @@ impl Compiled {
     ) -> Response<B> {
         let now = SystemTime::now();
         let h = res.headers_mut();
-        self.add_vary(h);
         let described = describe(seen);
         if let Some(d) = &described {
             h.insert(
@@ -450,7 +458,7 @@ impl Compiled {
                 h.insert(header::CACHE_CONTROL, v);
             }
         }
-        h.insert(header::AGE, HeaderValue::from(secs_nearest(d.age)));
+        h.insert(header::AGE, HeaderValue::from(secs_up(d.age)));
         if self.visibility == Visibility::NoStore {
             return res;
         }
@@ -497,6 +505,39 @@ impl Compiled {
             return Response::from_parts(parts, B::default());
         }
         res
+    }
+
+    /// What sets this representation apart from others of the same entries, for the strong
+    /// tag (RFC 9110 §8.8.3: representations that differ get different strong tags): the
+    /// request's values of every header the response varies on (the route's `vary(…)` and
+    /// any `Vary` the handler wrote), and of `Accept-Encoding`, always: a compression layer
+    /// inside this one, or around it where this layer cannot see it, picks the content
+    /// coding from it. `None` when there is nothing to tell apart.
+    fn variant(&self, req: &http::HeaderMap, res: &http::HeaderMap) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let mut names: Vec<String> = res
+            .get_all(header::VARY)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|n| n.trim().to_ascii_lowercase())
+            .filter(|n| !n.is_empty() && n != "*")
+            .collect();
+        names.push(header::ACCEPT_ENCODING.as_str().to_owned());
+        names.sort();
+        names.dedup();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut any = false;
+        for name in &names {
+            let mut values = req.get_all(name.as_str()).iter().peekable();
+            any |= values.peek().is_some();
+            name.hash(&mut h);
+            for v in values {
+                v.as_bytes().hash(&mut h);
+            }
+            0xffu8.hash(&mut h);
+        }
+        any.then(|| h.finish())
     }
 
     fn add_vary(&self, h: &mut http::HeaderMap) {

@@ -395,7 +395,10 @@ where
             }
         }
         if let Some(l) = leader {
-            l.land(Landed::Value(value.clone(), Via::Source { kept }));
+            l.land(Landed::Value(
+                value.clone(),
+                Via::Source { kept, seen: None },
+            ));
         }
         S::join(value)
     }
