@@ -229,3 +229,35 @@ impl<T: Clone> CloneArg for T {}
 
 /// Checks (at the `refresh_every` option) that an argument can be cloned.
 pub fn clone_arg<T: CloneArg>(_: &T) {}
+
+#[cfg(feature = "semantic")]
+pub use crate::semantic::{Judge, SemanticCell, SemanticPolicy};
+
+/// Answers agree when they are equal: `verify` without a `judge`.
+#[cfg(feature = "semantic")]
+pub fn equal_answers<V: PartialEq>(a: &V, b: &V) -> bool {
+    a == b
+}
+
+/// The text a semantic call compares by meaning (its `on` parameter: `&str`, `String`, or
+/// anything else that is `AsRef<str>`).
+pub fn prompt_of<T: AsRef<str> + ?Sized>(on: &T) -> String {
+    on.as_ref().to_owned()
+}
+
+/// What `semantic(…)` needs of the build: the `semantic` feature.
+pub struct SemanticFeature;
+
+#[allow(missing_docs)]
+#[diagnostic::on_unimplemented(
+    message = "`#[cached(semantic(…))]` needs the `semantic` feature of cachemacro-runtime",
+    label = "used here",
+    note = "enable it: `cachemacro-runtime = {{ version = \"…\", features = [\"semantic\"] }}`"
+)]
+pub trait SemanticEnabled {}
+
+#[cfg(feature = "semantic")]
+impl SemanticEnabled for SemanticFeature {}
+
+/// Compiles only with the `semantic` feature (a clear error otherwise).
+pub fn needs_semantic<T: SemanticEnabled>() {}

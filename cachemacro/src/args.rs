@@ -11,16 +11,28 @@ use syn::{Expr, ExprLit, Ident, Lit, LitStr, Token};
 
 use crate::errors::Errors;
 
-/// One `name = value` pair, as written.
+/// One `name = value` pair, as written, or a group `name(a = 1, b = 2)`.
 pub struct RawOption {
     pub name: Ident,
     pub value: Expr,
+    /// The options of a group (`semantic(on = prompt, threshold = 0.95)`).
+    pub nested: Option<Punctuated<RawOption, Token![,]>>,
 }
 
 impl Parse for RawOption {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         // `crate` is a keyword; accept it (and any other keyword) as an option name.
         let name = syn::ext::IdentExt::parse_any(input)?;
+        if input.peek(syn::token::Paren) {
+            let content;
+            syn::parenthesized!(content in input);
+            let nested = Punctuated::parse_terminated(&content)?;
+            return Ok(Self {
+                value: Expr::Verbatim(proc_macro2::TokenStream::new()),
+                name,
+                nested: Some(nested),
+            });
+        }
         input.parse::<Token![=]>().map_err(|e| {
             syn::Error::new(
                 e.span(),
@@ -28,7 +40,11 @@ impl Parse for RawOption {
             )
         })?;
         let value = input.parse()?;
-        Ok(Self { name, value })
+        Ok(Self {
+            name,
+            value,
+            nested: None,
+        })
     }
 }
 
@@ -112,7 +128,22 @@ pub struct Options {
     pub refresh_every: Option<Spanned<Nanos>>,
     pub refresh_idle: Option<Spanned<Nanos>>,
     pub hot_keys: Option<Spanned<u64>>,
+    pub semantic: Option<Spanned<Semantic>>,
 }
+
+/// `semantic(on = prompt, threshold = 0.95, max_entries = 1000, verify = 0.01, judge = f)`.
+#[derive(Clone)]
+pub struct Semantic {
+    /// The parameter compared by meaning.
+    pub on: Ident,
+    pub threshold: f64,
+    pub threshold_span: Span,
+    pub max_entries: Option<u64>,
+    pub verify: Option<Spanned<f64>>,
+    pub judge: Option<syn::Path>,
+}
+
+pub const SEMANTIC_OPTION_NAMES: &[&str] = &["on", "threshold", "max_entries", "verify", "judge"];
 
 pub const OPTION_NAMES: &[&str] = &[
     "ttl",
@@ -137,6 +168,7 @@ pub const OPTION_NAMES: &[&str] = &[
     "refresh_every",
     "refresh_idle",
     "hot_keys",
+    "semantic",
 ];
 
 /// Stores `value` in `slot`, or reports a duplicate on the second option's name.
@@ -155,9 +187,36 @@ impl Options {
     /// Interprets every option, reporting each mistake on its own token.
     pub fn from_raw(raw: RawArgs, errors: &mut Errors) -> Self {
         let mut o = Options::default();
-        for RawOption { name, value } in raw.0 {
+        for RawOption {
+            name,
+            value,
+            nested,
+        } in raw.0
+        {
             let n = name.to_string();
             o.written.push(n.clone());
+            match (n.as_str(), nested) {
+                ("semantic", Some(nested)) => {
+                    let sem = semantic(&name, nested, errors);
+                    set(&mut o.semantic, &name, sem, errors);
+                    continue;
+                }
+                ("semantic", None) => {
+                    errors.push(syn::Error::new(
+                        name.span(),
+                        "write `semantic(on = <parameter>, threshold = 0.95)`: `on` names the parameter compared by meaning",
+                    ));
+                    continue;
+                }
+                (_, Some(_)) => {
+                    errors.push(syn::Error::new(
+                        name.span(),
+                        format!("`{n}` takes a value: write `{n} = <value>` (only `semantic(…)` takes a list)"),
+                    ));
+                    continue;
+                }
+                (_, None) => {}
+            }
             match n.as_str() {
                 "ttl" => set(&mut o.ttl, &name, duration(&value, errors), errors),
                 "soft_ttl" => set(&mut o.soft_ttl, &name, duration(&value, errors), errors),
@@ -565,4 +624,132 @@ mod tests {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }
+}
+
+/// `semantic(…)`'s options.
+fn semantic(
+    name: &Ident,
+    nested: Punctuated<RawOption, Token![,]>,
+    errors: &mut Errors,
+) -> Option<Spanned<Semantic>> {
+    let mut on = None;
+    let mut threshold: Option<Spanned<f64>> = None;
+    let mut max_entries = None;
+    let mut verify = None;
+    let mut judge = None;
+    let before = errors.len();
+    for opt in nested {
+        let n = opt.name.to_string();
+        if opt.nested.is_some() {
+            errors.push(syn::Error::new(
+                opt.name.span(),
+                format!("`{n}` takes a value: write `{n} = <value>`"),
+            ));
+            continue;
+        }
+        match n.as_str() {
+            "on" => match ident(&opt.value) {
+                Some(i) => set(&mut on, &opt.name, Some(i.clone()), errors),
+                None => errors.push(syn::Error::new(
+                    opt.value.span(),
+                    "`on` names the parameter compared by meaning, e.g. `on = prompt`",
+                )),
+            },
+            "threshold" => {
+                let t = float(&opt.value, "threshold", errors);
+                let t = t.filter(|t| {
+                    let ok = t.value > 0.0 && t.value <= 1.0;
+                    if !ok {
+                        errors.push(syn::Error::new(
+                            t.span,
+                            "`threshold` is a cosine similarity in (0, 1]: 0.93–0.97 is the usual range, e.g. `threshold = 0.95`",
+                        ));
+                    }
+                    ok
+                });
+                set(&mut threshold, &opt.name, t, errors)
+            }
+            "max_entries" => set(
+                &mut max_entries,
+                &opt.name,
+                count(
+                    &opt.value,
+                    "max_entries",
+                    "stored prompts per scope, e.g. `max_entries = 1000`",
+                    errors,
+                ),
+                errors,
+            ),
+            "verify" => {
+                let v = float(&opt.value, "verify", errors);
+                let v = v.filter(|v| {
+                    let ok = (0.0..=1.0).contains(&v.value);
+                    if !ok {
+                        errors.push(syn::Error::new(
+                            v.span,
+                            "`verify` is the fraction of hits also sent to the source, in [0, 1], e.g. `verify = 0.01` for 1%",
+                        ));
+                    }
+                    ok
+                });
+                set(&mut verify, &opt.name, v, errors)
+            }
+            "judge" => match &opt.value {
+                Expr::Path(p) if p.qself.is_none() => {
+                    set(&mut judge, &opt.name, Some(p.path.clone()), errors)
+                }
+                other => errors.push(syn::Error::new(
+                    other.span(),
+                    "`judge` names a function `fn(&V, &V) -> bool` that says whether two answers agree, e.g. `judge = same_answer`",
+                )),
+            },
+            _ => {
+                let hint = crate::errors::did_you_mean(&n, SEMANTIC_OPTION_NAMES.iter().copied())
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                errors.push(syn::Error::new(
+                    opt.name.span(),
+                    format!(
+                        "unknown option `{n}` of `semantic(…)`{hint} (options: {})",
+                        SEMANTIC_OPTION_NAMES.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if errors.len() > before {
+        return None;
+    }
+    let Some(on) = on else {
+        errors.push(syn::Error::new(
+            name.span(),
+            "`semantic(…)` needs `on = <parameter>`: the parameter compared by meaning (e.g. the prompt)",
+        ));
+        return None;
+    };
+    let Some(threshold) = threshold else {
+        errors.push(syn::Error::new(
+            name.span(),
+            "`semantic(…)` needs a `threshold`: the cosine similarity a stored prompt must reach to answer, e.g. `threshold = 0.95`",
+        ));
+        return None;
+    };
+    if judge.is_some() && verify.is_none() {
+        errors.push(syn::Error::new(
+            name.span(),
+            "`judge` compares the answers of sampled hits and the source: it needs `verify = <fraction>`, e.g. `verify = 0.01`",
+        ));
+        return None;
+    }
+    Some(Spanned {
+        value: Semantic {
+            on,
+            threshold: threshold.value,
+            threshold_span: threshold.span,
+            max_entries: max_entries.map(|m| m.value),
+            verify,
+            judge,
+        },
+        span: name.span(),
+    })
 }

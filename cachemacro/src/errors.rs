@@ -17,6 +17,11 @@ impl Errors {
         self.0.is_none()
     }
 
+    /// How many errors were pushed.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |e| e.clone().into_iter().count())
+    }
+
     pub fn into_compile_errors(self) -> TokenStream {
         self.0.map(|e| e.to_compile_error()).unwrap_or_default()
     }

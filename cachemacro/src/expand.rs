@@ -445,6 +445,22 @@ pub fn expand(m: &Model) -> TokenStream {
             #timed_out
         }
     };
+    if let Some(sem) = &m.semantic {
+        return semantic_items(
+            m,
+            sem,
+            &SemanticParts {
+                p: &p,
+                rt,
+                policy: &policy,
+                kind: &kind_r,
+                key: &key,
+                tags: &tags,
+                body: &body,
+                checks: &checks,
+            },
+        );
+    }
     let engine = quote_spanned!(ret_span=> __CACHEMACRO.get(#hooks));
     let key_stmts = &key_rendering.stmts;
     let main = quote! {
@@ -688,6 +704,137 @@ fn many(m: &Model, parts: &ManyParts<'_>) -> TokenStream {
             #engine
                 .get_many(__cachemacro_items, |__e, __k, __m| __e.#get(__k, __m), #note)
                 .await
+        }
+    }
+}
+
+/// What the items of a semantic function share with the rest of the expansion.
+struct SemanticParts<'a> {
+    p: &'a TokenStream,
+    rt: &'a syn::Path,
+    policy: &'a TokenStream,
+    kind: &'a TokenStream,
+    key: &'a TokenStream,
+    tags: &'a TokenStream,
+    body: &'a TokenStream,
+    checks: &'a [TokenStream],
+}
+
+/// `#[cached(semantic(on = prompt, threshold = 0.95), key = "faq:<tenant>")]`: the function,
+/// `<fn>_invalidate(scope arguments)`, `<fn>_clear()` and `<fn>_stats()`.
+fn semantic_items(
+    m: &Model,
+    sem: &crate::args::Semantic,
+    parts: &SemanticParts<'_>,
+) -> TokenStream {
+    let SemanticParts {
+        p,
+        rt,
+        policy,
+        kind,
+        key,
+        tags,
+        body,
+        checks,
+    } = *parts;
+    let func = &m.func;
+    let sig = &func.sig;
+    let ident = &sig.ident;
+    let vis = &func.vis;
+    let ret = &m.ret;
+    let ret_span = ret.span();
+    let attrs = &func.attrs;
+    let cfgs: Vec<_> = attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
+    let threshold = sem.threshold as f32;
+    let mut semantic = quote_spanned!(sem.threshold_span=> #p::SemanticPolicy::new(#threshold));
+    if let Some(n) = sem.max_entries {
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        semantic = quote!(#semantic.with_max_entries(#n));
+    }
+    let value = quote_spanned!(ret_span=> <#kind as #p::Kind<#ret>>::Value);
+    let judge = match (&sem.verify, &sem.judge) {
+        (Some(v), Some(j)) => {
+            let f = v.value;
+            semantic = quote!(#semantic.with_verify(#f));
+            quote_spanned!(j.span()=> #p::Some(#j as #p::Judge<#value>))
+        }
+        (Some(v), None) => {
+            // Without a judge, answers agree when they are equal: the value type must be
+            // `PartialEq` (checked here, spanned on `verify`).
+            let f = v.value;
+            semantic = quote!(#semantic.with_verify(#f));
+            quote_spanned!(v.span=> #p::Some(#p::equal_answers::<#value> as #p::Judge<#value>))
+        }
+        _ => quote!(#p::None),
+    };
+    let cell = quote_spanned! {ret_span=>
+        static __CACHEMACRO: #p::SemanticCell<#ret, #kind> =
+            #p::SemanticCell::new(#policy, #semantic, #judge);
+    };
+    let on = &sem.on;
+    let prompt = quote_spanned!(on.span()=> #p::prompt_of(&#on));
+    let span = sem.threshold_span;
+    let feature = quote_spanned!(span=> #p::needs_semantic::<#p::SemanticFeature>(););
+    let main = quote! {
+        #(#attrs)*
+        #vis #sig {
+            #feature
+            #cell
+            #(#checks)*
+            let __cachemacro_scope = #key;
+            let __cachemacro_prompt: #p::String = #prompt;
+            __CACHEMACRO
+                .get()
+                .get(
+                    __cachemacro_scope.as_str(),
+                    __cachemacro_prompt.as_str(),
+                    move || (#tags, #body),
+                )
+                .await
+        }
+    };
+    // The siblings take the scope's arguments: every parameter but the one compared.
+    let scope_inputs = sig.inputs.iter().filter(|a| match a {
+        FnArg::Typed(pt) => !matches!(&*pt.pat, syn::Pat::Ident(pi) if &pi.ident == on),
+        FnArg::Receiver(_) => true,
+    });
+    let generics = &sig.generics;
+    let where_clause = &sig.generics.where_clause;
+    let invalidate = format_ident!("{}_invalidate", ident);
+    let stats = format_ident!("{}_stats", ident);
+    let clear = format_ident!("{}_clear", ident);
+    let fn_name = ident.to_string();
+    let doc_inv = format!(
+        "Drops every stored prompt and answer of [`{fn_name}`] in this scope (these arguments); a call of the scope in flight does not store its answer."
+    );
+    let doc_stats = format!("Counters of [`{fn_name}`]'s semantic cache (`Stats::semantic`).");
+    let doc_clear =
+        format!("Drops every stored prompt and answer of [`{fn_name}`], in every scope.");
+    let allow = quote!(#[allow(unused_variables, unused_mut, clippy::needless_pass_by_value)]);
+    quote! {
+        #main
+
+        #(#cfgs)*
+        #[doc = #doc_inv]
+        #allow
+        #vis async fn #invalidate #generics (#(#scope_inputs),*) -> #p::Result<(), #rt::Error> #where_clause {
+            #cell
+            let __cachemacro_scope = #key;
+            __CACHEMACRO.get().invalidate(__cachemacro_scope.as_str()).await
+        }
+
+        #(#cfgs)*
+        #[doc = #doc_stats]
+        #vis fn #stats() -> #rt::Stats {
+            #cell
+            __CACHEMACRO.get().stats()
+        }
+
+        #(#cfgs)*
+        #[doc = #doc_clear]
+        #vis async fn #clear() -> #p::Result<(), #rt::Error> {
+            #cell
+            __CACHEMACRO.get().clear().await
         }
     }
 }

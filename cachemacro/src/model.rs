@@ -60,6 +60,8 @@ pub struct Model {
     pub detached: bool,
     /// Options that are valid but have no effect here: reported as warnings.
     pub warnings: Vec<(Span, &'static str)>,
+    /// `semantic(…)`: the parameter compared by meaning is left out of the key (the scope).
+    pub semantic: Option<crate::args::Semantic>,
 }
 
 /// The receiver (`&self`, `self: Arc<Self>` …) of a method.
@@ -243,7 +245,54 @@ impl Model {
                 FnArg::Receiver(_) => false,
             });
 
-        let (receiver, params) = strip_key_ignore(&mut func, errors);
+        let (receiver, mut params) = strip_key_ignore(&mut func, errors);
+        // `semantic(on = p)`: `p` is compared by meaning, never part of the key (the scope).
+        let semantic = opts.semantic.as_ref().map(|s| s.value.clone());
+        if let Some(sem) = &opts.semantic {
+            let on = &sem.value.on;
+            match params
+                .iter_mut()
+                .find(|p| p.name.as_ref().is_some_and(|n| n == on))
+            {
+                Some(p) => p.ignored = true,
+                None => {
+                    let names: Vec<String> = params
+                        .iter()
+                        .filter_map(|p| p.name.as_ref().map(|n| n.to_string()))
+                        .collect();
+                    let hint = did_you_mean(&on.to_string(), names.iter().map(String::as_str))
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
+                    errors.push(syn::Error::new(
+                        on.span(),
+                        format!(
+                            "`on = {on}` names no parameter of `{}`{hint}",
+                            func.sig.ident
+                        ),
+                    ));
+                }
+            }
+            // What the semantic tier does not do (yet): said, not ignored.
+            let unsupported: [(&str, Option<Span>); 9] = [
+                ("soft_ttl", opts.soft_ttl.as_ref().map(|o| o.span)),
+                ("stampede", opts.stampede.as_ref().map(|o| o.span)),
+                ("backend", opts.backend.as_ref().map(|o| o.span)),
+                ("fail_safe", opts.fail_safe.as_ref().map(|o| o.span)),
+                ("timeout", opts.timeout.as_ref().map(|o| o.span)),
+                ("hard_timeout", opts.hard_timeout.as_ref().map(|o| o.span)),
+                ("refresh_every", opts.refresh_every.as_ref().map(|o| o.span)),
+                ("hot_keys", opts.hot_keys.as_ref().map(|o| o.span)),
+                ("outage_ttl", opts.outage_ttl.as_ref().map(|o| o.span)),
+            ];
+            for (name, span) in unsupported {
+                if let Some(span) = span {
+                    errors.push(syn::Error::new(
+                        span,
+                        format!("`{name}` is not supported with `semantic(…)`: a semantic function keeps its answers in-process, for `ttl`, bounded by `max_capacity` scopes of `max_entries` prompts; remove `{name}`"),
+                    ));
+                }
+            }
+        }
         let names: Vec<String> = params
             .iter()
             .filter_map(|p| p.name.as_ref().map(|n| n.to_string()))
@@ -463,6 +512,13 @@ impl Model {
             {
                 let Some(name) = &p.name else { continue };
                 let in_key = used.iter().any(|u| name == u);
+                if in_key && semantic.as_ref().is_some_and(|s| &s.on == name) {
+                    errors.push(syn::Error::new(
+                        k.span,
+                        format!("`<{name}>` is compared by meaning (`semantic(on = {name})`), so it cannot be part of the key: the key names the scope (e.g. the tenant) a hit never crosses; remove `<{name}>`"),
+                    ));
+                    continue;
+                }
                 if !in_key && !p.ignored && !suggested.iter().any(|s| name == s) {
                     errors.push(syn::Error::new(
                         arg.pat.span(),
@@ -549,6 +605,12 @@ impl Model {
             }
         }
 
+        if let (Some(_), Some(t)) = (&semantic, result_tags.first()) {
+            errors.push(syn::Error::new(
+                t.span,
+                "tags rendered from the returned value are not supported with `semantic(…)`: tag the scope with the arguments (e.g. `tags = [\"tenant:<tenant>\"]`)",
+            ));
+        }
         if !errors.is_empty() {
             return None;
         }
@@ -589,6 +651,7 @@ impl Model {
             ret,
             detached,
             warnings,
+            semantic,
         })
     }
 
