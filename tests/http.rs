@@ -861,11 +861,11 @@ fn gone_app() -> Router {
     )
 }
 
-/// A fail-safe value whose key was invalidated while its reload ran (and failed) is not
-/// served at all, let alone validated with a 304: the cache was told to drop it. The caller
-/// gets the source's error.
+/// A fail-safe value whose key was invalidated while its reload ran (and failed) is served
+/// to the caller that ran the reload (fail-safe is for availability), but never validated
+/// with a 304 nor offered to anyone downstream: `no-store`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fail_safe_value_invalidated_while_its_reload_ran_is_not_served() {
+async fn a_fail_safe_value_invalidated_while_its_reload_ran_is_not_validated() {
     let r = gone_app()
         .oneshot(Request::get("/gone/1").body(Body::empty()).unwrap())
         .await
@@ -882,12 +882,111 @@ async fn a_fail_safe_value_invalidated_while_its_reload_ran_is_not_served() {
     gone_invalidate(1).await.unwrap(); // the app drops v0 while the reload runs
     GONE_GATE.notify_one();
     let res = pending.await.unwrap().unwrap();
-    assert_eq!(
+    assert_eq!(h(res.headers(), "x-cache"), "FAIL-SAFE");
+    assert_ne!(
         res.status(),
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the source's error"
+        StatusCode::NOT_MODIFIED,
+        "the client's copy was invalidated"
     );
     assert_eq!(h(res.headers(), "cache-control"), "no-store");
+    assert_eq!(h(res.headers(), "etag"), "");
+}
+
+static RJ: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = "1s", fail_safe = 60, key = "rj:<x>")]
+async fn rejoin(x: u64) -> Result<String, String> {
+    if RJ.fetch_add(1, SeqCst) == 0 {
+        return Ok(format!("rj {x} v0"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Err("no such product".into())
+}
+
+/// A caller that waited on a load whose key was invalidated meanwhile goes round again
+/// without the fallback it held from before: it is never handed the dropped value.
+#[tokio::test(start_paused = true)]
+async fn a_joined_caller_does_not_get_the_fail_safe_value_invalidated_while_it_waited() {
+    use cachemacro_runtime::served::observe;
+    assert_eq!(rejoin(1).await.unwrap(), "rj 1 v0");
+    tokio::time::advance(Duration::from_millis(1500)).await; // expired, within fail_safe
+    let leader = tokio::spawn(observe(rejoin(1)));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let joined = tokio::spawn(rejoin(1));
+    tokio::time::sleep(Duration::from_millis(10)).await; // one loads, one waits
+    rejoin_invalidate(1).await.unwrap();
+    let (led, seen) = leader.await.unwrap();
+    assert_eq!(
+        led.unwrap(),
+        "rj 1 v0",
+        "the leader: fail-safe, for availability"
+    );
+    assert!(!seen.kept(), "…but not kept: no-store downstream");
+    assert_eq!(
+        joined.await.unwrap(),
+        Err("no such product".into()),
+        "v0 was invalidated while this caller waited"
+    );
+}
+
+static SN: AtomicUsize = AtomicUsize::new(0);
+static SN_STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static SN_GATE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+#[cached(ttl = "1s", fail_safe = 60, stampede = none, key = "sn:<id>")]
+async fn sn(id: u64) -> Result<u64, String> {
+    if id != 0 || SN.fetch_add(1, SeqCst) == 0 {
+        return Ok(id + 100);
+    }
+    SN_STARTED.notify_one();
+    SN_GATE.notified().await;
+    Err("down".into())
+}
+
+/// Invalidating other keys (which share generation stripes with this one) never turns a
+/// fail-safe value into an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_keys_invalidation_does_not_turn_fail_safe_into_an_error() {
+    assert_eq!(sn(0).await, Ok(100));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let call = tokio::spawn(sn(0));
+    SN_STARTED.notified().await;
+    for other in 1..=1024 {
+        sn_invalidate(other).await.unwrap();
+    }
+    SN_GATE.notify_one();
+    assert_eq!(call.await.unwrap(), Ok(100));
+}
+
+static PF: AtomicUsize = AtomicUsize::new(0);
+static PF_STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static PF_GATE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+#[cached(ttl = "1s", fail_safe = 60, key = "pf:<id>")]
+async fn pf(id: u64) -> Result<u32, String> {
+    let _ = id;
+    if PF.fetch_add(1, SeqCst) == 0 {
+        return Ok(1);
+    }
+    PF_STARTED.notify_one();
+    PF_GATE.notified().await;
+    Err("replica down".into())
+}
+
+/// A put while a reload fails: the caller that ran the reload still gets a value (fail_safe
+/// is set), and a caller that joined gets the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_during_a_failing_reload_does_not_become_an_error() {
+    assert_eq!(pf(0).await, Ok(1));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let leader = tokio::spawn(pf(0));
+    PF_STARTED.notified().await;
+    let joined = tokio::spawn(pf(0));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    pf_put(0, 2).await.unwrap();
+    PF_GATE.notify_one();
+    assert_eq!(joined.await.unwrap(), Ok(2));
+    assert!(leader.await.unwrap().is_ok(), "fail_safe set");
 }
 
 static NF_LOADS: AtomicUsize = AtomicUsize::new(0);

@@ -301,52 +301,38 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         if let Some(r) = finished {
             return r;
         }
-        // A fallback the key (or a tag) was invalidated away from while this call waited is
-        // not served: the cache was told to drop it. The call waits for the load instead
-        // (within `hard_timeout`, if the function has one).
-        let fallback = fallback.filter(|e| {
-            // With an in-process tier, the entry must still be there (an invalidation
-            // removed it, whenever it came); without one, nothing may have invalidated the
-            // key here since this wait began.
-            let there = match self.local() {
-                Some(l1) => l1.get(key).is_some_and(|now| now.id == e.id),
-                None => self.current(key, tags, snap),
-            };
-            there && e.tags.as_ref().is_none_or(|t| t.valid())
-        });
-        if fallback.is_none() && soft.is_some() {
-            if let (Some(hard), Some(make)) = (self.policy.hard_timeout, self.hooks.timed_out) {
-                let left = hard.saturating_sub(wait.waited().unwrap_or_default());
-                return match tokio::time::timeout(left, work).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        self.timed_out("hard_timeout", hard);
-                        S::fail(make(crate::SourceTimeout { after: hard }))
-                    }
-                };
-            }
-            return work.await;
-        }
+        // The fallback is served (a stale value within `timeout`, or fail-safe), but if the
+        // key or a tag may have been invalidated while this call waited, an observer is
+        // told the cache no longer holds it (an HTTP response: `no-store`). A stripe shared
+        // with another key can say so wrongly: that costs a downstream copy, nothing more.
+        let kept = |e: &Entry<S::Value>| {
+            self.current(key, tags, snap) && e.tags.as_ref().is_none_or(|t| t.valid())
+        };
         // An observer is told what the value is: stale, or past its hard expiry and
         // standing in for a slow source (fail-safe), with the entry's age and identity.
-        let outcome = |e: &Entry<S::Value>| {
-            if e.freshness(clock::now()) == crate::entry::Freshness::Expired {
+        let note = |e: &Entry<S::Value>| {
+            let outcome = if e.freshness(clock::now()) == crate::entry::Freshness::Expired {
                 crate::served::Outcome::FailSafe
             } else {
                 crate::served::Outcome::Stale
+            };
+            if kept(e) {
+                self.note(key, outcome, Some(e));
+            } else {
+                self.note_unkept(key, outcome);
             }
         };
         match (soft, fallback) {
             (Some(soft), Some(entry)) => {
                 self.timed_out("timeout", soft);
                 self.stats.incr(Counter::StaleHits);
-                self.note(key, outcome(&entry), Some(&entry));
+                note(&entry);
                 S::join(entry.value)
             }
             (None, Some(entry)) => {
                 self.timed_out("hard_timeout", limit);
                 self.stats.incr(Counter::StaleHits);
-                self.note(key, outcome(&entry), Some(&entry));
+                note(&entry);
                 S::join(entry.value)
             }
             (_, None) => match self.hooks.timed_out {

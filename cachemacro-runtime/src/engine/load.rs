@@ -236,9 +236,10 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// A failed load: the fallback if there is one, else the error (or the panic, resumed).
     fn failed(&self, mut f: Failed<'_, S::Value, S::Error>) -> R {
         if let Some(entry) = f.fallback.take() {
-            // A fallback the key (or a tag of it) was invalidated away from while the load
-            // ran is not served: the cache was told to drop it. The waiters go round again,
-            // and this caller gets the source's error.
+            // Waiters that joined after an invalidation go round again rather than take the
+            // value it dropped. This caller is served the fallback (fail-safe is for
+            // availability), but if the key or a tag may have been invalidated meanwhile an
+            // observer is told the cache no longer holds it (an HTTP response: `no-store`).
             let mut dropped = entry.tags.as_ref().is_some_and(|t| !t.valid());
             match f.guard {
                 Guard::Load(snap) => match f.leader.take() {
@@ -255,24 +256,22 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                 },
                 Guard::Put { .. } => {
                     if let Some(l) = f.leader.take() {
-                        l.land(if dropped {
-                            Landed::Superseded
-                        } else {
-                            Landed::Value(entry.value.clone(), Via::FailSafe)
-                        });
+                        l.land(Landed::Value(entry.value.clone(), Via::FailSafe));
                     }
                 }
             }
-            if !dropped {
+            if dropped {
+                self.note_unkept(f.key, Served::FailSafe);
+            } else {
                 self.note(f.key, Served::FailSafe, Some(&entry));
-                if f.failure.is_err() {
-                    tracing::error!(
-                        function = %self.stats.name(),
-                        "cachemacro: the source panicked; serving the fail-safe value"
-                    );
-                }
-                return S::join(entry.value);
             }
+            if f.failure.is_err() {
+                tracing::error!(
+                    function = %self.stats.name(),
+                    "cachemacro: the source panicked; serving the fail-safe value"
+                );
+            }
+            return S::join(entry.value);
         }
         if let Some(leader) = f.leader {
             let erase = self.hooks.errors.map(|s| s.erase);

@@ -257,9 +257,14 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                             }
                         }
                     }
-                    // The leader went away, or its result was invalidated while it ran:
-                    // go round again (a new flight).
-                    Landed::Abandoned | Landed::Superseded => Miss::Retry,
+                    // The leader went away: go round again (a new flight).
+                    Landed::Abandoned => Miss::Retry,
+                    // Its result was invalidated (or replaced) while it ran: so was the
+                    // fallback this caller holds from before. Go round again without it.
+                    Landed::Superseded => {
+                        *fallback = None;
+                        Miss::Retry
+                    }
                 };
             }
             Some(Role::Leader(l)) => Some(l),
@@ -319,7 +324,9 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             }
             Locked::Got(value) => {
                 self.land(leader, tags, snap, &value, Via::Cache { stale: false });
-                self.note(key, Outcome::Joined, None);
+                // Another process's value, read from the shared tier: its age is not known
+                // here, so an observer counts it as having no freshness left.
+                self.note(key, Outcome::Hit, None);
                 Miss::Done(value)
             }
         }
