@@ -1335,3 +1335,96 @@ async fn a_handlers_own_vary_goes_into_the_tag() {
     assert_ne!(h(json.headers(), "etag"), h(html.headers(), "etag"));
     assert_eq!(h(json.headers(), "etag"), h(json2.headers(), "etag"));
 }
+
+// ---- review round 4 ----------------------------------------------------------------------
+
+static AB: AtomicUsize = AtomicUsize::new(0);
+static AB_STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+#[cached(ttl = "1s", fail_safe = 60, key = "ab:<x>")]
+async fn abandoned(x: &str) -> Result<String, String> {
+    match AB.fetch_add(1, SeqCst) {
+        0 => return Ok(format!("ab {x} v0")),
+        1 => {
+            AB_STARTED.notify_one();
+            std::future::pending::<()>().await;
+        }
+        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+    }
+    Err("no such product".into())
+}
+
+fn ab_app() -> Router {
+    Router::new().route(
+        "/ab/{x}",
+        get(|Path(x): Path<String>| async move {
+            abandoned(&x)
+                .await
+                .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))
+        })
+        .route_layer(HttpCache::public("GET /ab/{x}").layer().unwrap()),
+    )
+}
+
+/// A waiter whose leader went away after the key was invalidated does not keep (and is not
+/// validated with) the value it held from before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_leader_went_away_after_an_invalidation_is_not_validated() {
+    let req = |inm: Option<String>| {
+        let mut r = Request::get("/ab/1");
+        if let Some(e) = inm {
+            r = r.header("if-none-match", e);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    let first = ab_app().oneshot(req(None)).await.unwrap();
+    let etag = h(first.headers(), "etag").to_owned();
+    tokio::time::sleep(Duration::from_millis(1200)).await; // expired, within fail_safe
+    let leader = tokio::spawn(abandoned("1"));
+    AB_STARTED.notified().await;
+    let waiter = tokio::spawn(ab_app().oneshot(req(Some(etag))));
+    while abandoned_stats().coalesced < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    abandoned_invalidate("1").await.unwrap();
+    leader.abort(); // its client went away
+    let res = waiter.await.unwrap().unwrap();
+    assert_ne!(res.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(h(res.headers(), "cache-control"), "no-store");
+    assert_eq!(h(res.headers(), "etag"), "");
+}
+
+static RF: AtomicUsize = AtomicUsize::new(0);
+static RF_STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static RF_GATE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+#[cached(ttl = "1s", fail_safe = 60, key = "rf:<id>")]
+async fn rf(id: u64) -> Result<u32, String> {
+    let _ = id;
+    match RF.fetch_add(1, SeqCst) {
+        0 => Ok(1),
+        1 => {
+            RF_STARTED.notify_one();
+            RF_GATE.notified().await;
+            Err("db down".into())
+        }
+        _ => Err("db down".into()),
+    }
+}
+
+/// A `*_refresh` that fails while others wait on a failing reload does not turn their
+/// fail-safe value into an error: the cache still holds it, and serves it to everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_refresh_does_not_turn_a_waiters_fail_safe_into_an_error() {
+    assert_eq!(rf(0).await, Ok(1));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let leader = tokio::spawn(rf(0));
+    RF_STARTED.notified().await;
+    let joined = tokio::spawn(rf(0));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(rf_refresh(0).await.is_err(), "the source is down");
+    RF_GATE.notify_one();
+    assert_eq!(leader.await.unwrap(), Ok(1));
+    assert_eq!(joined.await.unwrap(), Ok(1));
+    assert_eq!(rf(0).await, Ok(1));
+}

@@ -223,7 +223,15 @@ impl<V: Clone> Leader<V> {
 impl<V: Clone> Drop for Leader<V> {
     fn drop(&mut self) {
         if !self.landed {
-            self.finish(|_| Landed::Abandoned);
+            // A flight whose key was invalidated (or replaced) meanwhile is superseded, not
+            // just abandoned: its waiters must not keep what they held from before.
+            self.finish(|forgotten| {
+                if forgotten {
+                    Landed::Superseded
+                } else {
+                    Landed::Abandoned
+                }
+            });
         }
     }
 }

@@ -248,6 +248,11 @@ impl Model {
         let (receiver, mut params) = strip_key_ignore(&mut func, errors);
         // `semantic(on = p)`: `p` is compared by meaning, never part of the key (the scope).
         let semantic = opts.semantic.as_ref().map(|s| s.value.clone());
+        // A `semantic(…)` that did not check out (already reported): which parameter it
+        // compares is unknown, so the key rule says nothing about the parameters until it
+        // is fixed.
+        let mut semantic_broken =
+            opts.written.iter().any(|w| w == "semantic") && semantic.is_none();
         if let Some(sem) = &opts.semantic {
             let on = &sem.value.on;
             match params
@@ -256,6 +261,7 @@ impl Model {
             {
                 Some(p) => p.ignored = true,
                 None => {
+                    semantic_broken = true;
                     let names: Vec<String> = params
                         .iter()
                         .filter_map(|p| p.name.as_ref().map(|n| n.to_string()))
@@ -519,7 +525,8 @@ impl Model {
                     ));
                     continue;
                 }
-                if !in_key && !p.ignored && !suggested.iter().any(|s| name == s) {
+                if !in_key && !p.ignored && !semantic_broken && !suggested.iter().any(|s| name == s)
+                {
                     errors.push(syn::Error::new(
                         arg.pat.span(),
                         format!(

@@ -247,8 +247,10 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         };
         let k = key.clone();
         let t = tags.clone();
+        // As of when the fallback was read (a hit path's look-up is this call's first step).
+        let snap = self.snapshot(&key);
         let settle = Box::pin(self.settle(key, tags, how, started, looked, Some(wait.clone())));
-        self.bounded(settle, fallback, (&wait, &k, &t)).await
+        self.bounded(settle, fallback, (&wait, &k, &t, snap)).await
     }
 
     /// `work` (a caller waiting for a load, its own or another's), within the function's
@@ -262,12 +264,11 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         &self,
         work: F,
         fallback: Option<Entry<S::Value>>,
-        (wait, key, tags): (&SourceWait, &str, &[String]),
+        (wait, key, tags, snap): (&SourceWait, &str, &[String], Snapshot),
     ) -> R
     where
         F: Future<Output = R> + Unpin,
     {
-        let snap = self.snapshot(key);
         let soft = self.policy.timeout.filter(|_| fallback.is_some());
         let hard = self
             .policy
@@ -306,7 +307,10 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         // told the cache no longer holds it (an HTTP response: `no-store`). A stripe shared
         // with another key can say so wrongly: that costs a downstream copy, nothing more.
         let kept = |e: &Entry<S::Value>| {
-            self.current(key, tags, snap) && e.tags.as_ref().is_none_or(|t| t.valid())
+            let in_l1 = self
+                .local()
+                .is_none_or(|l1| l1.get(key).is_some_and(|now| now.id == e.id));
+            in_l1 && self.current(key, tags, snap) && e.tags.as_ref().is_none_or(|t| t.valid())
         };
         // An observer is told what the value is: stale, or past its hard expiry and
         // standing in for a slow source (fail-safe), with the entry's age and identity.
@@ -510,10 +514,10 @@ where
         };
         let fallback = l.ticket.fallback.clone();
         let source = Marked::new(self.0, Some(wait.clone()));
-        let (k, t) = (l.key.clone(), l.tags.clone());
+        let (k, t, snap) = (l.key.clone(), l.tags.clone(), l.snap);
         let load = engine.load(l.leader, l.key, l.tags, source, l.ticket, guard);
         engine
-            .bounded(Box::pin(load), fallback, (&wait, &k, &t))
+            .bounded(Box::pin(load), fallback, (&wait, &k, &t, snap))
             .await
     }
 }
@@ -542,6 +546,7 @@ where
         let source = Marked::new(self.0, wait.clone());
         let fallback = wait.is_some().then(|| l.ticket.fallback.clone()).flatten();
         let k = wait.as_ref().map(|_| (l.key.clone(), l.tags.clone()));
+        let snap = l.snap;
         let load = Detach::new(async move {
             let guard = Guard::Load(l.snap);
             this.load(l.leader, l.key, l.tags, source, l.ticket, guard)
@@ -551,6 +556,6 @@ where
             return load.await;
         };
         // Giving up drops `load`, which then goes on as a task and lands.
-        engine.bounded(load, fallback, (&wait, &k, &t)).await
+        engine.bounded(load, fallback, (&wait, &k, &t, snap)).await
     }
 }

@@ -259,10 +259,19 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
                     }
                     // The leader went away: go round again (a new flight).
                     Landed::Abandoned => Miss::Retry,
-                    // Its result was invalidated (or replaced) while it ran: so was the
-                    // fallback this caller holds from before. Go round again without it.
+                    // Its key was invalidated or replaced while it ran (or a `*_refresh`
+                    // failed): the fallback this caller holds from before is kept only if the
+                    // in-process tier still holds that very entry (nothing dropped it).
+                    // Without one, it is let go. Go round again.
                     Landed::Superseded => {
-                        *fallback = None;
+                        let still = |e: &Entry<S::Value>| {
+                            self.local()
+                                .and_then(|l1| l1.get(key))
+                                .is_some_and(|now| now.id == e.id)
+                        };
+                        if !fallback.as_ref().is_some_and(still) {
+                            *fallback = None;
+                        }
                         Miss::Retry
                     }
                 };
