@@ -7,5 +7,9 @@
 //! stores the prompt, its vector and the answer. A hit never crosses scopes.
 
 mod embed;
+#[cfg(feature = "minilm")]
+mod minilm;
 
 pub use embed::{cosine, normalize, EmbedError, Embedder, HashEmbedder};
+#[cfg(feature = "minilm")]
+pub use minilm::{MiniLm, MODEL_DIR_ENV};
