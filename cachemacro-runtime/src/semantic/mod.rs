@@ -9,7 +9,11 @@
 mod embed;
 mod engine;
 mod index;
+#[cfg(feature = "minilm")]
+mod minilm;
 
 pub use crate::stats::SemanticStats;
 pub use embed::{cosine, normalize, EmbedError, Embedder, HashEmbedder};
 pub use engine::{embedder, set_embedder, Judge, SemanticCell, SemanticEngine, SemanticPolicy};
+#[cfg(feature = "minilm")]
+pub use minilm::{MiniLm, MODEL_DIR_ENV};
