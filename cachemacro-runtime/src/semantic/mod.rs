@@ -13,6 +13,8 @@ mod index;
 mod minilm;
 
 pub use crate::stats::SemanticStats;
+#[doc(hidden)]
+pub use index::BenchScope;
 pub use embed::{cosine, normalize, EmbedError, Embedder, HashEmbedder};
 pub use engine::{embedder, set_embedder, Judge, SemanticCell, SemanticEngine, SemanticPolicy};
 #[cfg(feature = "minilm")]
