@@ -46,6 +46,7 @@ impl Breaker {
     }
 
     /// Names the kind of server in the breaker's log lines (default `Redis`).
+    #[cfg_attr(not(feature = "memcached"), allow(dead_code))]
     pub fn for_store(mut self, store: &'static str) -> Self {
         self.store = store;
         self
