@@ -254,3 +254,39 @@ fn a_missing_or_corrupt_file_is_an_error_naming_it() {
     ));
     assert!(e.contains("model.safetensors"), "{e}");
 }
+
+static FAQ_LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[cachemacro_runtime::cached(
+    ttl = "1h",
+    semantic(on = question, threshold = 0.95),
+    key = "faq:<tenant>"
+)]
+async fn faq(tenant: &str, question: &str) -> String {
+    FAQ_LOADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("[{tenant}] {question}")
+}
+
+/// The real model under the macro: a light rewording hits at 0.95, the same question in
+/// another tenant does not, nor does an unrelated one. (Sets the process's embedder: the
+/// other tests here call the model directly.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_model_under_the_macro_hits_a_rewording_within_its_scope_only() {
+    use std::sync::atomic::Ordering::SeqCst;
+    cachemacro_runtime::semantic::set_embedder(std::sync::Arc::new(
+        MiniLm::load(model().dir()).unwrap(),
+    ));
+    let first = faq("acme", "How do I reset my password?").await;
+    assert_eq!(FAQ_LOADS.load(SeqCst), 1);
+    let again = tokio::spawn(async { faq("acme", "how do i reset my password").await })
+        .await
+        .unwrap();
+    assert_eq!(again, first, "a rewording (cosine 0.99) is a hit");
+    assert_eq!(FAQ_LOADS.load(SeqCst), 1);
+    faq("globex", "How do I reset my password?").await;
+    assert_eq!(FAQ_LOADS.load(SeqCst), 2, "another tenant: never a hit");
+    faq("acme", "Where is my order?").await;
+    assert_eq!(FAQ_LOADS.load(SeqCst), 3, "unrelated: a miss");
+    let s = faq_stats().semantic.unwrap();
+    assert_eq!((s.hits, s.misses), (1, 3));
+}
