@@ -58,6 +58,14 @@ impl Server {
             .port();
         let mut cmd = Command::new("memcached");
         cmd.args(["-p", &port.to_string(), "-U", "0", "-l", "127.0.0.1"]);
+        // `CACHEMACRO_BENCH_MC_THREADS=1`: memcached's worker threads (its default is 4).
+        // Each connection is served by one of them, so with one thread the raw client's
+        // connection and the cache's are served alike (with several, which thread serves
+        // which connection, and on which CPU it runs next to the caller's worker, sways a
+        // one-task round by 2×).
+        if let Ok(t) = std::env::var("CACHEMACRO_BENCH_MC_THREADS") {
+            cmd.args(["-t", &t]);
+        }
         if Command::new("id")
             .arg("-u")
             .output()
@@ -121,7 +129,9 @@ fn benches(c: &mut Criterion) {
         b.to_async(&rt).iter(|| remote(black_box(1)))
     });
     // 64 tasks, each reading its own key in a loop; time per call.
-    let per_call = |iters: u64, cached: bool| {
+    // 64 tasks, each reading its own key in a loop; time per call. `two_keys`: the raw
+    // read pipelined with a tag version's, as a hit's request.
+    let per_call_with = |iters: u64, cached: bool, two_keys: bool| {
         let raw = raw.clone();
         rt.block_on(async move {
             let per_task = iters.div_ceil(64).max(1);
@@ -134,6 +144,8 @@ fn benches(c: &mut Criterion) {
                         for _ in 0..per_task {
                             if cached {
                                 black_box(remote(id).await);
+                            } else if two_keys {
+                                black_box(raw.get_with(&key, Some(b"cm:tag \x01fn:x")).await);
                             } else {
                                 black_box(raw.get(&key).await);
                             }
@@ -149,6 +161,7 @@ fn benches(c: &mut Criterion) {
                 .div_f64((per_task * 64) as f64 / iters as f64)
         })
     };
+    let per_call = |iters: u64, cached: bool| per_call_with(iters, cached, false);
     g.bench_function("64_tasks/raw_get", |b| {
         b.iter_custom(|n| per_call(n, false))
     });
@@ -229,11 +242,17 @@ fn benches(c: &mut Criterion) {
         || per_call(64 * 300, false) / (64 * 300),
         || per_call(64 * 300, true) / (64 * 300),
     );
+    let (r64k, b64k, o64k) = interleaved(
+        20,
+        || per_call(64 * 300, false) / (64 * 300),
+        || per_call_with(64 * 300, false, true) / (64 * 300),
+    );
     println!("\ninterleaved, median of 20 rounds (cachemacro hit / raw mg by the same client):");
     println!("  1 task:   {r1:.3}  (raw {b1:?}, cachemacro {o1:?} per call)");
     println!("  1 task, calls alternating in one task: {ra:.3}  (raw {ba:?}, cachemacro {oa:?} per call)");
     println!("  64 tasks: {r64:.3}  (raw {b64:?}, cachemacro {o64:?} per call)");
-    println!("  a raw mg of the value and a tag version in one request / a raw mg, 1 task: {r2:.3}  ({b2:?} vs {o2:?})\n");
+    println!("  a raw mg of the value and a tag version in one request / a raw mg, 1 task: {r2:.3}  ({b2:?} vs {o2:?})");
+    println!("  the same, 64 tasks: {r64k:.3}  ({b64k:?} vs {o64k:?})\n");
     drop(server);
 }
 
