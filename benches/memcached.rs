@@ -2,8 +2,8 @@
 //! bench's own (started on a free port, killed at the end):
 //!
 //! * `memcached/1_task`: `#[cached(backend = memcached)]` hit vs. a raw `mg <key> v` of
-//!   the same bytes by the same client (the tier's own, `__bench::RawClient`: same
-//!   connection pool, same I/O thread), one task;
+//!   the same bytes by the same client (the tier's own, `__bench::RawClient`: the same
+//!   transport, per-runtime connection pools and timeouts), one task;
 //! * `memcached/64_tasks`: the same with 64 concurrent tasks spawned on a 2-worker
 //!   multi-thread runtime (each on its own key).
 //!
