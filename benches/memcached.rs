@@ -2,8 +2,8 @@
 //! bench's own (started on a free port, killed at the end):
 //!
 //! * `memcached/1_task`: `#[cached(backend = memcached)]` hit vs. a raw `mg <key> v` of
-//!   the same bytes by the same client (the tier's own, `__bench::RawClient`: same
-//!   connection pool, same I/O thread), one task;
+//!   the same bytes by the same client (the tier's own, `__bench::RawClient`: the same
+//!   transport, per-runtime connection pools and timeouts), one task;
 //! * `memcached/64_tasks`: the same with 64 concurrent tasks spawned on a 2-worker
 //!   multi-thread runtime (each on its own key).
 //!
@@ -58,6 +58,14 @@ impl Server {
             .port();
         let mut cmd = Command::new("memcached");
         cmd.args(["-p", &port.to_string(), "-U", "0", "-l", "127.0.0.1"]);
+        // `CACHEMACRO_BENCH_MC_THREADS=1`: memcached's worker threads (its default is 4).
+        // Each connection is served by one of them, so with one thread the raw client's
+        // connection and the cache's are served alike (with several, which thread serves
+        // which connection, and on which CPU it runs next to the caller's worker, sways a
+        // one-task round by 2×).
+        if let Ok(t) = std::env::var("CACHEMACRO_BENCH_MC_THREADS") {
+            cmd.args(["-t", &t]);
+        }
         if Command::new("id")
             .arg("-u")
             .output()
@@ -121,7 +129,9 @@ fn benches(c: &mut Criterion) {
         b.to_async(&rt).iter(|| remote(black_box(1)))
     });
     // 64 tasks, each reading its own key in a loop; time per call.
-    let per_call = |iters: u64, cached: bool| {
+    // 64 tasks, each reading its own key in a loop; time per call. `two_keys`: the raw
+    // read pipelined with a tag version's, as a hit's request.
+    let per_call_with = |iters: u64, cached: bool, two_keys: bool| {
         let raw = raw.clone();
         rt.block_on(async move {
             let per_task = iters.div_ceil(64).max(1);
@@ -134,6 +144,8 @@ fn benches(c: &mut Criterion) {
                         for _ in 0..per_task {
                             if cached {
                                 black_box(remote(id).await);
+                            } else if two_keys {
+                                black_box(raw.get_with(&key, Some(b"cm:tag \x01fn:x")).await);
                             } else {
                                 black_box(raw.get(&key).await);
                             }
@@ -149,6 +161,7 @@ fn benches(c: &mut Criterion) {
                 .div_f64((per_task * 64) as f64 / iters as f64)
         })
     };
+    let per_call = |iters: u64, cached: bool| per_call_with(iters, cached, false);
     g.bench_function("64_tasks/raw_get", |b| {
         b.iter_custom(|n| per_call(n, false))
     });
@@ -177,6 +190,37 @@ fn benches(c: &mut Criterion) {
         })
     };
     let (r1, b1, o1) = interleaved(20, || one_task(false), || one_task(true));
+    // The same, alternating raw and cachemacro call by call in one task (each call timed):
+    // both sides see the same worker and the same scheduler state, which a round of its
+    // own does not (a spawned task's round runs ~20 or ~60 µs per call depending on which
+    // worker it lands on and which one holds the I/O driver, whichever side it times).
+    let alternating = || {
+        let raw = raw.clone();
+        rt.block_on(async move {
+            tokio::spawn(async move {
+                let (mut tb, mut to) = (Duration::ZERO, Duration::ZERO);
+                for i in 0..4000 {
+                    let start = Instant::now();
+                    if i % 2 == 0 {
+                        black_box(raw.get("raw:1").await);
+                        tb += start.elapsed();
+                    } else {
+                        black_box(remote(1).await);
+                        to += start.elapsed();
+                    }
+                }
+                (tb / 2000, to / 2000)
+            })
+            .await
+            .unwrap()
+        })
+    };
+    let mut alt: Vec<(Duration, Duration)> = (0..20).map(|_| alternating()).collect();
+    alt.sort_by(|a, b| {
+        (a.1.as_secs_f64() / a.0.as_secs_f64()).total_cmp(&(b.1.as_secs_f64() / b.0.as_secs_f64()))
+    });
+    let (ba, oa) = alt[alt.len() / 2];
+    let ra = oa.as_secs_f64() / ba.as_secs_f64();
     // What a hit's second key (its function's tag version, in the same request) costs.
     let two_keys = || {
         let raw = raw.clone();
@@ -198,10 +242,17 @@ fn benches(c: &mut Criterion) {
         || per_call(64 * 300, false) / (64 * 300),
         || per_call(64 * 300, true) / (64 * 300),
     );
+    let (r64k, b64k, o64k) = interleaved(
+        20,
+        || per_call(64 * 300, false) / (64 * 300),
+        || per_call_with(64 * 300, false, true) / (64 * 300),
+    );
     println!("\ninterleaved, median of 20 rounds (cachemacro hit / raw mg by the same client):");
     println!("  1 task:   {r1:.3}  (raw {b1:?}, cachemacro {o1:?} per call)");
+    println!("  1 task, calls alternating in one task: {ra:.3}  (raw {ba:?}, cachemacro {oa:?} per call)");
     println!("  64 tasks: {r64:.3}  (raw {b64:?}, cachemacro {o64:?} per call)");
-    println!("  a raw mg of the value and a tag version in one request / a raw mg, 1 task: {r2:.3}  ({b2:?} vs {o2:?})\n");
+    println!("  a raw mg of the value and a tag version in one request / a raw mg, 1 task: {r2:.3}  ({b2:?} vs {o2:?})");
+    println!("  the same, 64 tasks: {r64k:.3}  ({b64k:?} vs {o64k:?})\n");
     drop(server);
 }
 
@@ -237,6 +288,9 @@ fn interleaved(
         };
         tb += b;
         to += o;
+        if std::env::var_os("CACHEMACRO_BENCH_ROUNDS").is_some() {
+            println!("  round {r}: baseline {b:?}, ours {o:?}");
+        }
         ratios.push(o.as_secs_f64() / b.as_secs_f64());
     }
     ratios.sort_by(f64::total_cmp);
@@ -260,7 +314,8 @@ fn cpu_now() -> f64 {
 
 /// `CACHEMACRO_BENCH_CPU=1`: one-task rounds, alternating, with the wall time and this
 /// process's CPU time per call of each side; `=ours` or `=raw`: only that side, for 20 s
-/// (e.g. under `perf record`).
+/// (e.g. under `perf record`); `=64`: the same with 64 tasks (`=ours64`, `=raw64`: one
+/// side for 20 s).
 fn cpu_mode(side: &str) {
     let server = Server::start();
     let url = server.url();
@@ -292,8 +347,65 @@ fn cpu_mode(side: &str) {
     };
     if side == "ours" || side == "raw" {
         let end = Instant::now() + Duration::from_secs(20);
+        let mut calls = 0u64;
         while Instant::now() < end {
             round(side == "ours", 10_000);
+            calls += 10_000;
+        }
+        println!("{calls} calls");
+        return;
+    }
+    // 64 tasks, each on its own key, as in `memcached/64_tasks`.
+    let round64 = |cached: bool, per_task: u32| {
+        let raw = raw.clone();
+        rt.block_on(async move {
+            let (t, c) = (Instant::now(), cpu_now());
+            let tasks: Vec<_> = (0..64u64)
+                .map(|id| {
+                    let raw = raw.clone();
+                    let key = format!("raw:{id}");
+                    tokio::spawn(async move {
+                        for _ in 0..per_task {
+                            if cached {
+                                black_box(remote(id).await);
+                            } else {
+                                black_box(raw.get(&key).await);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let n = f64::from(per_task * 64);
+            (t.elapsed().div_f64(n), (cpu_now() - c) * 1e6 / n)
+        })
+    };
+    rt.block_on(async {
+        for id in 0..64 {
+            remote(id).await;
+            let bytes = raw.get(&format!("bench:mc:{id}")).await.expect("stored");
+            set(&server, &format!("raw:{id}"), &bytes);
+        }
+    });
+    if side == "ours64" || side == "raw64" {
+        let end = Instant::now() + Duration::from_secs(20);
+        let mut calls = 0u64;
+        while Instant::now() < end {
+            round64(side == "ours64", 300);
+            calls += 64 * 300;
+        }
+        println!("{calls} calls");
+        return;
+    }
+    if side == "64" {
+        for r in 0..10 {
+            let (rw, rc) = round64(false, 300);
+            let (ow, oc) = round64(true, 300);
+            println!(
+                "64 tasks, round {r}: raw {rw:?} {rc:.1} µs CPU/call; cachemacro {ow:?} {oc:.1} µs CPU/call"
+            );
         }
         return;
     }

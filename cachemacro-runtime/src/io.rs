@@ -181,6 +181,12 @@ pub(crate) fn on_io_runtime() -> bool {
     Handle::try_current().is_ok_and(|h| h.id() == handle().id())
 }
 
+/// Whether `h` is the cache's own I/O runtime.
+#[cfg(feature = "memcached")]
+pub(crate) fn is_io_runtime(h: &Handle) -> bool {
+    h.id() == handle().id()
+}
+
 /// Starts `fut` as a task on the caller's tokio runtime (where the user's resources live),
 /// or on the cache's user-code threads when the caller is not on one.
 pub(crate) fn spawn_here<F>(fut: F)

@@ -229,16 +229,15 @@ impl MemcachedTier {
             let t = self.tag(t);
             add(t.server, &t.key, "v", &mut plan)?;
         }
-        let got = self.op(requests).await?;
-        let at = |(i, j): (usize, usize)| &got[i][j];
+        let mut got = self.op(requests).await?;
         let mut read = Read::default();
         let values = usize::from(key.is_some());
-        for &p in &plan[..values] {
-            match at(p) {
+        for &(i, j) in &plan[..values] {
+            match &mut got[i][j] {
                 Response::Value(bytes, f) => {
                     read.generation = self.cas_of(f.cas, cas)?;
                     if f.client_flags != TOMBSTONE {
-                        read.value = Some(bytes.clone());
+                        read.value = Some(std::mem::take(bytes));
                     }
                 }
                 Response::Done(f) => read.generation = self.cas_of(f.cas, cas)?,
@@ -246,8 +245,9 @@ impl MemcachedTier {
                 other => return Err(unexpected(other)),
             }
         }
-        for &p in &plan[values..] {
-            read.tag_versions.push(match at(p) {
+        read.tag_versions.reserve_exact(plan.len() - values);
+        for &(i, j) in &plan[values..] {
+            read.tag_versions.push(match &got[i][j] {
                 Response::Value(bytes, _) => parse_u64(bytes),
                 Response::Miss => 0,
                 other => return Err(unexpected(other)),
@@ -401,8 +401,9 @@ impl MemcachedTier {
     }
 }
 
-/// The tier's client without the cache: one server, `mg <key> v`, the same connections,
-/// timeouts and I/O thread as the tier's reads (the baseline of `benches/memcached.rs`).
+/// The tier's client without the cache: one server, `mg <key> v`, the same transport as
+/// the tier's reads (the same per-runtime connection pools, I/O-thread fallback and
+/// timeouts; the baseline of `benches/memcached.rs`).
 pub struct RawClient {
     server: Server,
     timeout: Duration,

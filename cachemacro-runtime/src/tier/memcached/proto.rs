@@ -131,7 +131,7 @@ pub(crate) struct Flags {
 }
 
 impl Flags {
-    fn parse(tokens: &[&str]) -> Self {
+    fn parse<'a>(tokens: impl Iterator<Item = &'a str>) -> Self {
         let mut f = Flags::default();
         for t in tokens {
             if let Some(v) = t.strip_prefix('c') {
@@ -154,20 +154,19 @@ pub(crate) enum Line {
 /// Parses one response line (without its `\r\n`).
 pub(crate) fn parse_line(line: &[u8]) -> Result<Line, String> {
     let text = std::str::from_utf8(line).map_err(|_| "a response line that is not UTF-8")?;
-    let tokens: Vec<&str> = text.split(' ').filter(|t| !t.is_empty()).collect();
-    let Some(&code) = tokens.first() else {
+    let mut tokens = text.split(' ').filter(|t| !t.is_empty());
+    let Some(code) = tokens.next() else {
         return Err("an empty response line".into());
     };
-    let rest = &tokens[1..];
     Ok(Line::Complete(match code {
         "VA" => {
-            let size = rest
-                .first()
+            let size = tokens
+                .next()
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| format!("a malformed response: {text}"))?;
-            return Ok(Line::Data(size, Flags::parse(&rest[1..])));
+            return Ok(Line::Data(size, Flags::parse(tokens)));
         }
-        "HD" => Response::Done(Flags::parse(rest)),
+        "HD" => Response::Done(Flags::parse(tokens)),
         "EN" => Response::Miss,
         "NS" => Response::NotStored,
         "EX" => Response::Exists,
