@@ -24,7 +24,9 @@ use cachemacro_runtime::{cached, stats};
 )]
 async fn answer(tenant: &str, question: &str) -> Result<String, String> {
     tokio::time::sleep(Duration::from_millis(300)).await;
-    Ok(format!("[{tenant}] (a carefully generated answer to: {question})"))
+    Ok(format!(
+        "[{tenant}] (a carefully generated answer to: {question})"
+    ))
 }
 
 #[tokio::main]

@@ -607,25 +607,6 @@ fn krate(value: &Expr, errors: &mut Errors) -> Option<Spanned<syn::Path>> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("150ms"), Some(150_000_000));
-        assert_eq!(parse_duration("10s"), Some(10_000_000_000));
-        assert_eq!(parse_duration("5m"), Some(300_000_000_000));
-        assert_eq!(parse_duration("1h30m"), Some(5_400_000_000_000));
-        assert_eq!(parse_duration("1d2h"), Some(93_600_000_000_000));
-        for bad in [
-            "", "10", "s", "10x", "30m1h", "1.5s", "-1s", "10s10s", "1 h",
-        ] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-    }
-}
-
 /// `semantic(…)`'s options.
 fn semantic(
     name: &Ident,
@@ -752,4 +733,23 @@ fn semantic(
         },
         span: name.span(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("150ms"), Some(150_000_000));
+        assert_eq!(parse_duration("10s"), Some(10_000_000_000));
+        assert_eq!(parse_duration("5m"), Some(300_000_000_000));
+        assert_eq!(parse_duration("1h30m"), Some(5_400_000_000_000));
+        assert_eq!(parse_duration("1d2h"), Some(93_600_000_000_000));
+        for bad in [
+            "", "10", "s", "10x", "30m1h", "1.5s", "-1s", "10s10s", "1 h",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
 }

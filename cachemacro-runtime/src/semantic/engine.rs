@@ -72,13 +72,16 @@ pub fn embedder() -> Option<Arc<dyn Embedder>> {
     EMBEDDER.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// One scope's index, shared by the calls that use it.
+type SharedScope<V> = Arc<RwLock<Scope<V>>>;
+
 /// The engine of one semantic function.
 pub struct SemanticEngine<R: 'static, S: Kind<R>> {
     policy: Policy,
     semantic: SemanticPolicy,
     judge: Option<Judge<S::Value>>,
     stats: Arc<Recorder>,
-    scopes: Mutex<HashMap<String, Arc<RwLock<Scope<S::Value>>>>>,
+    scopes: Mutex<HashMap<String, SharedScope<S::Value>>>,
     flights: Arc<Flights<S::Value>>,
     entries: AtomicU64,
     _r: std::marker::PhantomData<fn() -> R>,

@@ -105,6 +105,38 @@ impl<V> Scope<V> {
     }
 }
 
+/// For `benches/semantic_pairs.rs` only, not API: one scope's exact search, filled in bulk.
+#[doc(hidden)]
+pub struct BenchScope(Scope<u32>, Arc<str>);
+
+impl Default for BenchScope {
+    fn default() -> Self {
+        Self(Scope::default(), Arc::from("bench"))
+    }
+}
+
+impl BenchScope {
+    /// Stores `vector` as the answer `n` (no bound).
+    pub fn push(&mut self, vector: Vec<f32>, n: u32) {
+        self.0.items.push(Item {
+            prompt: n.to_string().into(),
+            vector: vector.into_boxed_slice(),
+            model: self.1.clone(),
+            value: n,
+            hard: u64::MAX,
+            tags: None,
+            used: AtomicU64::new(0),
+        });
+    }
+
+    /// The nearest stored vector: its answer and score.
+    pub fn nearest(&self, query: &[f32]) -> Option<(u32, f32)> {
+        self.0
+            .nearest(query, &self.1, 0)
+            .map(|n| (self.0.items[n.index].value, n.score))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,37 +171,5 @@ mod tests {
         // The same prompt replaces.
         let (evicted, grew) = s.insert(item("c", [1.0, 0.0], 4), 2, 0);
         assert_eq!((evicted, grew), (0, 0));
-    }
-}
-
-/// For `benches/semantic_pairs.rs` only, not API: one scope's exact search, filled in bulk.
-#[doc(hidden)]
-pub struct BenchScope(Scope<u32>, Arc<str>);
-
-impl Default for BenchScope {
-    fn default() -> Self {
-        Self(Scope::default(), Arc::from("bench"))
-    }
-}
-
-impl BenchScope {
-    /// Stores `vector` as the answer `n` (no bound).
-    pub fn push(&mut self, vector: Vec<f32>, n: u32) {
-        self.0.items.push(Item {
-            prompt: n.to_string().into(),
-            vector: vector.into_boxed_slice(),
-            model: self.1.clone(),
-            value: n,
-            hard: u64::MAX,
-            tags: None,
-            used: AtomicU64::new(0),
-        });
-    }
-
-    /// The nearest stored vector: its answer and score.
-    pub fn nearest(&self, query: &[f32]) -> Option<(u32, f32)> {
-        self.0
-            .nearest(query, &self.1, 0)
-            .map(|n| (self.0.items[n.index].value, n.score))
     }
 }

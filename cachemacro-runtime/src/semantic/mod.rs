@@ -13,9 +13,9 @@ mod index;
 mod minilm;
 
 pub use crate::stats::SemanticStats;
-#[doc(hidden)]
-pub use index::BenchScope;
 pub use embed::{cosine, normalize, EmbedError, Embedder, HashEmbedder};
 pub use engine::{embedder, set_embedder, Judge, SemanticCell, SemanticEngine, SemanticPolicy};
+#[doc(hidden)]
+pub use index::BenchScope;
 #[cfg(feature = "minilm")]
 pub use minilm::{MiniLm, MODEL_DIR_ENV};

@@ -170,6 +170,7 @@ impl Recorder {
     }
 
     /// The semantic counters (created on first use: only semantic functions have them).
+    #[cfg_attr(not(feature = "semantic"), allow(dead_code))]
     pub(crate) fn semantic(&self) -> &SemanticCounters {
         self.semantic.get_or_init(SemanticCounters::new)
     }

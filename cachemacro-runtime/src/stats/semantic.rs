@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Score buckets: cosine similarity in steps of 0.01 from -1.00 to 1.00.
+#[cfg_attr(not(feature = "semantic"), allow(dead_code))]
 const SCORE_BUCKETS: usize = 201;
 
 /// The live counters of one semantic function.
@@ -18,6 +19,7 @@ pub(crate) struct SemanticCounters {
     scores: Box<[AtomicU64]>,
 }
 
+#[cfg_attr(not(feature = "semantic"), allow(dead_code))]
 impl SemanticCounters {
     pub fn new() -> Self {
         Self {
