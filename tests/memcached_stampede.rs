@@ -82,15 +82,16 @@ fn negative_control_without_lock_each_process_loads() {
     assert!(loads > 1, "coalescing alone is per process: {loads} loads");
 }
 
-/// Two processes read one hot key every 10 ms for 7 s; the value lives 2 s and takes 100 ms
-/// to load. Returns (misses, loads, slowest read after the first) over both.
+/// Two processes read one hot key every 10 ms for 7 s; the value lives 2 s and takes 300 ms
+/// to load (a reader that waited on it stands out from scheduling delays on a loaded box).
+/// Returns (misses, loads, slowest read after the first) over both.
 fn hot_key(f: &str, prefix: &str) -> (u64, u64, Duration) {
     let server = Server::start();
     let mut a = child(&server, prefix);
     let mut b = child(&server, prefix);
     for p in [&mut a, &mut b] {
         p.cmd(&format!("get {f} 0"));
-        p.cmd("delay 100");
+        p.cmd("delay 300");
     }
     a.send(&format!("steady {f} 1 7000 10"));
     b.send(&format!("steady {f} 1 7000 10"));
@@ -116,10 +117,13 @@ fn xfetch_keeps_a_hot_key_warm_across_processes_with_about_one_load_per_expiry()
     let (misses, loads, slowest) = hot_key("mxfetched", "ms3:");
     assert_eq!(misses, 1, "only the cold start missed");
     assert!(
-        slowest < Duration::from_millis(60),
-        "no reader waited on the 100 ms source after the first: slowest {slowest:?}"
+        slowest < Duration::from_millis(150),
+        "no reader waited on the 300 ms source after the first: slowest {slowest:?}"
     );
-    assert!((3..=6).contains(&loads), "{loads} loads");
+    // XFetch refreshes early by about δ·ln(reads per δ): with a 300 ms source and ~60 reads
+    // in that time, about 1.2 s before the 2 s expiry, so a refresh a second or so: a few
+    // loads, never one per read (a storm would be hundreds).
+    assert!((3..=10).contains(&loads), "{loads} loads");
 }
 
 #[test]
@@ -128,7 +132,7 @@ fn negative_control_a_plain_ttl_makes_readers_wait_at_every_expiry() {
     let (misses, _loads, slowest) = hot_key("mplain", "ms4:");
     assert!(misses > 2, "each expiry is a miss: {misses}");
     assert!(
-        slowest >= Duration::from_millis(90),
+        slowest >= Duration::from_millis(270),
         "a reader waited on the source: {slowest:?}"
     );
 }
