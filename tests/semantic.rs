@@ -119,7 +119,8 @@ async fn slow(scope: u64, q: String) -> String {
 }
 
 /// Callers of one scope and prompt share one source call; an invalidation of the scope
-/// while it runs wins (the answer is served, not stored).
+/// while it runs wins: the answer is served to the caller that loaded it, not stored, and
+/// the callers that waited on it go round again (one more source call for all of them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_call_per_prompt_and_an_invalidation_during_the_call_wins() {
     setup();
@@ -130,19 +131,22 @@ async fn one_call_per_prompt_and_an_invalidation_during_the_call_wins() {
     tokio::time::sleep(Duration::from_millis(100)).await; // the others join
     slow_invalidate(1).await.unwrap();
     GATE.notify_one();
+    STARTED.notified().await; // the waiters' one reload
+    GATE.notify_one();
     for c in calls {
         assert_eq!(c.await.unwrap(), "1: what are your opening hours");
     }
-    assert_eq!(SLOW_CALLS.load(SeqCst), 1, "coalesced");
-    let again = tokio::spawn(slow(1, "what are your opening hours".into()));
-    STARTED.notified().await;
-    GATE.notify_one();
-    again.await.unwrap();
     assert_eq!(
         SLOW_CALLS.load(SeqCst),
         2,
-        "the invalidated answer was not stored"
+        "coalesced, before and after the invalidation"
     );
+    // The reload (begun after the invalidation) was stored: the next call is a hit.
+    assert_eq!(
+        slow(1, "what are your opening hours".into()).await,
+        "1: what are your opening hours"
+    );
+    assert_eq!(SLOW_CALLS.load(SeqCst), 2);
 }
 
 static DRIFT_CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -221,4 +225,184 @@ fn an_embedder_failure_calls_the_source() {
     });
     assert_eq!(PLAIN_CALLS.load(SeqCst), 2);
     assert_eq!(plain_stats().semantic.unwrap().embed_errors, 2);
+}
+
+// ---- review findings ----------------------------------------------------------------------
+
+static VER: AtomicUsize = AtomicUsize::new(0);
+static VG: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static VS: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+#[cached(ttl = "1h", semantic(on = q, threshold = 0.9), key = "ver:<scope>")]
+async fn versioned(scope: u64, q: String) -> String {
+    let v = VER.load(SeqCst);
+    VS.notify_one();
+    VG.notified().await;
+    format!("v{v}")
+}
+
+/// A call that starts after `<fn>_invalidate` returns never gets the answer of a load that
+/// began before it (it does not join that load's flight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_after_invalidate_never_gets_the_older_load() {
+    setup();
+    let first = tokio::spawn(versioned(1, "opening hours".into()));
+    VS.notified().await; // the leader read v0 and is in the source
+    VER.store(1, SeqCst);
+    versioned_invalidate(1).await.unwrap();
+    let after = tokio::spawn(versioned(1, "opening hours".into()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    VG.notify_one();
+    assert_eq!(
+        first.await.unwrap(),
+        "v0",
+        "its own caller is served what it loaded"
+    );
+    VS.notified().await; // the later call loads again
+    VG.notify_one();
+    assert_eq!(after.await.unwrap(), "v1");
+}
+
+static FAILS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = "1h", semantic(on = q, threshold = 0.9), key = "down")]
+async fn down(q: String) -> Result<String, String> {
+    FAILS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = q;
+    Err("503".into())
+}
+
+/// A failing source is called once for the callers that waited on it (its `Clone` error is
+/// theirs too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_source_is_called_once_for_all_waiters() {
+    setup();
+    let hs: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(down("same question".into())))
+        .collect();
+    for h in hs {
+        assert_eq!(h.await.unwrap(), Err("503".into()));
+    }
+    assert_eq!(FAILS.load(SeqCst), 1);
+}
+
+static SAME: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = "1h", semantic(on = q, threshold = 1.0), key = "same")]
+async fn same(q: String) -> String {
+    SAME.fetch_add(1, SeqCst);
+    q
+}
+
+/// `threshold = 1.0` answers the same prompt asked again (a vector's cosine with itself
+/// lands a few ulps either side of 1.0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threshold_one_hits_the_identical_prompt() {
+    setup();
+    for q in ["where is my order", "cancel my subscription", "hello world"] {
+        same(q.into()).await;
+        same(q.into()).await;
+    }
+    assert_eq!(SAME.load(SeqCst), 3);
+}
+
+static NONE: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = "1h", semantic(on = q, threshold = 0.9), key = "opt")]
+async fn maybe(q: String) -> Result<Option<String>, String> {
+    NONE.fetch_add(1, SeqCst);
+    let _ = q;
+    Ok(None)
+}
+
+/// `Ok(None)` is not cached without `cache_none`, as for exact keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn none_inside_a_result_is_not_cached_without_cache_none() {
+    setup();
+    maybe("x".into()).await.unwrap();
+    maybe("x".into()).await.unwrap();
+    assert_eq!(NONE.load(SeqCst), 2);
+}
+
+static DV: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = "1h", semantic(on = q, threshold = 0.5, verify = 1.0), key = "drift2")]
+async fn drift2(q: String) -> String {
+    let _ = q;
+    format!("v{}", DV.load(SeqCst))
+}
+
+/// When `verify` finds the stored answer drifted, that stored answer is not served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drifted_answer_is_dropped() {
+    setup();
+    assert_eq!(drift2("reset my password".into()).await, "v0");
+    DV.store(1, SeqCst);
+    assert_eq!(drift2("reset my password please".into()).await, "v1");
+    assert_eq!(drift2("reset my password".into()).await, "v1");
+    let s = drift2_stats().semantic.unwrap();
+    assert_eq!(s.disagreements, 1, "{s:?}");
+}
+
+struct NanOnBlank;
+
+impl Embedder for NanOnBlank {
+    fn id(&self) -> &str {
+        "nan-on-blank"
+    }
+    fn dim(&self) -> usize {
+        256
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        texts
+            .iter()
+            .map(|t| {
+                if t.trim().is_empty() {
+                    Ok(vec![f32::NAN; 256])
+                } else {
+                    HashEmbedder::default().embed(&[t]).map(|mut v| v.remove(0))
+                }
+            })
+            .collect()
+    }
+}
+
+static NAN_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = "1h", semantic(on = q, threshold = 0.9), key = "nan")]
+async fn nan(q: &str) -> String {
+    NAN_CALLS.fetch_add(1, SeqCst);
+    q.to_owned()
+}
+
+/// A vector that cannot be compared (NaN) is an embedding failure, never an entry that
+/// out-ranks the scope's others. (Own process: the embedder is process-wide.)
+#[test]
+fn a_nan_vector_is_not_stored() {
+    if std::env::var("CACHEMACRO_SEMANTIC_CHILD").is_err() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "a_nan_vector_is_not_stored", "--nocapture"])
+            .env("CACHEMACRO_SEMANTIC_CHILD", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    set_embedder(Arc::new(NanOnBlank));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        nan("").await;
+        nan("hello world").await;
+        nan("hello world").await;
+    });
+    assert_eq!(NAN_CALLS.load(SeqCst), 2);
+    assert_eq!(nan_stats().semantic.unwrap().embed_errors, 1);
 }

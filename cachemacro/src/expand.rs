@@ -458,6 +458,7 @@ pub fn expand(m: &Model) -> TokenStream {
                 tags: &tags,
                 body: &body,
                 checks: &checks,
+                hooks: &hooks,
             },
         );
     }
@@ -718,6 +719,7 @@ struct SemanticParts<'a> {
     tags: &'a TokenStream,
     body: &'a TokenStream,
     checks: &'a [TokenStream],
+    hooks: &'a TokenStream,
 }
 
 /// `#[cached(semantic(on = prompt, threshold = 0.95), key = "faq:<tenant>")]`: the function,
@@ -736,7 +738,9 @@ fn semantic_items(
         tags,
         body,
         checks,
+        hooks,
     } = *parts;
+    let engine = quote_spanned!(m.ret.span()=> __CACHEMACRO.get(#hooks));
     let func = &m.func;
     let sig = &func.sig;
     let ident = &sig.ident;
@@ -783,8 +787,7 @@ fn semantic_items(
             #(#checks)*
             let __cachemacro_scope = #key;
             let __cachemacro_prompt: #p::String = #prompt;
-            __CACHEMACRO
-                .get()
+            #engine
                 .get(
                     __cachemacro_scope.as_str(),
                     __cachemacro_prompt.as_str(),
@@ -820,21 +823,21 @@ fn semantic_items(
         #vis async fn #invalidate #generics (#(#scope_inputs),*) -> #p::Result<(), #rt::Error> #where_clause {
             #cell
             let __cachemacro_scope = #key;
-            __CACHEMACRO.get().invalidate(__cachemacro_scope.as_str()).await
+            #engine.invalidate(__cachemacro_scope.as_str()).await
         }
 
         #(#cfgs)*
         #[doc = #doc_stats]
         #vis fn #stats() -> #rt::Stats {
             #cell
-            __CACHEMACRO.get().stats()
+            #engine.stats()
         }
 
         #(#cfgs)*
         #[doc = #doc_clear]
         #vis async fn #clear() -> #p::Result<(), #rt::Error> {
             #cell
-            __CACHEMACRO.get().clear().await
+            #engine.clear().await
         }
     }
 }

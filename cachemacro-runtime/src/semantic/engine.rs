@@ -15,7 +15,7 @@ use crate::coherence::tags as tag_clock;
 use crate::entry::TagStamp;
 use crate::error::Error;
 use crate::flight::{Flights, Landed, Role, Via};
-use crate::kind::Kind;
+use crate::kind::{Hooks, Kind};
 use crate::policy::Policy;
 use crate::stats::{self, Counter, Recorder, Stats};
 
@@ -80,6 +80,8 @@ pub struct SemanticEngine<R: 'static, S: Kind<R>> {
     policy: Policy,
     semantic: SemanticPolicy,
     judge: Option<Judge<S::Value>>,
+    /// What the expansion found of the types: error sharing, `None` detection.
+    hooks: Hooks<S::Value, S::Error>,
     stats: Arc<Recorder>,
     scopes: Mutex<HashMap<String, SharedScope<S::Value>>>,
     flights: Arc<Flights<S::Value>>,
@@ -110,10 +112,14 @@ impl<R: 'static, S: Kind<R>> SemanticCell<R, S> {
         }
     }
 
-    /// The function's engine (every item generated for one function shares it).
-    pub fn get(&self) -> &Arc<SemanticEngine<R, S>> {
+    /// The function's engine (every item generated for one function shares it); `hooks`
+    /// is called once, when it is created.
+    pub fn get(
+        &self,
+        hooks: impl FnOnce() -> Hooks<S::Value, S::Error>,
+    ) -> &Arc<SemanticEngine<R, S>> {
         self.engine
-            .get_or_init(|| registered(self.policy, self.semantic, self.judge))
+            .get_or_init(|| registered(self.policy, self.semantic, self.judge, hooks()))
     }
 }
 
@@ -123,6 +129,7 @@ fn registered<R: 'static, S: Kind<R>>(
     policy: Policy,
     semantic: SemanticPolicy,
     judge: Option<Judge<S::Value>>,
+    hooks: Hooks<S::Value, S::Error>,
 ) -> Arc<SemanticEngine<R, S>> {
     static ENGINES: OnceLock<Registry> = OnceLock::new();
     let mut engines = ENGINES
@@ -141,6 +148,7 @@ fn registered<R: 'static, S: Kind<R>>(
         policy,
         semantic,
         judge,
+        hooks,
         stats,
         scopes: Mutex::new(HashMap::new()),
         flights: Arc::new(Flights::new()),
@@ -155,11 +163,15 @@ fn registered<R: 'static, S: Kind<R>>(
     engine
 }
 
-/// What a look-up found.
+/// What a look-up found: a hit (the answer, its score, the stored prompt that answered).
 enum Found<V> {
-    Hit(V, f32),
+    Hit(V, f32, Box<str>),
     Miss(Option<f32>),
 }
+
+/// Cosines of a vector with itself land a few ulps either side of 1.0: a threshold is met
+/// within this much (so `threshold = 1.0` answers the same prompt asked again).
+const SCORE_SLACK: f32 = 1e-5;
 
 impl<R: 'static, S: Kind<R>> SemanticEngine<R, S>
 where
@@ -175,15 +187,25 @@ where
         let started = self.stats.sample();
         if let Some(mode) = crate::bypass::current() {
             let (tags, source) = make();
-            let r = source.await;
             if mode == Bypass::Read {
-                return r;
+                return source.await;
             }
+            // As of before the source runs: an invalidation meanwhile wins over this store.
+            let (scope_ref, generation) = self.scope(scope);
+            let stamp = tag_clock().epoch();
+            let r = source.await;
             let Ok(vector) = self.embed(prompt).await else {
                 return r;
             };
-            let (scope_ref, generation) = self.scope(scope);
-            return self.store(&scope_ref, generation, prompt, vector, &tags, r);
+            return self.store_stamped(
+                &scope_ref,
+                generation,
+                prompt,
+                vector,
+                (&tags, stamp),
+                S::split(r),
+                None,
+            );
         }
         let vector = match self.embed(prompt).await {
             Ok(v) => v,
@@ -196,13 +218,14 @@ where
         let (scope_ref, generation) = self.scope(scope);
         let counters = self.stats.semantic();
         match self.look_up(&scope_ref, &vector) {
-            Found::Hit(value, score) => {
+            Found::Hit(value, score, stored) => {
                 counters.hits.fetch_add(1, Relaxed);
                 counters.score(score);
                 self.stats.hit(false, started);
                 if self.semantic.verify > 0.0 && fastrand::f64() < self.semantic.verify {
+                    let hit = (value, stored);
                     return self
-                        .verify(scope, &scope_ref, generation, prompt, vector, value, make)
+                        .verify(scope, &scope_ref, generation, prompt, vector, hit, make)
                         .await;
                 }
                 return S::join(value);
@@ -231,10 +254,25 @@ where
                     }
                     match flight.wait().await {
                         Landed::Value(v, _) => return S::join(v),
-                        Landed::Failed(_) | Landed::Abandoned | Landed::Superseded => continue,
+                        Landed::Failed(shared) => {
+                            let restore = self.hooks.errors.map(|s| s.restore);
+                            // The leader's error is ours too (one source call for all), or,
+                            // when it cannot be shared, our own source call, alone.
+                            return match shared.as_deref().zip(restore).and_then(|(e, r)| r(e)) {
+                                Some(error) => S::fail(error),
+                                None => make().1.await,
+                            };
+                        }
+                        Landed::Abandoned | Landed::Superseded => continue,
                     }
                 }
                 Role::Leader(leader) => {
+                    // As of when this source call begins (a caller that went round again after
+                    // an invalidation loads for the scope as it is now).
+                    let generation = scope_ref
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .generation;
                     let (tags, source) = make();
                     let stamp = tag_clock().epoch();
                     let stopwatch = clock::Stopwatch::start();
@@ -264,10 +302,10 @@ where
         let now = clock::now();
         let scope = scope.read().unwrap_or_else(|e| e.into_inner());
         match scope.nearest(query, model, now) {
-            Some(n) if n.score >= self.semantic.threshold => {
+            Some(n) if n.score + SCORE_SLACK >= self.semantic.threshold => {
                 let item = &scope.items[n.index];
                 item.used.store(now, Relaxed);
-                Found::Hit(item.value.clone(), n.score)
+                Found::Hit(item.value.clone(), n.score, item.prompt.clone())
             }
             Some(n) => Found::Miss(Some(n.score)),
             None => Found::Miss(None),
@@ -285,7 +323,7 @@ where
         generation: u64,
         prompt: &str,
         vector: (Arc<str>, Vec<f32>),
-        cached: S::Value,
+        (cached, answered_by): (S::Value, Box<str>),
         make: M,
     ) -> R
     where
@@ -314,8 +352,19 @@ where
             function = %self.stats.name(),
             scope = scope_key,
             prompt,
-            "cachemacro: a semantic hit disagreed with the source (drift); the source's answer is served and stored for this prompt"
+            answered_by = &*answered_by,
+            "cachemacro: a semantic hit disagreed with the source (drift); the stored answer is dropped, the source's served and stored for this prompt"
         );
+        // The stored answer that drifted is not served again (to this prompt's neighbours
+        // either): it goes, and this prompt's fresh answer takes its place.
+        {
+            let mut g = scope.write().unwrap_or_else(|e| e.into_inner());
+            let before = g.items.len();
+            g.items.retain(|i| i.prompt != answered_by);
+            let gone = before - g.items.len();
+            drop(g);
+            self.grow(-(gone as i64));
+        }
         self.store_stamped(
             scope,
             generation,
@@ -323,27 +372,6 @@ where
             vector,
             (&tags, stamp),
             Ok(value),
-            None,
-        )
-    }
-
-    fn store(
-        &self,
-        scope: &RwLock<Scope<S::Value>>,
-        generation: u64,
-        prompt: &str,
-        vector: (Arc<str>, Vec<f32>),
-        tags: &[String],
-        r: R,
-    ) -> R {
-        let stamp = tag_clock().epoch();
-        self.store_stamped(
-            scope,
-            generation,
-            prompt,
-            vector,
-            (tags, stamp),
-            S::split(r),
             None,
         )
     }
@@ -365,13 +393,25 @@ where
             Ok(v) => v,
             Err(e) => {
                 if let Some(l) = leader {
-                    l.land(Landed::Failed(None));
+                    let shared = self.hooks.errors.map(|s| (s.erase)(&e));
+                    l.land(Landed::Failed(shared));
                 }
                 return S::fail(e);
             }
         };
-        let negative = S::is_negative(&value);
+        let negative = self.hooks.negative.is_some_and(|is_none| is_none(&value));
         let mut kept = false;
+        // An invalidation of the scope (or of one of the call's tags) since the call began
+        // wins: the answer is served to this caller, not stored, and whoever waits on it
+        // goes round again (a call that began after the invalidation never gets it).
+        let invalidated = scope.read().unwrap_or_else(|e| e.into_inner()).generation != generation
+            || tag_clock().any_invalidated_after(tags, stamp);
+        if invalidated {
+            if let Some(l) = leader {
+                l.land(Landed::Superseded);
+            }
+            return S::join(value);
+        }
         if !negative || self.policy.cache_none {
             let now = clock::now();
             let hard = now.saturating_add(clock::nanos(self.policy.hard_ttl(negative)));
@@ -470,6 +510,7 @@ where
             ));
         };
         let model: Arc<str> = Arc::from(embedder.id());
+        let dim = embedder.dim();
         let text = prompt.to_owned();
         let run = move || {
             embedder.embed(&[text.as_str()]).and_then(|mut v| {
@@ -484,6 +525,15 @@ where
                 .map_err(|e| EmbedError(format!("the embedding task failed: {e}")))??,
             Err(_) => run()?,
         };
+        // A vector that cannot be compared is an embedding failure, not an entry: one NaN
+        // stored would out-rank every other prompt of its scope.
+        let norm: f32 = vector.iter().map(|x| x * x).sum();
+        if vector.len() != dim || !norm.is_finite() || norm == 0.0 {
+            return Err(EmbedError(format!(
+                "the embedder returned an unusable vector ({} values, {dim} expected, squared norm {norm})",
+                vector.len()
+            )));
+        }
         Ok((model, vector))
     }
 
@@ -521,6 +571,7 @@ where
 
     /// Drops every stored prompt of every scope.
     pub async fn clear(&self) -> Result<(), Error> {
+        self.stats.incr(Counter::Invalidations);
         let all: Vec<_> = self
             .scopes
             .lock()

@@ -62,6 +62,9 @@ impl<V> Scope<V> {
                 continue;
             }
             let score = cosine(query, &item.vector);
+            if score.is_nan() {
+                continue;
+            }
             if best.as_ref().is_none_or(|b| score > b.score) {
                 best = Some(Nearest { index, score });
             }

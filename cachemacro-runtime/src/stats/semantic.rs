@@ -36,6 +36,9 @@ impl SemanticCounters {
 
     /// Records the best score a look-up found (none when the scope was empty).
     pub fn score(&self, score: f32) {
+        if score.is_nan() {
+            return;
+        }
         let i = ((score.clamp(-1.0, 1.0) + 1.0) * 100.0).round() as usize;
         self.scores[i.min(SCORE_BUCKETS - 1)].fetch_add(1, Relaxed);
     }
@@ -73,7 +76,8 @@ pub struct SemanticStats {
     pub disagreements: u64,
     /// Prompts that could not be embedded (the call went to the source, uncached).
     pub embed_errors: u64,
-    /// Stored prompts now, over every scope (a gauge).
+    /// Stored prompts over every scope (a gauge; prompts that expired or whose tag was
+    /// invalidated are counted until their scope's next store drops them).
     pub entries: u64,
     /// How many look-ups found each best score, by hundredths from -1.00 (index 0) to
     /// 1.00 (index 200).
