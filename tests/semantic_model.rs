@@ -49,7 +49,12 @@ fn reference() -> Reference {
 fn embeddings_match_the_reference_forward_pass() {
     let m = model();
     let r = reference();
-    assert_eq!(m.id(), "sentence-transformers/all-MiniLM-L6-v2");
+    assert!(
+        m.id()
+            .starts_with("sentence-transformers/all-MiniLM-L6-v2@"),
+        "the model's name and a fingerprint of the weights loaded: {}",
+        m.id()
+    );
     assert_eq!(m.dim(), 384);
     let texts: Vec<&str> = r.sentences.iter().map(String::as_str).collect();
     // All 20 in one call: one batch, padded to the longest (71 word pieces).
@@ -289,4 +294,29 @@ async fn the_real_model_under_the_macro_hits_a_rewording_within_its_scope_only()
     assert_eq!(FAQ_LOADS.load(SeqCst), 3, "unrelated: a miss");
     let s = faq_stats().semantic.unwrap();
     assert_eq!((s.hits, s.misses), (1, 3));
+}
+
+/// Other files under the same model name make another id: their vectors are never compared.
+#[test]
+fn the_id_tells_weights_and_configs_apart() {
+    let dir = std::env::temp_dir().join(format!("cm-minilm-id-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = model().dir();
+    for f in ["model.safetensors", "tokenizer.json"] {
+        let _ = std::fs::remove_file(dir.join(f));
+        if std::fs::hard_link(src.join(f), dir.join(f)).is_err() {
+            std::fs::copy(src.join(f), dir.join(f)).unwrap();
+        }
+    }
+    // The same config, written differently: another file.
+    let config = std::fs::read_to_string(src.join("config.json")).unwrap();
+    std::fs::write(dir.join("config.json"), format!("{config}\n ")).unwrap();
+    let other = MiniLm::load(&dir).unwrap();
+    assert_ne!(other.id(), model().id());
+    assert_eq!(
+        MiniLm::load(src).unwrap().id(),
+        model().id(),
+        "the same files: the same id"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

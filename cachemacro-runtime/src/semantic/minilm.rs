@@ -31,12 +31,14 @@ pub struct MiniLm {
     dim: usize,
     max_tokens: usize,
     dir: PathBuf,
+    /// [`MiniLm::ID`] and a fingerprint of the files loaded (see [`Embedder::id`]).
+    id: String,
 }
 
 impl fmt::Debug for MiniLm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MiniLm")
-            .field("id", &Self::ID)
+            .field("id", &self.id)
             .field("dim", &self.dim)
             .field("max_tokens", &self.max_tokens)
             .field("dir", &self.dir)
@@ -56,7 +58,8 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
 }
 
 impl MiniLm {
-    /// The model's name, [`Embedder::id`].
+    /// The model's name. [`Embedder::id`] is this, `@`, and a fingerprint of the files
+    /// loaded, so vectors of other weights (or another config) are never compared with these.
     pub const ID: &'static str = "sentence-transformers/all-MiniLM-L6-v2";
 
     /// Texts are truncated to this many word pieces, `[CLS]` and `[SEP]` included
@@ -161,17 +164,23 @@ impl MiniLm {
             .map_err(|e| err(tokenizer_path.display(), e))?;
 
         let weights_path = dir.join("model.safetensors");
-        let vb = VarBuilder::from_buffered_safetensors(
-            read("model.safetensors")?,
-            DType::F32,
-            &Device::Cpu,
-        )
-        .map_err(|e| {
-            err(
-                format_args!("{} is not a safetensors file", weights_path.display()),
-                e,
-            )
-        })?;
+        let weights = read("model.safetensors")?;
+        // Vectors of other weights must never be compared with these: the id carries a
+        // fingerprint of what was loaded (the config, and the weights' length and every
+        // 4,096th byte: cheap, and different for any other weights file).
+        let mut fp = Fnv::default();
+        fp.bytes(&read("config.json")?);
+        fp.bytes(&(weights.len() as u64).to_le_bytes());
+        weights.iter().step_by(4096).for_each(|b| fp.bytes(&[*b]));
+        let id = format!("{}@{:016x}", Self::ID, fp.0);
+        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu).map_err(
+            |e| {
+                err(
+                    format_args!("{} is not a safetensors file", weights_path.display()),
+                    e,
+                )
+            },
+        )?;
         let model = BertModel::load(vb, &config).map_err(|e| {
             err(
                 format_args!(
@@ -187,6 +196,7 @@ impl MiniLm {
             dim: config.hidden_size,
             max_tokens,
             dir: dir.to_path_buf(),
+            id,
         })
     }
 
@@ -263,7 +273,7 @@ impl MiniLm {
 
 impl Embedder for MiniLm {
     fn id(&self) -> &str {
-        Self::ID
+        &self.id
     }
 
     fn dim(&self) -> usize {
@@ -280,6 +290,24 @@ impl Embedder for MiniLm {
                 "the model panicked: {}",
                 panic_message(&*p)
             ))),
+        }
+    }
+}
+
+/// FNV-1a, 64 bits (the weights' fingerprint).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn bytes(&mut self, b: &[u8]) {
+        for &x in b {
+            self.0 ^= u64::from(x);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
     }
 }
