@@ -406,3 +406,28 @@ fn a_nan_vector_is_not_stored() {
     assert_eq!(NAN_CALLS.load(SeqCst), 2);
     assert_eq!(nan_stats().semantic.unwrap().embed_errors, 1);
 }
+
+static OWNED_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = "1h", semantic(on = q, threshold = 0.9), key = "owned")]
+async fn owned(q: String) -> String {
+    OWNED_CALLS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    format!("about {q}")
+}
+
+/// A caller cancelled while it runs the source (its own timeout) does not cancel the load a
+/// second caller waits on: one source call, and the waiter gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_leader_does_not_cancel_the_load_others_wait_on() {
+    setup();
+    let first = tokio::spawn(tokio::time::timeout(
+        Duration::from_millis(50),
+        owned("opening hours".into()),
+    ));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = tokio::spawn(owned("opening hours".into()));
+    assert!(first.await.unwrap().is_err(), "the first caller gave up");
+    assert_eq!(second.await.unwrap(), "about opening hours");
+    assert_eq!(OWNED_CALLS.load(SeqCst), 1);
+}

@@ -777,6 +777,12 @@ fn semantic_items(
     };
     let on = &sem.on;
     let prompt = quote_spanned!(on.span()=> #p::prompt_of(&#on));
+    // A source that owns its arguments goes on if its caller is cancelled (others may wait).
+    let get = if m.detached {
+        quote!(get_detached)
+    } else {
+        quote!(get)
+    };
     let span = sem.threshold_span;
     let feature = quote_spanned!(span=> #p::needs_semantic::<#p::SemanticFeature>(););
     let main = quote! {
@@ -788,7 +794,7 @@ fn semantic_items(
             let __cachemacro_scope = #key;
             let __cachemacro_prompt: #p::String = #prompt;
             #engine
-                .get(
+                .#get(
                     __cachemacro_scope.as_str(),
                     __cachemacro_prompt.as_str(),
                     move || (#tags, #body),

@@ -163,6 +163,19 @@ fn registered<R: 'static, S: Kind<R>>(
     engine
 }
 
+/// What a leader needs to call the source and store its answer (owned: it may go on as a
+/// task of its own).
+struct Lead<V: Clone, Fut> {
+    leader: crate::flight::Leader<V>,
+    scope: SharedScope<V>,
+    generation: u64,
+    prompt: String,
+    vector: (Arc<str>, Vec<f32>),
+    tags: Vec<String>,
+    stamp: u64,
+    source: Fut,
+}
+
 /// What a look-up found: a hit (the answer, its score, the stored prompt that answered).
 enum Found<V> {
     Hit(V, f32, Box<str>),
@@ -183,6 +196,39 @@ where
     where
         M: FnOnce() -> (Vec<String>, Fut),
         Fut: Future<Output = R>,
+    {
+        self.get_with(scope, prompt, make, |this, lead| this.clone().lead(lead))
+            .await
+    }
+
+    /// [`SemanticEngine::get`] for a source that owns its arguments: a caller cancelled while
+    /// it runs the source does not cancel the load that others wait on (it goes on as a
+    /// task, stores and lands).
+    pub async fn get_detached<M, Fut>(self: &Arc<Self>, scope: &str, prompt: &str, make: M) -> R
+    where
+        M: FnOnce() -> (Vec<String>, Fut),
+        Fut: Future<Output = R> + Send + 'static,
+        R: Send,
+        S::Error: Send,
+    {
+        self.get_with(scope, prompt, make, |this, lead| {
+            crate::io::Detach::new(this.clone().lead(lead))
+        })
+        .await
+    }
+
+    async fn get_with<M, Fut, L, LF>(
+        self: &Arc<Self>,
+        scope: &str,
+        prompt: &str,
+        make: M,
+        run: L,
+    ) -> R
+    where
+        M: FnOnce() -> (Vec<String>, Fut),
+        Fut: Future<Output = R>,
+        L: FnOnce(&Arc<Self>, Lead<S::Value, Fut>) -> LF,
+        LF: Future<Output = R>,
     {
         let started = self.stats.sample();
         if let Some(mode) = crate::bypass::current() {
@@ -275,22 +321,36 @@ where
                         .generation;
                     let (tags, source) = make();
                     let stamp = tag_clock().epoch();
-                    let stopwatch = clock::Stopwatch::start();
-                    let r = S::split(source.await);
-                    self.stats.load(r.is_err(), stopwatch.elapsed());
-                    let r = self.store_stamped(
-                        &scope_ref,
+                    let lead = Lead {
+                        leader,
+                        scope: scope_ref,
                         generation,
-                        prompt,
+                        prompt: prompt.to_owned(),
                         vector,
-                        (&tags, stamp),
-                        r,
-                        Some(leader),
-                    );
-                    return r;
+                        tags,
+                        stamp,
+                        source,
+                    };
+                    return run(self, lead).await;
                 }
             }
         }
+    }
+
+    /// The leader's part: the source, then the store and the landing.
+    async fn lead<Fut: Future<Output = R>>(self: Arc<Self>, l: Lead<S::Value, Fut>) -> R {
+        let stopwatch = clock::Stopwatch::start();
+        let r = S::split(l.source.await);
+        self.stats.load(r.is_err(), stopwatch.elapsed());
+        self.store_stamped(
+            &l.scope,
+            l.generation,
+            &l.prompt,
+            l.vector,
+            (&l.tags, l.stamp),
+            r,
+            Some(l.leader),
+        )
     }
 
     /// The nearest stored prompt of the scope, if it clears the threshold.
