@@ -619,14 +619,19 @@ where
             .get(scope)
             .cloned();
         if let Some(s) = s {
-            let mut g = s.write().unwrap_or_else(|e| e.into_inner());
-            g.generation += 1;
-            let n = g.items.len();
-            g.items.clear();
-            drop(g);
-            self.grow(-(n as i64));
+            self.empty(&s);
         }
         Ok(())
+    }
+
+    /// Empties one scope and moves its generation (a load of it in flight does not store).
+    fn empty(&self, scope: &RwLock<Scope<S::Value>>) {
+        let mut g = scope.write().unwrap_or_else(|e| e.into_inner());
+        g.generation += 1;
+        let n = g.items.len();
+        g.items.clear();
+        drop(g);
+        self.grow(-(n as i64));
     }
 
     /// Drops every stored prompt of every scope.
@@ -640,12 +645,7 @@ where
             .cloned()
             .collect();
         for s in all {
-            let mut g = s.write().unwrap_or_else(|e| e.into_inner());
-            g.generation += 1;
-            let n = g.items.len();
-            g.items.clear();
-            drop(g);
-            self.grow(-(n as i64));
+            self.empty(&s);
         }
         Ok(())
     }
