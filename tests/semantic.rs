@@ -106,6 +106,13 @@ async fn the_threshold_decides_and_near_misses_are_counted() {
     assert_eq!((l.hits, l.misses), (1, 1));
 }
 
+/// A gated test that does not get through in a minute fails instead of hanging the suite.
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("the test's gate was not reached in 60 s")
+}
+
 static GATE: tokio::sync::Notify = tokio::sync::Notify::const_new();
 static STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 static SLOW_CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -127,14 +134,21 @@ async fn one_call_per_prompt_and_an_invalidation_during_the_call_wins() {
     let calls: Vec<_> = (0..8)
         .map(|_| tokio::spawn(slow(1, "what are your opening hours".into())))
         .collect();
-    STARTED.notified().await;
-    tokio::time::sleep(Duration::from_millis(100)).await; // the others join
+    within(STARTED.notified()).await;
+    // All seven others have joined the flight before the invalidation (a caller that read
+    // the scope before it and joined after would load again, by design).
+    within(async {
+        while slow_stats().coalesced < 7 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
     slow_invalidate(1).await.unwrap();
     GATE.notify_one();
-    STARTED.notified().await; // the waiters' one reload
+    within(STARTED.notified()).await; // the waiters' one reload
     GATE.notify_one();
     for c in calls {
-        assert_eq!(c.await.unwrap(), "1: what are your opening hours");
+        assert_eq!(within(c).await.unwrap(), "1: what are your opening hours");
     }
     assert_eq!(
         SLOW_CALLS.load(SeqCst),
@@ -252,20 +266,20 @@ async fn versioned(scope: u64, q: String) -> String {
 async fn a_call_after_invalidate_never_gets_the_older_load() {
     setup();
     let first = tokio::spawn(versioned(1, "opening hours".into()));
-    VS.notified().await; // the leader read v0 and is in the source
+    within(VS.notified()).await; // the leader read v0 and is in the source
     VER.store(1, SeqCst);
     versioned_invalidate(1).await.unwrap();
     let after = tokio::spawn(versioned(1, "opening hours".into()));
     tokio::time::sleep(Duration::from_millis(100)).await;
     VG.notify_one();
     assert_eq!(
-        first.await.unwrap(),
+        within(first).await.unwrap(),
         "v0",
         "its own caller is served what it loaded"
     );
-    VS.notified().await; // the later call loads again
+    within(VS.notified()).await; // the later call loads again
     VG.notify_one();
-    assert_eq!(after.await.unwrap(), "v1");
+    assert_eq!(within(after).await.unwrap(), "v1");
 }
 
 static FAILS: AtomicUsize = AtomicUsize::new(0);
@@ -425,4 +439,47 @@ async fn a_cancelled_leader_does_not_cancel_the_load_others_wait_on() {
     assert!(first.await.unwrap().is_err(), "the first caller gave up");
     assert_eq!(second.await.unwrap(), "about opening hours");
     assert_eq!(OWNED_CALLS.load(SeqCst), 1);
+}
+
+static ROUND_CALLS: AtomicUsize = AtomicUsize::new(0);
+static ROUND_GATE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static ROUND_STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+#[cached(ttl = "1h", semantic(on = q, threshold = 0.9), key = "round:<scope>")]
+async fn round(scope: u64, q: String) -> String {
+    // The first call waits at the gate; the reload after the invalidation is instant.
+    if ROUND_CALLS.fetch_add(1, SeqCst) == 0 {
+        ROUND_STARTED.notify_one();
+        ROUND_GATE.notified().await;
+    }
+    format!("{scope}: {q}")
+}
+
+/// Waiters sent round again by an invalidation share one reload even when it finishes
+/// before some of them are scheduled: a caller that finds no flight takes the answer stored
+/// meanwhile instead of calling the source again (review finding: it did, once per waiter
+/// that woke late; a test gated on the count hung).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_sent_round_again_take_the_answer_stored_meanwhile() {
+    setup();
+    let calls: Vec<_> = (0..16)
+        .map(|_| tokio::spawn(round(1, "where is my parcel".into())))
+        .collect();
+    within(ROUND_STARTED.notified()).await;
+    within(async {
+        while round_stats().coalesced < 15 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    round_invalidate(1).await.unwrap();
+    ROUND_GATE.notify_one();
+    for c in calls {
+        assert_eq!(within(c).await.unwrap(), "1: where is my parcel");
+    }
+    assert_eq!(
+        ROUND_CALLS.load(SeqCst),
+        2,
+        "one load before the invalidation, one after it for all the waiters"
+    );
 }

@@ -313,6 +313,13 @@ where
                     }
                 }
                 Role::Leader(leader) => {
+                    // An answer stored since this caller looked (by a flight that landed
+                    // before it got here, or the reload that waiters sent round again by an
+                    // invalidation share) is taken, not loaded again.
+                    if let Found::Hit(value, _, _) = self.look_up(&scope_ref, &vector) {
+                        leader.land(Landed::Value(value.clone(), Via::Cache { stale: false }));
+                        return S::join(value);
+                    }
                     // As of when this source call begins (a caller that went round again after
                     // an invalidation loads for the scope as it is now).
                     let generation = scope_ref
