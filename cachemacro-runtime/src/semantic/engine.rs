@@ -370,7 +370,7 @@ where
         let scope = scope.read().unwrap_or_else(|e| e.into_inner());
         match scope.nearest(query, model, now) {
             Some(n) if n.score + SCORE_SLACK >= self.semantic.threshold => {
-                let item = &scope.items[n.index];
+                let item = scope.item(n.index);
                 item.used.store(now, Relaxed);
                 Found::Hit(item.value.clone(), n.score, item.prompt.clone())
             }
@@ -426,9 +426,7 @@ where
         // either): it goes, and this prompt's fresh answer takes its place.
         {
             let mut g = scope.write().unwrap_or_else(|e| e.into_inner());
-            let before = g.items.len();
-            g.items.retain(|i| i.prompt != answered_by);
-            let gone = before - g.items.len();
+            let gone = g.remove_where(|i| i.prompt == answered_by);
             drop(g);
             self.grow(-(gone as i64));
         }
@@ -483,6 +481,7 @@ where
             let now = clock::now();
             let hard = now.saturating_add(clock::nanos(self.policy.hard_ttl(negative)));
             let item = Item {
+                id: super::index::entry_id(&model, prompt),
                 prompt: prompt.into(),
                 vector: vector.into_boxed_slice(),
                 model,
@@ -555,7 +554,7 @@ where
                 .map(|(k, _)| k.clone());
             let Some(k) = oldest else { break };
             if let Some(gone) = scopes.remove(&k) {
-                let n = gone.read().unwrap_or_else(|e| e.into_inner()).items.len();
+                let n = gone.read().unwrap_or_else(|e| e.into_inner()).len();
                 self.stats.add(Counter::Evictions, n as u64);
                 self.grow(-(n as i64));
             }
@@ -635,8 +634,8 @@ where
     fn empty(&self, scope: &RwLock<Scope<S::Value>>) {
         let mut g = scope.write().unwrap_or_else(|e| e.into_inner());
         g.generation += 1;
-        let n = g.items.len();
-        g.items.clear();
+        let n = g.clear();
+        g.loaded = false;
         drop(g);
         self.grow(-(n as i64));
     }

@@ -8,8 +8,21 @@ use std::sync::Arc;
 use super::embed::cosine;
 use crate::entry::TagStamp;
 
+/// An entry's id: FNV-1a of the model's id and the prompt (a prompt stored again by any
+/// process replaces its entry).
+pub(crate) fn entry_id(model: &str, prompt: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in model.bytes().chain([0]).chain(prompt.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 /// A stored prompt: its vector and its answer.
 pub(crate) struct Item<V> {
+    /// Its id in a shared tier (see [`entry_id`]).
+    pub id: u64,
     pub prompt: Box<str>,
     pub vector: Box<[f32]>,
     /// The embedder that made `vector` (vectors of different models are never compared).
@@ -31,10 +44,15 @@ impl<V> Item<V> {
 /// One scope: its prompts, and a generation that an invalidation moves (a load that began
 /// before it does not store its answer).
 pub(crate) struct Scope<V> {
-    pub items: Vec<Item<V>>,
+    items: Vec<Item<V>>,
     pub generation: u64,
     /// When the scope was last looked up, on the cache's clock (the scope map's eviction).
     pub used: AtomicU64,
+    /// With a shared tier: whether the scope's entries there were read into this index
+    /// since it was last emptied (until then it is not looked in).
+    pub loaded: bool,
+    /// Held while the scope is read from the shared tier (one reader at a time).
+    pub load: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<V> Default for Scope<V> {
@@ -43,6 +61,8 @@ impl<V> Default for Scope<V> {
             items: Vec::new(),
             generation: 0,
             used: AtomicU64::new(0),
+            loaded: false,
+            load: Default::default(),
         }
     }
 }
@@ -54,6 +74,30 @@ pub(crate) struct Nearest {
 }
 
 impl<V> Scope<V> {
+    /// Items stored (live or not yet dropped).
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The item a look-up found.
+    pub fn item(&self, index: usize) -> &Item<V> {
+        &self.items[index]
+    }
+
+    /// Drops every item (the scope's generation is the caller's); returns how many.
+    pub fn clear(&mut self) -> usize {
+        let n = self.items.len();
+        self.items.clear();
+        n
+    }
+
+    /// Drops the items `gone` says; returns how many.
+    pub fn remove_where(&mut self, mut gone: impl FnMut(&Item<V>) -> bool) -> usize {
+        let before = self.items.len();
+        self.items.retain(|i| !gone(i));
+        before - self.items.len()
+    }
+
     /// The live item most similar to `query` among those made by `model`.
     pub fn nearest(&self, query: &[f32], model: &str, now: u64) -> Option<Nearest> {
         let mut best: Option<Nearest> = None;
@@ -122,6 +166,7 @@ impl BenchScope {
     /// Stores `vector` as the answer `n` (no bound).
     pub fn push(&mut self, vector: Vec<f32>, n: u32) {
         self.0.items.push(Item {
+            id: u64::from(n),
             prompt: n.to_string().into(),
             vector: vector.into_boxed_slice(),
             model: self.1.clone(),
@@ -146,6 +191,7 @@ mod tests {
 
     fn item(prompt: &str, v: [f32; 2], used: u64) -> Item<u32> {
         Item {
+            id: 0,
             prompt: prompt.into(),
             vector: Box::new(v),
             model: Arc::from("m"),
