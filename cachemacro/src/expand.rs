@@ -771,9 +771,17 @@ fn semantic_items(
         }
         _ => quote!(#p::None),
     };
+    let init = if m.backend.is_remote() {
+        // The answers are stored in the shared tier: the value type's serde bounds are
+        // checked here, spanned on the `backend` option.
+        let span = m.backend_span;
+        let codec = quote_spanned!(span=> #p::codec_of::<#value>());
+        quote_spanned!(ret_span=> #p::SemanticCell::remote(#policy, #semantic, #judge, #codec))
+    } else {
+        quote_spanned!(ret_span=> #p::SemanticCell::new(#policy, #semantic, #judge))
+    };
     let cell = quote_spanned! {ret_span=>
-        static __CACHEMACRO: #p::SemanticCell<#ret, #kind> =
-            #p::SemanticCell::new(#policy, #semantic, #judge);
+        static __CACHEMACRO: #p::SemanticCell<#ret, #kind> = #init;
     };
     let on = &sem.on;
     let prompt = quote_spanned!(on.span()=> #p::prompt_of(&#on));

@@ -279,10 +279,9 @@ impl Model {
                 }
             }
             // What the semantic tier does not do (yet): said, not ignored.
-            let unsupported: [(&str, Option<Span>); 9] = [
+            let unsupported: [(&str, Option<Span>); 8] = [
                 ("soft_ttl", opts.soft_ttl.as_ref().map(|o| o.span)),
                 ("stampede", opts.stampede.as_ref().map(|o| o.span)),
-                ("backend", opts.backend.as_ref().map(|o| o.span)),
                 ("fail_safe", opts.fail_safe.as_ref().map(|o| o.span)),
                 ("timeout", opts.timeout.as_ref().map(|o| o.span)),
                 ("hard_timeout", opts.hard_timeout.as_ref().map(|o| o.span)),
@@ -294,7 +293,15 @@ impl Model {
                 if let Some(span) = span {
                     errors.push(syn::Error::new(
                         span,
-                        format!("`{name}` is not supported with `semantic(…)`: a semantic function keeps its answers in-process, for `ttl`, bounded by `max_capacity` scopes of `max_entries` prompts; remove `{name}`"),
+                        format!("`{name}` is not supported with `semantic(…)`: a semantic function keeps its answers for `ttl`, bounded by `max_capacity` scopes of `max_entries` prompts (shared through Redis with `backend = redis` or `tiered`); remove `{name}`"),
+                    ));
+                }
+            }
+            if let Some(b) = &opts.backend {
+                if matches!(b.value, Backend::Memcached) {
+                    errors.push(syn::Error::new(
+                        b.span,
+                        "`backend = memcached` cannot hold a semantic function's scopes (a map of entries per scope); write `backend = redis` or `backend = tiered` to share them, or leave `backend` out to keep them in-process",
                     ));
                 }
             }
@@ -378,7 +385,8 @@ impl Model {
                 (value, span)
             });
         if let Some(m) = &opts.max_capacity {
-            if !backend.has_local_tier() {
+            // A semantic function always keeps its index in-process (it bounds the scopes).
+            if !backend.has_local_tier() && semantic.is_none() {
                 errors.push(syn::Error::new(
                     m.span,
                     if backend == Backend::Memcached {

@@ -295,6 +295,8 @@ async fn run(line: &str) -> String {
             }
             None => "err unknown function".into(),
         },
+        #[cfg(feature = "semantic")]
+        Some("ask" | "sinv" | "sclear" | "sstats") => semantic::run(&words).await,
         Some("health") => cachemacro_runtime::health()
             .iter()
             .map(|h| {
@@ -309,8 +311,93 @@ async fn run(line: &str) -> String {
     }
 }
 
+/// Semantic functions on Redis (with feature `semantic`): `ask F SCOPE PROMPT…` (the
+/// answer: `SCOPE|PROMPT|pPID|vVERSION` of the process and version that loaded it),
+/// `sinv F SCOPE`, `sclear F`, `sstats F`. F: `faq` (`backend = redis`, tagged
+/// `tenant:SCOPE`), `tfaq` (`tiered`, `verify = 1.0`), `lfaq` (in-process: the control).
+#[cfg(feature = "semantic")]
+mod semantic {
+    use super::*;
+
+    async fn answer(scope: &str, q: &str) -> String {
+        let delay = DELAY_MS.load(SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        format!(
+            "{scope}|{q}|p{}|v{}",
+            std::process::id(),
+            VERSION.load(SeqCst)
+        )
+    }
+
+    #[cached(
+        ttl = 60,
+        semantic(on = q, threshold = 0.8),
+        key = "sem:<tenant>",
+        tags = ["tenant:<tenant>"],
+        backend = redis
+    )]
+    async fn faq(tenant: String, q: String) -> String {
+        answer(&tenant, &q).await
+    }
+
+    #[cached(
+        ttl = 60,
+        semantic(on = q, threshold = 0.5, verify = 1.0),
+        key = "tsem:<tenant>",
+        backend = tiered
+    )]
+    async fn tfaq(tenant: String, q: String) -> String {
+        answer(&tenant, &q).await
+    }
+
+    #[cached(ttl = 60, semantic(on = q, threshold = 0.8), key = "lsem:<tenant>")]
+    async fn lfaq(tenant: String, q: String) -> String {
+        answer(&tenant, &q).await
+    }
+
+    pub async fn run(words: &[&str]) -> String {
+        let f = words.get(1).copied().unwrap_or("");
+        let scope = words.get(2).copied().unwrap_or("").to_owned();
+        let q = words.get(3..).map(|w| w.join(" ")).unwrap_or_default();
+        let done = |r: Result<(), cachemacro_runtime::Error>| match r {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => format!("err {e}"),
+        };
+        match (words[0], f) {
+            ("ask", "faq") => faq(scope, q).await,
+            ("ask", "tfaq") => tfaq(scope, q).await,
+            ("ask", "lfaq") => lfaq(scope, q).await,
+            ("sinv", "faq") => done(faq_invalidate(scope).await),
+            ("sinv", "tfaq") => done(tfaq_invalidate(scope).await),
+            ("sclear", "faq") => done(faq_clear().await),
+            ("sclear", "tfaq") => done(tfaq_clear().await),
+            ("sstats", f) => {
+                let s = match f {
+                    "faq" => faq_stats(),
+                    "tfaq" => tfaq_stats(),
+                    "lfaq" => lfaq_stats(),
+                    _ => return "err unknown function".into(),
+                };
+                let sem = s.semantic.unwrap_or_default();
+                format!(
+                    "hits={} misses={} loads={} entries={} verified={} disagreements={} backend_errors={} backplane_drops={}",
+                    sem.hits, sem.misses, s.loads, sem.entries, sem.verified, sem.disagreements,
+                    s.backend_errors, s.backplane_drops
+                )
+            }
+            _ => "err unknown function".into(),
+        }
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    #[cfg(feature = "semantic")]
+    cachemacro_runtime::semantic::set_embedder(std::sync::Arc::new(
+        cachemacro_runtime::semantic::HashEmbedder::default(),
+    ));
     let ms = |var: &str, default: u64| {
         Duration::from_millis(
             std::env::var(var)

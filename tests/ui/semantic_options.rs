@@ -36,4 +36,10 @@ async fn f(tenant: String, prompt: String) -> String {
     format!("{tenant}{prompt}")
 }
 
+// Memcached cannot hold a scope's entries.
+#[cached(ttl = 60, semantic(on = prompt, threshold = 0.95), key = "faq", backend = memcached)]
+async fn g(prompt: String) -> String {
+    prompt
+}
+
 fn main() {}

@@ -17,6 +17,10 @@ pub(crate) trait LocalTier: Send + Sync {
     fn flush(&self);
     /// The tag all of this function's values carry in the shared tier (its `<fn>_clear`).
     fn fn_tag(&self) -> Option<&str>;
+    /// Entry `id` of the semantic scope at `key` was stored or removed by another process.
+    fn entry_changed(&self, key: &str, id: &str) {
+        let _ = (key, id);
+    }
 }
 
 /// What a followed channel says.
@@ -191,6 +195,13 @@ impl Backplane {
                 self.flush_function(tag);
             }
             Message::Unlocked(key) => self.wake(key),
+            Message::Entry(body) => {
+                if let Some((id, key)) = body.split_once(' ') {
+                    for t in self.tiers() {
+                        t.entry_changed(key, id);
+                    }
+                }
+            }
         }
     }
 

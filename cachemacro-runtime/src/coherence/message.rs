@@ -3,7 +3,7 @@
 //! A message is text, `KIND|ORIGIN|BODY`: the kind a single character, the origin the
 //! sending process's random id (a process ignores its own invalidations), the body a key or
 //! a tag (which may contain `|`). No value ever crosses the channel, and loads never
-//! publish. docs/FORMAT.md lists the kinds.
+//! publish (but a semantic function's store names the entry it added, see [`Message::Entry`]). docs/FORMAT.md lists the kinds.
 
 use std::sync::OnceLock;
 
@@ -16,6 +16,9 @@ pub(crate) enum Message<'a> {
     Tag(&'a str),
     /// A lock on this key was released: whoever waits for it reads the value.
     Unlocked(&'a str),
+    /// An entry of a semantic scope was stored or removed: `<id> <scope key>` (a scope
+    /// key never contains whitespace). A process holding the scope reads the entry again.
+    Entry(&'a str),
 }
 
 #[cfg_attr(not(feature = "remote"), allow(dead_code))] // encoded by tier implementations
@@ -25,12 +28,13 @@ impl<'a> Message<'a> {
             Message::Key(_) => 'k',
             Message::Tag(_) => 't',
             Message::Unlocked(_) => 'w',
+            Message::Entry(_) => 'e',
         }
     }
 
     fn body(&self) -> &'a str {
         match *self {
-            Message::Key(b) | Message::Tag(b) | Message::Unlocked(b) => b,
+            Message::Key(b) | Message::Tag(b) | Message::Unlocked(b) | Message::Entry(b) => b,
         }
     }
 
@@ -47,6 +51,7 @@ impl<'a> Message<'a> {
             "k" => Message::Key(body),
             "t" => Message::Tag(body),
             "w" => Message::Unlocked(body),
+            "e" => Message::Entry(body),
             _ => return None,
         };
         Some((from, message))
@@ -69,6 +74,7 @@ mod tests {
             Message::Key("user:42"),
             Message::Tag("org|7"),
             Message::Unlocked("{a} b"),
+            Message::Entry("00ff00ff00ff00ff faq:acme"),
         ] {
             let text = m.encode();
             assert_eq!(Message::decode(&text), Some((origin(), m)));

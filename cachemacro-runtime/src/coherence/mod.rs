@@ -11,4 +11,4 @@ mod tags;
 pub(crate) use backplane::{Backplane, LocalTier, Signal};
 pub(crate) use generations::Generations;
 pub(crate) use message::Message;
-pub(crate) use tags::tags;
+pub(crate) use tags::{fn_tag, tags};

@@ -67,6 +67,12 @@ impl TagClock {
     }
 }
 
+/// The implicit tag of a function's values in shared tiers: what `<fn>_clear` bumps. It
+/// starts with a control character, which no tag a template renders from its own text does.
+pub(crate) fn fn_tag(name: &str) -> String {
+    format!("\u{1}fn:{name}")
+}
+
 pub(crate) fn tags() -> &'static TagClock {
     static CLOCK: OnceLock<TagClock> = OnceLock::new();
     CLOCK.get_or_init(|| TagClock {

@@ -12,7 +12,7 @@ use super::ticket::{Due, Lock, Snapshot, Ticket};
 use super::Engine;
 use crate::clock;
 use crate::codec::{self, Meta, Reject, ValueCodec};
-use crate::coherence::{tags as tag_clock, Message};
+use crate::coherence::{fn_tag, tags as tag_clock, Message};
 use crate::config::Codec;
 use crate::entry::{Entry, TagStamp};
 use crate::error::Error;
@@ -94,12 +94,6 @@ pub(crate) struct Remote<V> {
     /// The tag every value of the function carries in the shared tier, so that
     /// `<fn>_clear` drops them all by bumping one version (see [`fn_tag`]).
     pub fn_tag: String,
-}
-
-/// The implicit tag of a function's values in shared tiers: what `<fn>_clear` bumps. It
-/// starts with a control character, which no tag a template renders from its own text does.
-pub(crate) fn fn_tag(name: &str) -> String {
-    format!("\u{1}fn:{name}")
 }
 
 fn unix_ms() -> u64 {

@@ -40,7 +40,7 @@ use crate::flight::{Flights, Landed, Leader, Via};
 use crate::io::{Defer, Detach};
 use crate::key::Key;
 use crate::kind::{Hooks, Kind};
-use crate::policy::{Backend, Policy};
+use crate::policy::Policy;
 use crate::stats::{Counter, Recorder, Stats};
 use crate::tier::memory::MemoryStore;
 use crate::tier::registry;
@@ -109,17 +109,7 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
 
     /// The shared tier the policy asks for (`None`: in-process only).
     fn remote(policy: &Policy, codec: Option<ValueCodec<S::Value>>) -> Option<Remote<S::Value>> {
-        let (tier, local) = match policy.backend {
-            Backend::Memory => return None,
-            Backend::Redis => (registry::default_tier(), false),
-            Backend::Tiered => (registry::default_tier(), true),
-            Backend::Memcached => (registry::memcached_tier(), false),
-            Backend::Named(name) => {
-                let tier = registry::named(name);
-                let local = tier.local_tier();
-                (tier, local)
-            }
-        };
+        let (tier, local) = registry::tier_of(policy.backend)?;
         // The expansion passes a codec for every remote backend.
         codec.map(|codec| Remote::new(tier, codec, local, &policy.display_name()))
     }

@@ -5,16 +5,19 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use super::embed::{EmbedError, Embedder};
 use super::index::{Item, Scope};
+use super::shared::{self, Shared, Stored, Ticket};
 use crate::bypass::Bypass;
 use crate::clock;
-use crate::coherence::tags as tag_clock;
+use crate::codec::ValueCodec;
+use crate::coherence::{tags as tag_clock, LocalTier};
 use crate::entry::TagStamp;
 use crate::error::Error;
-use crate::flight::{Flights, Landed, Role, Via};
+use crate::flight::{Flights, Landed, Leader, Role, Via};
+use crate::io::Detach;
 use crate::kind::{Hooks, Kind};
 use crate::policy::Policy;
 use crate::stats::{self, Counter, Recorder, Stats};
@@ -86,6 +89,10 @@ pub struct SemanticEngine<R: 'static, S: Kind<R>> {
     scopes: Mutex<HashMap<String, SharedScope<S::Value>>>,
     flights: Arc<Flights<S::Value>>,
     entries: AtomicU64,
+    /// The shared tier holding the function's scopes (`backend = redis`, `tiered`, …).
+    shared: Option<Arc<Shared<S::Value>>>,
+    /// What the backplane calls (it holds it weakly; the engine keeps it alive).
+    follower: OnceLock<Arc<dyn LocalTier>>,
     _r: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -94,6 +101,7 @@ pub struct SemanticCell<R: 'static, S: Kind<R>> {
     policy: Policy,
     semantic: SemanticPolicy,
     judge: Option<Judge<S::Value>>,
+    codec: Option<ValueCodec<S::Value>>,
     engine: OnceLock<Arc<SemanticEngine<R, S>>>,
 }
 
@@ -108,6 +116,24 @@ impl<R: 'static, S: Kind<R>> SemanticCell<R, S> {
             policy,
             semantic,
             judge,
+            codec: None,
+            engine: OnceLock::new(),
+        }
+    }
+
+    /// A cell for a function whose scopes a shared tier holds (`policy.backend`), which
+    /// stores answers with `codec`.
+    pub const fn remote(
+        policy: Policy,
+        semantic: SemanticPolicy,
+        judge: Option<Judge<S::Value>>,
+        codec: ValueCodec<S::Value>,
+    ) -> Self {
+        Self {
+            policy,
+            semantic,
+            judge,
+            codec: Some(codec),
             engine: OnceLock::new(),
         }
     }
@@ -119,7 +145,7 @@ impl<R: 'static, S: Kind<R>> SemanticCell<R, S> {
         hooks: impl FnOnce() -> Hooks<S::Value, S::Error>,
     ) -> &Arc<SemanticEngine<R, S>> {
         self.engine
-            .get_or_init(|| registered(self.policy, self.semantic, self.judge, hooks()))
+            .get_or_init(|| registered(self.policy, self.semantic, self.judge, self.codec, hooks()))
     }
 }
 
@@ -129,8 +155,12 @@ fn registered<R: 'static, S: Kind<R>>(
     policy: Policy,
     semantic: SemanticPolicy,
     judge: Option<Judge<S::Value>>,
+    codec: Option<ValueCodec<S::Value>>,
     hooks: Hooks<S::Value, S::Error>,
-) -> Arc<SemanticEngine<R, S>> {
+) -> Arc<SemanticEngine<R, S>>
+where
+    S::Value: Send + Sync,
+{
     static ENGINES: OnceLock<Registry> = OnceLock::new();
     let mut engines = ENGINES
         .get_or_init(Default::default)
@@ -153,14 +183,86 @@ fn registered<R: 'static, S: Kind<R>>(
         scopes: Mutex::new(HashMap::new()),
         flights: Arc::new(Flights::new()),
         entries: AtomicU64::new(0),
+        shared: shared_tier(&policy, codec),
+        follower: OnceLock::new(),
         _r: std::marker::PhantomData,
     });
     let weak = Arc::downgrade(&engine);
     engine.stats.set_occupancy(Box::new(move || {
         (weak.upgrade().map_or(0, |e| e.entries.load(Relaxed)), None)
     }));
+    if let Some(shared) = &engine.shared {
+        let tier = &shared.tier;
+        if let Some(template) = policy.key_template {
+            let name = tier.name().to_owned();
+            tier.keyspace()
+                .claim(&name, template, policy.name, policy.display_name());
+        }
+        let follower: Arc<dyn LocalTier> = Arc::new(Follower {
+            engine: Arc::downgrade(&engine),
+            fn_tag: shared.fn_tag.clone(),
+        });
+        tier.backplane().register(Arc::downgrade(&follower));
+        let _ = engine.follower.set(follower);
+        // Other processes' stores and invalidations arrive over the backplane.
+        crate::tier::listen(tier);
+    }
     engines.insert(policy.site, engine.clone());
     engine
+}
+
+/// The shared tier of a function's scopes, if its backend names one that can hold them.
+fn shared_tier<V: Clone + Send + Sync + 'static>(
+    policy: &Policy,
+    codec: Option<ValueCodec<V>>,
+) -> Option<Arc<Shared<V>>> {
+    let (tier, _) = crate::tier::registry::tier_of(policy.backend)?;
+    let codec = codec?; // the expansion passes one for every shared backend
+    if !tier.holds_scopes() {
+        tracing::error!(
+            function = %policy.display_name(),
+            backend = tier.name(),
+            "cachemacro: this backend cannot hold a semantic function's scopes (Redis can); its answers stay in-process"
+        );
+        return None;
+    }
+    Some(Arc::new(Shared::new(tier, codec, &policy.display_name())))
+}
+
+/// The engine as the backplane sees it: other processes' invalidations of a scope, of
+/// every scope (`<fn>_clear`, a lost subscription) and their stores.
+struct Follower<R: 'static, S: Kind<R>> {
+    engine: Weak<SemanticEngine<R, S>>,
+    fn_tag: String,
+}
+
+impl<R: 'static, S: Kind<R>> LocalTier for Follower<R, S>
+where
+    S::Value: Send + Sync,
+{
+    fn drop_key(&self, key: &str) {
+        if let Some(e) = self.engine.upgrade() {
+            if e.empty_scope(key) {
+                e.stats.incr(Counter::BackplaneDrops);
+            }
+        }
+    }
+
+    fn flush(&self) {
+        if let Some(e) = self.engine.upgrade() {
+            e.empty_all();
+        }
+    }
+
+    fn fn_tag(&self) -> Option<&str> {
+        Some(&self.fn_tag)
+    }
+
+    fn entry_changed(&self, key: &str, id: &str) {
+        if let Some(e) = self.engine.upgrade() {
+            e.entry_changed(key, id);
+        }
+    }
 }
 
 /// What a leader needs to call the source and store its answer (owned: it may go on as a
@@ -173,6 +275,8 @@ struct Lead<V: Clone, Fut> {
     vector: (Arc<str>, Vec<f32>),
     tags: Vec<String>,
     stamp: u64,
+    /// The scope's key and what the shared tier said before the source ran.
+    shared: Option<(String, Ticket)>,
     source: Fut,
 }
 
@@ -239,19 +343,23 @@ where
             // As of before the source runs: an invalidation meanwhile wins over this store.
             let (scope_ref, generation) = self.scope(scope);
             let stamp = tag_clock().epoch();
+            let ticket = self.ticket(scope, &tags).await;
             let r = source.await;
             let Ok(vector) = self.embed(prompt).await else {
                 return r;
             };
-            return self.store_stamped(
-                &scope_ref,
-                generation,
-                prompt,
-                vector,
-                (&tags, stamp),
-                S::split(r),
-                None,
-            );
+            return self
+                .store_stamped(
+                    &scope_ref,
+                    generation,
+                    prompt,
+                    vector,
+                    (&tags, stamp),
+                    S::split(r),
+                    None,
+                    ticket.as_ref().map(|t| (scope, t)),
+                )
+                .await;
         }
         let vector = match self.embed(prompt).await {
             Ok(v) => v,
@@ -263,7 +371,10 @@ where
         };
         let (scope_ref, generation) = self.scope(scope);
         let counters = self.stats.semantic();
-        match self.look_up(&scope_ref, &vector) {
+        // With a shared tier, the index answers only once it holds the scope's entries and
+        // while this process hears every change to them.
+        let ready = self.ready(scope, &scope_ref).await;
+        match self.look_up_if(ready, &scope_ref, &vector) {
             Found::Hit(value, score, stored) => {
                 counters.hits.fetch_add(1, Relaxed);
                 counters.score(score);
@@ -316,7 +427,8 @@ where
                     // An answer stored since this caller looked (by a flight that landed
                     // before it got here, or the reload that waiters sent round again by an
                     // invalidation share) is taken, not loaded again.
-                    if let Found::Hit(value, _, _) = self.look_up(&scope_ref, &vector) {
+                    let ready = self.ready(scope, &scope_ref).await;
+                    if let Found::Hit(value, _, _) = self.look_up_if(ready, &scope_ref, &vector) {
                         leader.land(Landed::Value(value.clone(), Via::Cache { stale: false }));
                         return S::join(value);
                     }
@@ -328,6 +440,7 @@ where
                         .generation;
                     let (tags, source) = make();
                     let stamp = tag_clock().epoch();
+                    let ticket = self.ticket(scope, &tags).await;
                     let lead = Lead {
                         leader,
                         scope: scope_ref,
@@ -336,6 +449,7 @@ where
                         vector,
                         tags,
                         stamp,
+                        shared: ticket.map(|t| (scope.to_owned(), t)),
                         source,
                     };
                     return run(self, lead).await;
@@ -357,7 +471,166 @@ where
             (&l.tags, l.stamp),
             r,
             Some(l.leader),
+            l.shared.as_ref().map(|(k, t)| (k.as_str(), t)),
         )
+        .await
+    }
+
+    /// The shared tier's generation of the scope and its tags' versions, before a source
+    /// call (`None`: no shared tier, or it did not answer; the answer is then not shared).
+    async fn ticket(&self, scope: &str, tags: &[String]) -> Option<Ticket> {
+        let shared = self.shared.as_ref()?;
+        match shared.ticket(scope, tags).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.shared_failed("read the scope's generation", &e);
+                None
+            }
+        }
+    }
+
+    fn shared_failed(&self, what: &str, e: &crate::tier::TierError) {
+        self.stats.incr(match e {
+            crate::tier::TierError::Open => Counter::BackendSkipped,
+            _ => Counter::BackendErrors,
+        });
+        tracing::debug!(function = %self.stats.name(), error = %e, "cachemacro: semantic scope: could not {what}");
+    }
+
+    /// Whether the scope's index may answer: always in-process; with a shared tier, while
+    /// the backplane is up and once the scope's entries were read (they are, here, the
+    /// first time; one reader at a time).
+    async fn ready(&self, key: &str, scope: &SharedScope<S::Value>) -> bool {
+        let Some(shared) = &self.shared else {
+            return true;
+        };
+        if !shared.trusted() {
+            return false;
+        }
+        let load = {
+            let s = scope.read().unwrap_or_else(|e| e.into_inner());
+            if s.loaded {
+                return true;
+            }
+            s.load.clone()
+        };
+        let _one = load.lock().await;
+        let (generation, stamp) = {
+            let s = scope.read().unwrap_or_else(|e| e.into_inner());
+            if s.loaded {
+                return true;
+            }
+            (s.generation, tag_clock().epoch())
+        };
+        match shared.load(key).await {
+            Ok((entries, garbage)) => {
+                if garbage > 0 {
+                    self.stats.add(Counter::BackendErrors, garbage);
+                }
+                let mut s = scope.write().unwrap_or_else(|e| e.into_inner());
+                if s.generation != generation {
+                    return false; // invalidated while read: the next call reads it again
+                }
+                let (mut evicted, mut grew) = (0, 0);
+                for stored in entries {
+                    let (e, g) = s.insert(
+                        self.item(stored, stamp),
+                        self.semantic.max_entries,
+                        clock::now(),
+                    );
+                    evicted += e;
+                    grew += g;
+                }
+                s.loaded = true;
+                drop(s);
+                if evicted > 0 {
+                    self.stats.add(Counter::Evictions, evicted);
+                }
+                self.grow(grew);
+                shared.trusted()
+            }
+            Err(e) => {
+                self.shared_failed("read the scope", &e);
+                false
+            }
+        }
+    }
+
+    /// An entry read from the shared tier, as the index holds it (its tags checked against
+    /// this process's invalidations since `stamp`, taken before the read).
+    fn item(&self, s: Stored<S::Value>, stamp: u64) -> Item<S::Value> {
+        let now = clock::now();
+        let left = s.hard_ms.saturating_sub(shared::unix_ms());
+        Item {
+            id: s.id,
+            prompt: s.prompt,
+            vector: s.vector,
+            model: s.model,
+            value: s.value,
+            hard: now.saturating_add(clock::nanos(std::time::Duration::from_millis(left))),
+            tags: TagStamp::new(s.tags, stamp),
+            used: AtomicU64::new(now),
+        }
+    }
+
+    /// Another process stored or removed entry `id` of the scope at `key`: if this process
+    /// holds the scope, it reads the entry again (in the background).
+    fn entry_changed(self: &Arc<Self>, key: &str, id: &str) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let Some(scope) = self
+            .scopes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+        else {
+            return;
+        };
+        let generation = scope.read().unwrap_or_else(|e| e.into_inner()).generation;
+        let stamp = tag_clock().epoch();
+        let (this, key, id) = (self.clone(), key.to_owned(), id.to_owned());
+        crate::io::spawn(async move {
+            let Ok(n) = u64::from_str_radix(&id, 16) else {
+                return;
+            };
+            let fetched = match shared.fetch(&key, &id).await {
+                Ok(f) => f,
+                Err(e) => return this.shared_failed("read an entry another process stored", &e),
+            };
+            let mut s = scope.write().unwrap_or_else(|e| e.into_inner());
+            if s.generation != generation {
+                return; // invalidated meanwhile
+            }
+            let (evicted, grew) = match fetched {
+                Some(stored) => s.insert(
+                    this.item(stored, stamp),
+                    this.semantic.max_entries,
+                    clock::now(),
+                ),
+                None => (0, -(s.remove_where(|i| i.id == n) as i64)),
+            };
+            drop(s);
+            if evicted > 0 {
+                this.stats.add(Counter::Evictions, evicted);
+            }
+            this.grow(grew);
+        });
+    }
+
+    /// [`Self::look_up`] when the index may answer, else a miss.
+    fn look_up_if(
+        &self,
+        ready: bool,
+        scope: &RwLock<Scope<S::Value>>,
+        query: &(Arc<str>, Vec<f32>),
+    ) -> Found<S::Value> {
+        if ready {
+            self.look_up(scope, query)
+        } else {
+            Found::Miss(None)
+        }
     }
 
     /// The nearest stored prompt of the scope, if it clears the threshold.
@@ -400,6 +673,7 @@ where
         let counters = self.stats.semantic();
         let (tags, source) = make();
         let stamp = tag_clock().epoch();
+        let ticket = self.ticket(scope_key, &tags).await;
         let stopwatch = clock::Stopwatch::start();
         let r = S::split(source.await);
         self.stats.load(r.is_err(), stopwatch.elapsed());
@@ -424,11 +698,26 @@ where
         );
         // The stored answer that drifted is not served again (to this prompt's neighbours
         // either): it goes, and this prompt's fresh answer takes its place.
+        let mut removed = Vec::new();
         {
             let mut g = scope.write().unwrap_or_else(|e| e.into_inner());
-            let gone = g.remove_where(|i| i.prompt == answered_by);
+            let gone = g.remove_where(|i| {
+                let drifted = i.prompt == answered_by;
+                if drifted {
+                    removed.push(i.id);
+                }
+                drifted
+            });
             drop(g);
             self.grow(-(gone as i64));
+        }
+        // Every process: the entry goes from the shared tier, and the others are told.
+        if let Some(shared) = &self.shared {
+            for id in removed {
+                if let Err(e) = shared.remove(scope_key, id).await {
+                    self.shared_failed("remove a drifted entry", &e);
+                }
+            }
         }
         self.store_stamped(
             scope,
@@ -438,13 +727,19 @@ where
             (&tags, stamp),
             Ok(value),
             None,
+            ticket.as_ref().map(|t| (scope_key, t)),
         )
+        .await
     }
 
     /// Stores a source's result (unless the scope was invalidated since `generation`, or
     /// the result is an error or an uncached `None`) and lands the flight.
+    ///
+    /// With a shared tier (`shared`: the scope's key and the ticket taken before the
+    /// source ran), the entry is written there first; if the scope was invalidated by any
+    /// process since the ticket, the tier refuses it and it is not kept here either.
     #[allow(clippy::too_many_arguments)]
-    fn store_stamped(
+    async fn store_stamped(
         &self,
         scope: &RwLock<Scope<S::Value>>,
         generation: u64,
@@ -452,7 +747,8 @@ where
         (model, vector): (Arc<str>, Vec<f32>),
         (tags, stamp): (&[String], u64),
         r: Result<S::Value, S::Error>,
-        leader: Option<crate::flight::Leader<S::Value>>,
+        leader: Option<Leader<S::Value>>,
+        shared: Option<(&str, &Ticket)>,
     ) -> R {
         let value = match r {
             Ok(v) => v,
@@ -472,6 +768,22 @@ where
         let invalidated = scope.read().unwrap_or_else(|e| e.into_inner()).generation != generation
             || tag_clock().any_invalidated_after(tags, stamp);
         if invalidated {
+            if let Some(l) = leader {
+                l.land(Landed::Superseded);
+            }
+            return S::join(value);
+        }
+        if (!negative || self.policy.cache_none)
+            && !self
+                .share(
+                    shared,
+                    prompt,
+                    (&*model, vector.as_slice()),
+                    &value,
+                    (tags, negative),
+                )
+                .await
+        {
             if let Some(l) = leader {
                 l.land(Landed::Superseded);
             }
@@ -510,6 +822,55 @@ where
             ));
         }
         S::join(value)
+    }
+
+    /// Writes an answer to the shared tier (and tells the other processes), if the
+    /// function has one and its ticket was taken. `false`: the scope was invalidated
+    /// somewhere since the ticket, so the answer is not kept anywhere. A tier that fails
+    /// (or an answer too large for it) leaves the answer to this process alone.
+    async fn share(
+        &self,
+        shared: Option<(&str, &Ticket)>,
+        prompt: &str,
+        (model, vector): (&str, &[f32]),
+        value: &S::Value,
+        (tags, negative): (&[String], bool),
+    ) -> bool {
+        let (Some(tier), Some((key, ticket))) = (&self.shared, shared) else {
+            return true;
+        };
+        let ttl = self.policy.hard_ttl(negative);
+        let bytes = match tier.encode(model, prompt, vector, value, ttl, tags, ticket) {
+            Ok(b) => b,
+            Err(e) => {
+                self.stats.incr(Counter::BackendErrors);
+                tracing::warn!(function = %self.stats.name(), error = %e, "cachemacro: a semantic answer could not be encoded for the shared tier; kept in-process");
+                return true;
+            }
+        };
+        let id = super::index::entry_id(model, prompt);
+        match tier
+            .put(
+                key,
+                id,
+                bytes,
+                ttl,
+                self.semantic.max_entries,
+                ticket.generation,
+            )
+            .await
+        {
+            Ok(Some(true)) => true,
+            Ok(Some(false)) => false,
+            Ok(None) => {
+                self.stats.incr(Counter::Oversized);
+                true
+            }
+            Err(e) => {
+                self.shared_failed("store an answer", &e);
+                true
+            }
+        }
     }
 
     fn grow(&self, by: i64) {
@@ -614,23 +975,42 @@ where
         }
     }
 
-    /// Drops every stored prompt of `scope`; a load of the scope in flight does not store
-    /// its answer.
-    pub async fn invalidate(&self, scope: &str) -> Result<(), Error> {
-        self.stats.incr(Counter::Invalidations);
+    /// Drops every stored prompt of `scope`, here and (with a shared tier) in the tier and
+    /// every process; a load of the scope in flight anywhere does not store its answer. A
+    /// caller cancelled half way does not leave it half done.
+    pub async fn invalidate(self: &Arc<Self>, scope: &str) -> Result<(), Error> {
+        let (this, scope) = (self.clone(), scope.to_owned());
+        Detach::on_cache_threads(async move {
+            this.stats.incr(Counter::Invalidations);
+            this.empty_scope(&scope);
+            let Some(shared) = &this.shared else {
+                return Ok(());
+            };
+            let done = shared.invalidate(&scope).await;
+            // Again after the tier: an entry read from it before the invalidation (by a
+            // load of the scope here) is not kept.
+            this.empty_scope(&scope);
+            done.inspect_err(|_| this.stats.incr(Counter::BackendErrors))
+        })
+        .await
+    }
+
+    /// Empties the scope at `key` if this process holds it; `true` if it did.
+    fn empty_scope(&self, key: &str) -> bool {
         let s = self
             .scopes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(scope)
+            .get(key)
             .cloned();
-        if let Some(s) = s {
+        s.is_some_and(|s| {
             self.empty(&s);
-        }
-        Ok(())
+            true
+        })
     }
 
-    /// Empties one scope and moves its generation (a load of it in flight does not store).
+    /// Empties one scope and moves its generation (a load of it in flight does not store);
+    /// with a shared tier, it is read again before it answers.
     fn empty(&self, scope: &RwLock<Scope<S::Value>>) {
         let mut g = scope.write().unwrap_or_else(|e| e.into_inner());
         g.generation += 1;
@@ -640,9 +1020,8 @@ where
         self.grow(-(n as i64));
     }
 
-    /// Drops every stored prompt of every scope.
-    pub async fn clear(&self) -> Result<(), Error> {
-        self.stats.incr(Counter::Invalidations);
+    /// Empties every scope this process holds.
+    fn empty_all(&self) {
         let all: Vec<_> = self
             .scopes
             .lock()
@@ -653,7 +1032,26 @@ where
         for s in all {
             self.empty(&s);
         }
-        Ok(())
+    }
+
+    /// Drops every stored prompt of every scope, here and (with a shared tier) in the tier
+    /// and every process. A caller cancelled half way does not leave it half done.
+    pub async fn clear(self: &Arc<Self>) -> Result<(), Error> {
+        let this = self.clone();
+        Detach::on_cache_threads(async move {
+            this.stats.incr(Counter::Invalidations);
+            this.empty_all();
+            let Some(shared) = &this.shared else {
+                return Ok(());
+            };
+            let backplane = shared.tier.backplane();
+            backplane.flush_function(&shared.fn_tag); // same-name functions here
+            let done = shared.clear().await;
+            this.empty_all();
+            backplane.flush_function(&shared.fn_tag);
+            done.inspect_err(|_| this.stats.incr(Counter::BackendErrors))
+        })
+        .await
     }
 
     /// A snapshot of this function's counters.

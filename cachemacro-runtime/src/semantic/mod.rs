@@ -11,6 +11,7 @@ mod engine;
 mod index;
 #[cfg(feature = "minilm")]
 mod minilm;
+mod shared;
 
 pub use crate::stats::SemanticStats;
 pub use embed::{cosine, normalize, EmbedError, Embedder, HashEmbedder};

@@ -180,6 +180,62 @@ pub(crate) trait Tier: Send + Sync + 'static {
     fn unlock(&self, key: String, token: u64);
     /// Publishes a backplane message.
     fn publish<'a>(&'a self, message: Message<'a>) -> TierFuture<'a, ()>;
+
+    /// Whether the tier can hold a semantic function's scopes (a map of entries at the
+    /// scope's key, bounded, beside the key's generation): the methods below.
+    #[cfg(feature = "semantic")]
+    fn holds_scopes(&self) -> bool {
+        false
+    }
+    /// Every entry of the scope at `key`: (id, bytes).
+    #[cfg(feature = "semantic")]
+    fn scope_entries<'a>(&'a self, key: &'a str) -> TierFuture<'a, Vec<(String, Vec<u8>)>> {
+        let _ = key;
+        Box::pin(async {
+            Err(TierError::Failed(
+                "this tier holds no semantic scopes".into(),
+            ))
+        })
+    }
+    /// One entry of the scope at `key`.
+    #[cfg(feature = "semantic")]
+    fn scope_entry<'a>(&'a self, key: &'a str, id: &'a str) -> TierFuture<'a, Option<Vec<u8>>> {
+        let _ = (key, id);
+        Box::pin(async {
+            Err(TierError::Failed(
+                "this tier holds no semantic scopes".into(),
+            ))
+        })
+    }
+    /// Stores entry `id` of the scope at `key` for `ttl`, unless the key's generation moved
+    /// past `generation`; past `max` entries, those that expire first go.
+    #[cfg(feature = "semantic")]
+    fn scope_put<'a>(
+        &'a self,
+        key: &'a str,
+        id: &'a str,
+        bytes: Vec<u8>,
+        ttl: Duration,
+        max: usize,
+        generation: u64,
+    ) -> TierFuture<'a, Written> {
+        let _ = (key, id, bytes, ttl, max, generation);
+        Box::pin(async {
+            Err(TierError::Failed(
+                "this tier holds no semantic scopes".into(),
+            ))
+        })
+    }
+    /// Removes entry `id` of the scope at `key`.
+    #[cfg(feature = "semantic")]
+    fn scope_remove<'a>(&'a self, key: &'a str, id: &'a str) -> TierFuture<'a, ()> {
+        let _ = (key, id);
+        Box::pin(async {
+            Err(TierError::Failed(
+                "this tier holds no semantic scopes".into(),
+            ))
+        })
+    }
 }
 
 /// Starts following the tier's backplane, once: tiered L1s and lock waiters need it.

@@ -73,6 +73,23 @@ fn create(name: &str, spec: &BackendConfig, cfg: &Arc<Config>) -> Arc<dyn Tier> 
     }
 }
 
+/// The shared tier `backend` names, and whether functions on it keep an in-process tier
+/// in front of it (`tiered`); `None` for the in-process backend.
+pub(crate) fn tier_of(backend: crate::policy::Backend) -> Option<(Arc<dyn Tier>, bool)> {
+    use crate::policy::Backend;
+    Some(match backend {
+        Backend::Memory => return None,
+        Backend::Redis => (default_tier(), false),
+        Backend::Tiered => (default_tier(), true),
+        Backend::Memcached => (memcached_tier(), false),
+        Backend::Named(name) => {
+            let tier = named(name);
+            let local = tier.local_tier();
+            (tier, local)
+        }
+    })
+}
+
 /// Every tier in use, plus the default one when Redis was configured explicitly.
 pub(crate) fn in_use() -> Vec<Arc<dyn Tier>> {
     let mut all: Vec<_> = tiers()

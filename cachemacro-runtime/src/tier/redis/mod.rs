@@ -10,6 +10,7 @@
 //! | `lock.rs` | the per-key distributed lock |
 //! | `subscribe.rs` | one resubscribing, heartbeating subscription (backplane and events) |
 //! | `keys.rs` | where the cache's own keys live, and cluster slots |
+//! | `scopes.rs` | a semantic function's scopes (feature `semantic`) |
 //!
 //! Every operation runs in the context of the crate's own I/O runtime ([`crate::io`]), so
 //! connections outlive the runtimes of the callers that use them.
@@ -18,6 +19,8 @@ mod client;
 mod commands;
 pub(crate) mod keys;
 mod lock;
+#[cfg(feature = "semantic")]
+mod scopes;
 mod subscribe;
 mod watch;
 
@@ -299,5 +302,38 @@ impl Tier for RedisTier {
 
     fn publish<'a>(&'a self, message: Message<'a>) -> TierFuture<'a, ()> {
         Box::pin(self.publish_text(message.encode()))
+    }
+
+    #[cfg(feature = "semantic")]
+    fn holds_scopes(&self) -> bool {
+        true
+    }
+
+    #[cfg(feature = "semantic")]
+    fn scope_entries<'a>(&'a self, key: &'a str) -> TierFuture<'a, Vec<(String, Vec<u8>)>> {
+        Box::pin(self.scope_all(key))
+    }
+
+    #[cfg(feature = "semantic")]
+    fn scope_entry<'a>(&'a self, key: &'a str, id: &'a str) -> TierFuture<'a, Option<Vec<u8>>> {
+        Box::pin(self.scope_one(key, id))
+    }
+
+    #[cfg(feature = "semantic")]
+    fn scope_put<'a>(
+        &'a self,
+        key: &'a str,
+        id: &'a str,
+        bytes: Vec<u8>,
+        ttl: Duration,
+        max: usize,
+        generation: u64,
+    ) -> TierFuture<'a, Written> {
+        Box::pin(self.scope_write(key, id, bytes, ttl, max, generation))
+    }
+
+    #[cfg(feature = "semantic")]
+    fn scope_remove<'a>(&'a self, key: &'a str, id: &'a str) -> TierFuture<'a, ()> {
+        Box::pin(self.scope_delete(key, id))
     }
 }
