@@ -131,6 +131,52 @@ fn two_processes_stay_coherent_over_a_cluster() {
     }
 }
 
+/// Semantic scopes on a cluster: each scope's hash, generation and expiry order share a
+/// slot (the Lua write touches all three), scopes spread over the masters, and two
+/// processes share answers by meaning and invalidations.
+#[cfg(feature = "semantic")]
+#[test]
+fn semantic_scopes_are_shared_on_a_cluster() {
+    let c = cluster();
+    let mut a = Proc::start(&c.url(), "clsem:");
+    let mut b = Proc::start(&c.url(), "clsem:");
+    for p in [&mut a, &mut b] {
+        p.cmd("ask faq warmup hello");
+        p.wait_subscribed();
+    }
+    let tenants: Vec<String> = (0..12).map(|t| format!("tenant{t}")).collect();
+    let answers: Vec<String> = tenants
+        .iter()
+        .map(|t| a.cmd(&format!("ask faq {t} how do I reset my password")))
+        .collect();
+    for (t, first) in tenants.iter().zip(&answers) {
+        assert!(first.starts_with(&format!("{t}|")), "{first}");
+        assert_eq!(
+            &b.cmd(&format!("ask faq {t} How do I reset my password?")),
+            first,
+            "B served A's answer from the cluster"
+        );
+    }
+    let stats = b.cmd("sstats faq");
+    assert!(
+        stats.contains("loads=1 "),
+        "only B's warm-up loaded: {stats}"
+    );
+    assert!(stats.contains("backend_errors=0"), "{stats}");
+    a.cmd("version 2");
+    b.cmd("version 2");
+    assert_eq!(a.cmd("sinv faq tenant3"), "ok");
+    eventually("B dropped tenant3's scope", || {
+        b.cmd("ask faq tenant3 how do I reset my password")
+            .ends_with("|v2")
+    });
+    assert_eq!(
+        b.cmd("ask faq tenant4 how do I reset my password"),
+        answers[4],
+        "another scope kept"
+    );
+}
+
 #[test]
 fn the_distributed_lock_works_on_a_cluster() {
     let c = cluster();
