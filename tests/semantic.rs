@@ -483,3 +483,36 @@ async fn waiters_sent_round_again_take_the_answer_stored_meanwhile() {
         "one load before the invalidation, one after it for all the waiters"
     );
 }
+
+static VER2: AtomicUsize = AtomicUsize::new(0);
+static VG2: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static VS2: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+#[cached(ttl = "1h", semantic(on = q, threshold = 0.9), key = "ver2:<scope>")]
+async fn versioned2(scope: u64, q: String) -> String {
+    let v = VER2.load(SeqCst);
+    VS2.notify_one();
+    VG2.notified().await;
+    format!("{scope}:{q}:v{v}")
+}
+
+/// A call that starts after `<fn>_invalidate` returns does not even wait for a load that
+/// began before it: it loads at once (review finding: it joined the older flight and was
+/// only sent round when that landed — and could be handed its answer when the
+/// invalidation came between the leader's check and its landing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_after_invalidate_does_not_join_the_older_load() {
+    setup();
+    let first = tokio::spawn(versioned2(1, "opening hours".into()));
+    within(VS2.notified()).await;
+    VER2.store(1, SeqCst);
+    versioned2_invalidate(1).await.unwrap();
+    let after = tokio::spawn(versioned2(1, "opening hours".into()));
+    tokio::time::timeout(Duration::from_secs(5), VS2.notified())
+        .await
+        .expect("the later call is in the source while the older load still runs");
+    VG2.notify_one();
+    VG2.notify_one();
+    assert_eq!(within(first).await.unwrap(), "1:opening hours:v0");
+    assert_eq!(within(after).await.unwrap(), "1:opening hours:v1");
+}

@@ -230,3 +230,34 @@ fn a_process_that_lost_its_subscription_does_not_answer_from_its_index() {
         "A read the scope anew too: B's newer answer, not its own old one"
     );
 }
+
+/// Two functions of one name and key template in one process share their scopes: an
+/// invalidation through one reaches the other's index here (its own backplane message is
+/// not for this process), and so does an answer stored through one.
+#[test]
+fn an_invalidation_through_one_function_reaches_a_same_name_function_here() {
+    let server = Server::start();
+    let mut a = Proc::start(&server.url(), "sr6:");
+    a.cmd("ask sfaq_a warmup hello");
+    a.cmd("ask sfaq_b warmup hello");
+    a.wait_subscribed();
+    let q = "how do I reset my password";
+    let first = a.cmd(&format!("ask sfaq_a acme {q}"));
+    assert_eq!(a.cmd(&format!("ask sfaq_b acme {q}")), first, "shared");
+    a.cmd("version 2");
+    assert_eq!(a.cmd("sinv sfaq_a acme"), "ok");
+    assert!(
+        a.cmd(&format!("ask sfaq_b acme {q}")).ends_with("|v2"),
+        "the same-name function dropped the scope at once"
+    );
+    // An answer stored through one reaches the other's index (it holds the scope).
+    let before = stat(&mut a, "sfaq_b", "entries");
+    let later = a.cmd("ask sfaq_a acme where is my parcel right now");
+    eventually("sfaq_b heard of it", || {
+        stat(&mut a, "sfaq_b", "entries") > before
+    });
+    assert_eq!(
+        a.cmd("ask sfaq_b acme Where is my parcel right now?"),
+        later
+    );
+}

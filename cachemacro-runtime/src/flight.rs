@@ -160,6 +160,19 @@ impl<V: Clone> Flights<V> {
         }
     }
 
+    /// [`Flights::forget`] for every flight whose key starts with `prefix`.
+    #[cfg_attr(not(feature = "semantic"), allow(dead_code))] // a semantic scope's flights
+    pub fn forget_prefix(&self, prefix: &str) {
+        self.lock().retain(|key, f| {
+            let gone = key.starts_with(prefix);
+            if gone {
+                f.superseded
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            !gone
+        });
+    }
+
     /// Detaches and marks every flight (everything was invalidated at once).
     pub fn forget_all(&self) {
         for (_, f) in self.lock().drain() {

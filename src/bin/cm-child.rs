@@ -352,6 +352,18 @@ mod semantic {
         answer(&tenant, &q).await
     }
 
+    // Two functions sharing one name and key: one function's scopes, as far as the cache
+    // is concerned (what one stores or invalidates, the other sees, in-process too).
+    #[cached(ttl = 60, semantic(on = q, threshold = 0.8), key = "ssem:<tenant>", name = "shared_faq", backend = redis)]
+    async fn sfaq_a(tenant: String, q: String) -> String {
+        answer(&tenant, &q).await
+    }
+
+    #[cached(ttl = 60, semantic(on = q, threshold = 0.8), key = "ssem:<tenant>", name = "shared_faq", backend = redis)]
+    async fn sfaq_b(tenant: String, q: String) -> String {
+        answer(&tenant, &q).await
+    }
+
     #[cached(ttl = 60, semantic(on = q, threshold = 0.8), key = "lsem:<tenant>")]
     async fn lfaq(tenant: String, q: String) -> String {
         answer(&tenant, &q).await
@@ -369,6 +381,9 @@ mod semantic {
             ("ask", "faq") => faq(scope, q).await,
             ("ask", "tfaq") => tfaq(scope, q).await,
             ("ask", "lfaq") => lfaq(scope, q).await,
+            ("ask", "sfaq_a") => sfaq_a(scope, q).await,
+            ("ask", "sfaq_b") => sfaq_b(scope, q).await,
+            ("sinv", "sfaq_a") => done(sfaq_a_invalidate(scope).await),
             ("sinv", "faq") => done(faq_invalidate(scope).await),
             ("sinv", "tfaq") => done(tfaq_invalidate(scope).await),
             ("sclear", "faq") => done(faq_clear().await),
@@ -378,6 +393,7 @@ mod semantic {
                     "faq" => faq_stats(),
                     "tfaq" => tfaq_stats(),
                     "lfaq" => lfaq_stats(),
+                    "sfaq_b" => sfaq_b_stats(),
                     _ => return "err unknown function".into(),
                 };
                 let sem = s.semantic.unwrap_or_default();

@@ -126,6 +126,16 @@ impl Backplane {
         }
     }
 
+    /// Tells every registered tier but the one at `except` that entry `id` of the semantic
+    /// scope at `key` changed (a same-name function of this process).
+    pub fn entry_changed_except(&self, key: &str, id: &str, except: *const ()) {
+        for t in self.tiers() {
+            if Arc::as_ptr(&t) as *const () != except {
+                t.entry_changed(key, id);
+            }
+        }
+    }
+
     fn tiers(&self) -> Vec<Arc<dyn LocalTier>> {
         let mut tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
         tiers.retain(|t| t.strong_count() > 0);

@@ -515,12 +515,12 @@ where
             s.load.clone()
         };
         let _one = load.lock().await;
-        let (generation, stamp) = {
+        let (generation, seq, stamp) = {
             let s = scope.read().unwrap_or_else(|e| e.into_inner());
             if s.loaded {
                 return true;
             }
-            (s.generation, tag_clock().epoch())
+            (s.generation, s.seq, tag_clock().epoch())
         };
         match shared.load(key).await {
             Ok((entries, garbage)) => {
@@ -533,11 +533,13 @@ where
                 }
                 let (mut evicted, mut grew) = (0, 0);
                 for stored in entries {
-                    let (e, g) = s.insert(
-                        self.item(stored, stamp),
-                        self.semantic.max_entries,
-                        clock::now(),
-                    );
+                    // An entry whose change was announced since this read began is the
+                    // business of that announcement's own read (it may be gone, or newer).
+                    if s.touched.get(&stored.id).is_some_and(|&t| t > seq) {
+                        continue;
+                    }
+                    let item = self.item(stored, stamp);
+                    let (e, g) = s.insert(item, self.semantic.max_entries, clock::now());
                     evicted += e;
                     grew += g;
                 }
@@ -588,27 +590,42 @@ where
         else {
             return;
         };
-        let generation = scope.read().unwrap_or_else(|e| e.into_inner()).generation;
+        let Ok(n) = u64::from_str_radix(id, 16) else {
+            return;
+        };
+        // This announcement's read is the latest for the entry: an earlier one (or a read of
+        // the whole scope begun before it) that finishes later is not applied over it.
+        let (generation, mine) = {
+            let mut s = scope.write().unwrap_or_else(|e| e.into_inner());
+            s.seq += 1;
+            let mine = s.seq;
+            s.touched.insert(n, mine);
+            (s.generation, mine)
+        };
         let stamp = tag_clock().epoch();
         let (this, key, id) = (self.clone(), key.to_owned(), id.to_owned());
         crate::io::spawn(async move {
-            let Ok(n) = u64::from_str_radix(&id, 16) else {
-                return;
-            };
-            let fetched = match shared.fetch(&key, &id).await {
-                Ok(f) => f,
-                Err(e) => return this.shared_failed("read an entry another process stored", &e),
-            };
+            let fetched = shared.fetch(&key, &id).await;
             let mut s = scope.write().unwrap_or_else(|e| e.into_inner());
+            if s.touched.get(&n) != Some(&mine) {
+                return; // a later announcement's read decides
+            }
+            s.touched.remove(&n);
+            let fetched = match fetched {
+                Ok(f) => f,
+                Err(e) => {
+                    drop(s);
+                    return this.shared_failed("read an entry another process stored", &e);
+                }
+            };
             if s.generation != generation {
                 return; // invalidated meanwhile
             }
             let (evicted, grew) = match fetched {
-                Some(stored) => s.insert(
-                    this.item(stored, stamp),
-                    this.semantic.max_entries,
-                    clock::now(),
-                ),
+                Some(stored) => {
+                    let item = this.item(stored, stamp);
+                    s.insert(item, this.semantic.max_entries, clock::now())
+                }
                 None => (0, -(s.remove_where(|i| i.id == n) as i64)),
             };
             drop(s);
@@ -712,12 +729,28 @@ where
             self.grow(-(gone as i64));
         }
         // Every process: the entry goes from the shared tier, and the others are told.
-        if let Some(shared) = &self.shared {
-            for id in removed {
-                if let Err(e) = shared.remove(scope_key, id).await {
-                    self.shared_failed("remove a drifted entry", &e);
+        // Not left half done by a cancelled caller; if it cannot be done, the whole scope
+        // is invalidated when the tier answers again (the outbox).
+        if let (Some(shared), false) = (self.shared.clone(), removed.is_empty()) {
+            let key = scope_key.to_owned();
+            let siblings = self.follower.get().cloned();
+            Detach::on_cache_threads(async move {
+                for id in removed {
+                    if let Err(e) = shared.remove(&key, id).await {
+                        tracing::warn!(scope = key, error = %e, "cachemacro: a drifted semantic answer could not be removed from the shared tier; the scope will be invalidated when it answers");
+                        shared.invalidate_later(&key);
+                        return;
+                    }
+                    if let Some(me) = &siblings {
+                        let me = Arc::as_ptr(me) as *const ();
+                        shared
+                            .tier
+                            .backplane()
+                            .entry_changed_except(&key, &format!("{id:016x}"), me);
+                    }
                 }
-            }
+            })
+            .await;
         }
         self.store_stamped(
             scope,
@@ -761,6 +794,7 @@ where
             }
         };
         let negative = self.hooks.negative.is_some_and(|is_none| is_none(&value));
+        let ttl = self.policy.hard_ttl(negative);
         let mut kept = false;
         // An invalidation of the scope (or of one of the call's tags) since the call began
         // wins: the answer is served to this caller, not stored, and whoever waits on it
@@ -780,7 +814,7 @@ where
                     prompt,
                     (&*model, vector.as_slice()),
                     &value,
-                    (tags, negative),
+                    (tags, ttl),
                 )
                 .await
         {
@@ -791,7 +825,7 @@ where
         }
         if !negative || self.policy.cache_none {
             let now = clock::now();
-            let hard = now.saturating_add(clock::nanos(self.policy.hard_ttl(negative)));
+            let hard = now.saturating_add(clock::nanos(ttl));
             let item = Item {
                 id: super::index::entry_id(&model, prompt),
                 prompt: prompt.into(),
@@ -816,10 +850,19 @@ where
             }
         }
         if let Some(l) = leader {
-            l.land(Landed::Value(
-                value.clone(),
-                Via::Source { kept, seen: None },
-            ));
+            // Decided once the flight left the map (nobody joins it any more): an
+            // invalidation of the scope or of a tag since the call began, however late,
+            // sends the waiters round again rather than handing them this answer.
+            l.land_with(|forgotten| {
+                let invalidated = forgotten
+                    || scope.read().unwrap_or_else(|e| e.into_inner()).generation != generation
+                    || tag_clock().any_invalidated_after(tags, stamp);
+                if invalidated {
+                    Landed::Superseded
+                } else {
+                    Landed::Value(value.clone(), Via::Source { kept, seen: None })
+                }
+            });
         }
         S::join(value)
     }
@@ -834,12 +877,11 @@ where
         prompt: &str,
         (model, vector): (&str, &[f32]),
         value: &S::Value,
-        (tags, negative): (&[String], bool),
+        (tags, ttl): (&[String], std::time::Duration),
     ) -> bool {
         let (Some(tier), Some((key, ticket))) = (&self.shared, shared) else {
             return true;
         };
-        let ttl = self.policy.hard_ttl(negative);
         let bytes = match tier.encode(model, prompt, vector, value, ttl, tags, ticket) {
             Ok(b) => b,
             Err(e) => {
@@ -860,7 +902,10 @@ where
             )
             .await
         {
-            Ok(Some(true)) => true,
+            Ok(Some(true)) => {
+                self.tell_siblings(key, id);
+                true
+            }
             Ok(Some(false)) => false,
             Ok(None) => {
                 self.stats.incr(Counter::Oversized);
@@ -986,10 +1031,17 @@ where
             let Some(shared) = &this.shared else {
                 return Ok(());
             };
+            let me = this
+                .follower
+                .get()
+                .map_or(0, |f| Arc::as_ptr(f) as *const () as usize); // an address (Send)
+            let backplane = shared.tier.backplane();
+            backplane.drop_key_except(&scope, me as *const ()); // same-name functions here
             let done = shared.invalidate(&scope).await;
             // Again after the tier: an entry read from it before the invalidation (by a
             // load of the scope here) is not kept.
             this.empty_scope(&scope);
+            backplane.drop_key_except(&scope, me as *const ());
             done.inspect_err(|_| this.stats.incr(Counter::BackendErrors))
         })
         .await
@@ -1003,10 +1055,24 @@ where
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
             .cloned();
+        // A load of the scope in flight is not joined any more (its waiters go round).
+        self.flights.forget_prefix(&format!("{key}\u{0}"));
         s.is_some_and(|s| {
             self.empty(&s);
             true
         })
+    }
+
+    /// This process's functions of the same name (sharing the scopes) hear of a stored or
+    /// removed entry as other processes do (their own messages are not for them).
+    fn tell_siblings(&self, key: &str, id: u64) {
+        if let (Some(shared), Some(me)) = (&self.shared, self.follower.get()) {
+            let me = Arc::as_ptr(me) as *const ();
+            shared
+                .tier
+                .backplane()
+                .entry_changed_except(key, &format!("{id:016x}"), me);
+        }
     }
 
     /// Empties one scope and moves its generation (a load of it in flight does not store);
@@ -1032,6 +1098,7 @@ where
         for s in all {
             self.empty(&s);
         }
+        self.flights.forget_all();
     }
 
     /// Drops every stored prompt of every scope, here and (with a shared tier) in the tier

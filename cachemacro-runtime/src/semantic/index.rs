@@ -2,6 +2,7 @@
 //! query (a dot product of normalised vectors). Bounded: past `max_entries` the prompt hit
 //! least recently goes.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -53,6 +54,12 @@ pub(crate) struct Scope<V> {
     pub loaded: bool,
     /// Held while the scope is read from the shared tier (one reader at a time).
     pub load: Arc<tokio::sync::Mutex<()>>,
+    /// Counts the changes of single entries other processes announced (see `touched`).
+    pub seq: u64,
+    /// The entries with an announced change whose read is under way, and the `seq` of the
+    /// latest announcement: a read of the entry (or of the whole scope) begun before it is
+    /// not applied over it.
+    pub touched: HashMap<u64, u64>,
 }
 
 impl<V> Default for Scope<V> {
@@ -63,6 +70,8 @@ impl<V> Default for Scope<V> {
             used: AtomicU64::new(0),
             loaded: false,
             load: Default::default(),
+            seq: 0,
+            touched: HashMap::new(),
         }
     }
 }
@@ -88,6 +97,7 @@ impl<V> Scope<V> {
     pub fn clear(&mut self) -> usize {
         let n = self.items.len();
         self.items.clear();
+        self.touched.clear();
         n
     }
 

@@ -224,7 +224,11 @@ impl<V: Clone + Send + Sync + 'static> Shared<V> {
             .await?
         {
             Written::Yes => {
-                self.announce(scope, &id).await?;
+                // Stored: other processes that miss the announcement read the entry with
+                // the scope, the next time they read it whole.
+                if let Err(e) = self.announce(scope, &id).await {
+                    tracing::debug!(scope, error = %e, "cachemacro: a semantic store was not announced");
+                }
                 Ok(Some(true))
             }
             Written::GenerationMoved => Ok(Some(false)),
@@ -307,6 +311,11 @@ impl<V: Clone + Send + Sync + 'static> Shared<V> {
             outbox::of(self.tier.name()).keep(&self.tier, Missed::Key(scope.to_owned()));
             self.error(e)
         })
+    }
+
+    /// Keeps an invalidation of `scope` for the tier's outbox, replayed when it answers.
+    pub fn invalidate_later(&self, scope: &str) {
+        outbox::of(self.tier.name()).keep(&self.tier, Missed::Key(scope.to_owned()));
     }
 
     /// Invalidates every scope of the function everywhere (one version bump of its tag).
