@@ -1,13 +1,15 @@
 //! The semantic cache on real text (issue 13): hit rates by threshold on the labelled pairs
 //! of `tests/data/semantic_pairs.jsonl`, through the cache itself (scopes, threshold, store),
-//! with the real model; and the exact search's latency at 1k / 10k / 100k stored prompts
-//! per scope, beside the model call a hit replaces.
+//! with the real model; and the search's latency at 1k–100k stored prompts per
+//! scope, exact and through the HNSW graph (with how often the two agree, and what the graph
+//! costs to insert into and to rebuild), beside the model call a hit replaces.
 //!
 //! ```text
 //! scripts/fetch-model.sh
 //! cargo bench --bench semantic_pairs --features minilm            # both
 //! cargo bench --bench semantic_pairs --features minilm -- pairs   # the hit rates only
 //! cargo bench --bench semantic_pairs --features minilm -- lookup  # the latencies only
+//! SEMANTIC_LOOKUP_SIZES=10000,50000 cargo bench --bench semantic_pairs --features minilm -- lookup  # other sizes
 //! ```
 
 use std::collections::HashMap;
@@ -177,43 +179,143 @@ fn run_pairs(rt: &tokio::runtime::Runtime) {
 
 /// A random unit vector of 384 dimensions.
 fn unit(rng: &mut fastrand::Rng) -> Vec<f32> {
-    let mut v: Vec<f32> = (0..384).map(|_| rng.f32() * 2.0 - 1.0).collect();
+    let v: Vec<f32> = (0..384).map(|_| rng.f32() * 2.0 - 1.0).collect();
+    normalised(v)
+}
+
+fn normalised(mut v: Vec<f32>) -> Vec<f32> {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.iter_mut().for_each(|x| *x /= n);
     v
 }
 
-fn run_lookup() {
-    let model = MiniLm::from_env().ok();
-    let prompt = "My package was marked as delivered yesterday but I never received it, so what should I do about it now?";
-    let mut rng = fastrand::Rng::with_seed(7);
-    println!("\n| stored prompts in the scope | exact search, median (p10–p90) |");
-    println!("|---|---|");
-    let mut scope = BenchScope::default();
-    let mut filled = 0u32;
-    for n in [1_000u32, 10_000, 100_000] {
-        while filled < n {
-            scope.push(unit(&mut rng), filled);
-            filled += 1;
+/// `v` moved by `by` times a random unit vector, normalised (`by` = 0.48: a cosine of about
+/// 0.9 with `v`; 0.75: about 0.8).
+fn moved(v: &[f32], by: f32, rng: &mut fastrand::Rng) -> Vec<f32> {
+    let noise = unit(rng);
+    normalised(v.iter().zip(&noise).map(|(a, b)| a + by * b).collect())
+}
+
+/// The stored prompts of a look-up benchmark.
+#[derive(Clone, Copy)]
+enum Prompts {
+    /// Random unit vectors: no structure at all, the worst case of a graph (every vector is
+    /// about as far from every other).
+    Random,
+    /// 2,000 random "intents", each prompt one of them moved to a cosine of about 0.8 with
+    /// it (two prompts of one intent: about 0.64), closer to what a sentence model makes
+    /// of a scope's prompts.
+    Clustered,
+}
+
+impl Prompts {
+    fn draw(self, intents: &[Vec<f32>], rng: &mut fastrand::Rng) -> Vec<f32> {
+        match self {
+            Self::Random => unit(rng),
+            Self::Clustered => moved(&intents[rng.usize(..intents.len())], 0.75, rng),
         }
-        let queries: Vec<Vec<f32>> = (0..64).map(|_| unit(&mut rng)).collect();
-        let iters = if n >= 100_000 { 64 } else { 512 };
-        let mut samples: Vec<Duration> = (0..iters)
+    }
+}
+
+/// Median, p10 and p90 of `samples`, in ms.
+fn spread(mut samples: Vec<Duration>) -> (f64, f64, f64) {
+    samples.sort();
+    let at =
+        |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+    (at(0.5), at(0.1), at(0.9))
+}
+
+/// Times `nearest` over `queries` (`iters` calls, round-robin).
+fn time(
+    queries: &[Vec<f32>],
+    iters: usize,
+    nearest: impl Fn(&[f32]) -> Option<(u32, f32)>,
+) -> (f64, f64, f64) {
+    spread(
+        (0..iters)
             .map(|i| {
                 let q = &queries[i % queries.len()];
                 let t = Instant::now();
-                black_box(scope.nearest(black_box(q)));
+                black_box(nearest(black_box(q)));
                 t.elapsed()
             })
-            .collect();
-        samples.sort();
-        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-        println!(
-            "| {n} | {:.3} ms ({:.3}–{:.3}) |",
-            at(0.5).as_secs_f64() * 1e3,
-            at(0.1).as_secs_f64() * 1e3,
-            at(0.9).as_secs_f64() * 1e3
-        );
+            .collect(),
+    )
+}
+
+/// How many of `queries` the two scopes answer alike.
+fn agree(exact: &BenchScope, approximate: &BenchScope, queries: &[Vec<f32>]) -> usize {
+    queries
+        .iter()
+        .filter(|q| exact.nearest(q).map(|x| x.0) == approximate.nearest(q).map(|x| x.0))
+        .count()
+}
+
+fn run_lookup() {
+    let model = MiniLm::from_env().ok();
+    let prompt = "My package was marked as delivered yesterday but I never received it, so what should I do about it now?";
+    let sizes: Vec<u32> = std::env::var("SEMANTIC_LOOKUP_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 2_000, 5_000, 10_000, 100_000]);
+    println!("\n| prompts | stored prompts in the scope | exact search, median (p10–p90) | approximate (HNSW), median (p10–p90) | exact ÷ approximate | approximate = exact: paraphrases / new prompts | graph build, per prompt | one more prompt into the graph |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for prompts in [Prompts::Random, Prompts::Clustered] {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let intents: Vec<Vec<f32>> = (0..2_000).map(|_| unit(&mut rng)).collect();
+        let name = match prompts {
+            Prompts::Random => "random",
+            Prompts::Clustered => "clustered",
+        };
+        for &n in &sizes {
+            let stored: Vec<Vec<f32>> = (0..n).map(|_| prompts.draw(&intents, &mut rng)).collect();
+            let mut exact = BenchScope::exact();
+            let mut approximate = BenchScope::approximate();
+            // One scope after the other, so each scope's vectors lie together in memory.
+            for (i, v) in stored.iter().enumerate() {
+                exact.push(v.clone(), i as u32);
+            }
+            for (i, v) in stored.iter().enumerate() {
+                approximate.push(v.clone(), i as u32);
+            }
+            // The graph of the whole scope, as a scope builds it (crossing the threshold,
+            // or past a quarter of tombstones): one thread.
+            let t = Instant::now();
+            approximate.build();
+            let build = t.elapsed().as_secs_f64();
+            // Then prompts one at a time, as the cache stores them.
+            let more: Vec<Vec<f32>> = (0..200).map(|_| prompts.draw(&intents, &mut rng)).collect();
+            let t = Instant::now();
+            for (i, v) in more.iter().enumerate() {
+                approximate.push(v.clone(), n + i as u32);
+            }
+            let insert = t.elapsed().as_secs_f64() * 1e3 / more.len() as f64;
+            for (i, v) in more.iter().enumerate() {
+                exact.push(v.clone(), n + i as u32);
+            }
+            // Half paraphrases of stored prompts (a cosine of about 0.9: the case of a hit),
+            // half new prompts (the case of a miss).
+            let paraphrases: Vec<Vec<f32>> = (0..200)
+                .map(|_| moved(&stored[rng.usize(..stored.len())], 0.48, &mut rng))
+                .collect();
+            let new: Vec<Vec<f32>> = (0..200).map(|_| prompts.draw(&intents, &mut rng)).collect();
+            let queries: Vec<Vec<f32>> = paraphrases
+                .iter()
+                .zip(&new)
+                .take(32)
+                .flat_map(|(a, b)| [a.clone(), b.clone()])
+                .collect();
+            let iters = if n >= 100_000 { 64 } else { 512 };
+            let e = time(&queries, iters, |q| exact.nearest(q));
+            let a = time(&queries, iters * 4, |q| approximate.nearest(q));
+            println!(
+                "| {name} | {n} | {:.3} ms ({:.3}–{:.3}) | {:.3} ms ({:.3}–{:.3}) | {:.1}× | {}/200, {}/200 | {:.2} s ({:.3} ms) | {:.3} ms |",
+                e.0, e.1, e.2, a.0, a.1, a.2, e.0 / a.0,
+                agree(&exact, &approximate, &paraphrases),
+                agree(&exact, &approximate, &new),
+                build, build * 1e3 / f64::from(n), insert
+            );
+        }
     }
     if let Some(model) = model {
         let mut samples: Vec<Duration> = (0..50)

@@ -6,6 +6,7 @@
 //! answer when the cosine similarity clears the threshold; otherwise it calls the source and
 //! stores the prompt, its vector and the answer. A hit never crosses scopes.
 
+mod ann;
 mod embed;
 mod engine;
 mod index;
