@@ -531,18 +531,14 @@ where
                 if s.generation != generation {
                     return false; // invalidated while read: the next call reads it again
                 }
-                let (mut evicted, mut grew) = (0, 0);
-                for stored in entries {
-                    // An entry whose change was announced since this read began is the
-                    // business of that announcement's own read (it may be gone, or newer).
-                    if s.touched.get(&stored.id).is_some_and(|&t| t > seq) {
-                        continue;
-                    }
-                    let item = self.item(stored, stamp);
-                    let (e, g) = s.insert(item, self.semantic.max_entries, clock::now());
-                    evicted += e;
-                    grew += g;
-                }
+                // An entry whose change was announced since this read began is the
+                // business of that announcement's own read (it may be gone, or newer).
+                let items = entries
+                    .into_iter()
+                    .filter(|e| s.touched.get(&e.id).is_none_or(|&t| t <= seq))
+                    .map(|e| self.item(e, stamp))
+                    .collect();
+                let (evicted, grew) = s.extend(items, self.semantic.max_entries, clock::now());
                 s.loaded = true;
                 drop(s);
                 if evicted > 0 {
