@@ -249,14 +249,16 @@ fn an_embedder_failure_calls_the_source() {
 // ---- review findings ----------------------------------------------------------------------
 
 static VER: AtomicUsize = AtomicUsize::new(0);
-static VG: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// The gate of the source below: one permit lets one source call through (a permit given
+/// before its caller waits is not lost, whichever caller takes it).
+static VG: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
 static VS: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 #[cached(ttl = "1h", semantic(on = q, threshold = 0.9), key = "ver:<scope>")]
 async fn versioned(scope: u64, q: String) -> String {
     let v = VER.load(SeqCst);
     VS.notify_one();
-    VG.notified().await;
+    VG.acquire().await.expect("open").forget();
     format!("v{v}")
 }
 
@@ -270,15 +272,13 @@ async fn a_call_after_invalidate_never_gets_the_older_load() {
     VER.store(1, SeqCst);
     versioned_invalidate(1).await.unwrap();
     let after = tokio::spawn(versioned(1, "opening hours".into()));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    VG.notify_one();
+    within(VS.notified()).await; // the later call loads for itself
+    VG.add_permits(2);
     assert_eq!(
         within(first).await.unwrap(),
         "v0",
         "its own caller is served what it loaded"
     );
-    within(VS.notified()).await; // the later call loads again
-    VG.notify_one();
     assert_eq!(within(after).await.unwrap(), "v1");
 }
 
@@ -485,14 +485,14 @@ async fn waiters_sent_round_again_take_the_answer_stored_meanwhile() {
 }
 
 static VER2: AtomicUsize = AtomicUsize::new(0);
-static VG2: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static VG2: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
 static VS2: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 #[cached(ttl = "1h", semantic(on = q, threshold = 0.9), key = "ver2:<scope>")]
 async fn versioned2(scope: u64, q: String) -> String {
     let v = VER2.load(SeqCst);
     VS2.notify_one();
-    VG2.notified().await;
+    VG2.acquire().await.expect("open").forget();
     format!("{scope}:{q}:v{v}")
 }
 
@@ -511,8 +511,7 @@ async fn a_call_after_invalidate_does_not_join_the_older_load() {
     tokio::time::timeout(Duration::from_secs(5), VS2.notified())
         .await
         .expect("the later call is in the source while the older load still runs");
-    VG2.notify_one();
-    VG2.notify_one();
+    VG2.add_permits(2);
     assert_eq!(within(first).await.unwrap(), "1:opening hours:v0");
     assert_eq!(within(after).await.unwrap(), "1:opening hours:v1");
 }

@@ -36,10 +36,21 @@ fn store_and_wait(a: &mut Proc, b: &mut Proc, f: &str, q: &str) -> String {
     answer
 }
 
+/// A process whose Redis operations and heartbeats may take their time (on a loaded test
+/// machine, a slow read or a late heartbeat must not turn into a miss, or an untrusted
+/// index, that these tests would read as a defect).
+fn start(server: &Server, prefix: &str) -> Proc {
+    Proc::start_with(
+        &server.url(),
+        prefix,
+        &[("CM_OP_TIMEOUT_MS", "5000"), ("CM_HEARTBEAT_MS", "5000")],
+    )
+}
+
 /// Two processes on one server, each subscribed, with the function's engine started.
 fn two(server: &Server, prefix: &str, f: &str) -> (Proc, Proc) {
-    let mut a = Proc::start(&server.url(), prefix);
-    let mut b = Proc::start(&server.url(), prefix);
+    let mut a = start(server, prefix);
+    let mut b = start(server, prefix);
     for p in [&mut a, &mut b] {
         p.cmd(&format!("ask {f} warmup hello"));
         p.wait_subscribed();
@@ -77,7 +88,7 @@ fn an_answer_stored_by_one_process_is_a_hit_by_meaning_in_another_within_its_sco
     assert_eq!(stat(&mut b, "faq", "loads"), 2, "its warm-up and globex");
 
     // Control: the in-process function does not share.
-    let mut c = Proc::start(&server.url(), "sr1:");
+    let mut c = start(&server, "sr1:");
     let local_a = a.cmd("ask lfaq acme how do I reset my password");
     let local_c = c.cmd("ask lfaq acme how do I reset my password");
     assert_ne!(
@@ -93,7 +104,15 @@ fn an_invalidation_a_tag_or_a_clear_in_one_process_reaches_every_index() {
     let (mut a, mut b) = two(&server, "sr2:", "faq");
     let q = "ask faq acme how do I cancel my order";
     let first = a.cmd(q);
-    assert_eq!(b.cmd(q), first, "B holds A's answer");
+    let got = b.cmd(q);
+    assert_eq!(
+        got,
+        first,
+        "B holds A's answer: A {} / B {} / {}",
+        a.cmd("sstats faq"),
+        b.cmd("sstats faq"),
+        b.cmd("health")
+    );
     a.cmd("version 2");
     b.cmd("version 2");
 
@@ -103,7 +122,14 @@ fn an_invalidation_a_tag_or_a_clear_in_one_process_reaches_every_index() {
         b.cmd(q).ends_with("|v2")
     });
     let reloaded = b.cmd(q);
-    assert_eq!(a.cmd(q), reloaded, "A takes B's new answer (from Redis)");
+    let got = a.cmd(q);
+    assert_eq!(
+        got,
+        reloaded,
+        "A takes B's new answer (from Redis): A {} / B {}",
+        a.cmd("sstats faq"),
+        b.cmd("sstats faq")
+    );
 
     // `invalidate_tag("tenant:acme")` in B: A's index and Redis.
     a.cmd("version 3");
@@ -122,7 +148,7 @@ fn an_invalidation_a_tag_or_a_clear_in_one_process_reaches_every_index() {
             .ends_with("|v4")
     });
     // A fresh process reads the scopes from Redis: nothing from before the clear.
-    let mut c = Proc::start(&server.url(), "sr2:");
+    let mut c = start(&server, "sr2:");
     c.cmd("ask faq warmup hello");
     c.wait_subscribed();
     c.cmd("version 5");
@@ -146,7 +172,7 @@ fn an_invalidation_during_another_processs_load_wins() {
     b.cmd("version 2");
     // The answer A loaded was not stored, in Redis or in A.
     assert!(b.cmd(q).ends_with("|v2"), "B: not from Redis");
-    let mut c = Proc::start(&server.url(), "sr3:");
+    let mut c = start(&server, "sr3:");
     c.cmd("version 3");
     c.cmd("ask faq warmup hello");
     c.wait_subscribed();
@@ -237,7 +263,7 @@ fn a_process_that_lost_its_subscription_does_not_answer_from_its_index() {
 #[test]
 fn an_invalidation_through_one_function_reaches_a_same_name_function_here() {
     let server = Server::start();
-    let mut a = Proc::start(&server.url(), "sr6:");
+    let mut a = start(&server, "sr6:");
     a.cmd("ask sfaq_a warmup hello");
     a.cmd("ask sfaq_b warmup hello");
     a.wait_subscribed();

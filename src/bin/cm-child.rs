@@ -6,7 +6,8 @@
 //! `tag TAG`,
 //! `version N` (what the source returns next), `delay MS` (how long the source takes),
 //! `steady F ID DURATION_MS INTERVAL_MS`, `stats F`, `health`, `quit`. F is one of the
-//! functions below. `CM_LOCK_TTL_MS` / `CM_LOCK_WAIT_MS` set the lock's TTL and wait.
+//! functions below. `CM_LOCK_TTL_MS` / `CM_LOCK_WAIT_MS` set the lock's TTL and wait, `CM_OP_TIMEOUT_MS` the
+//! Redis operation timeout and `CM_HEARTBEAT_MS` the backplane's heartbeat (default 500 ms each).
 
 use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -423,8 +424,8 @@ async fn main() {
         )
     };
     let config = Config::from_env()
-        .heartbeat(Duration::from_millis(500))
-        .op_timeout(Duration::from_millis(500))
+        .heartbeat(ms("CM_HEARTBEAT_MS", 500))
+        .op_timeout(ms("CM_OP_TIMEOUT_MS", 500))
         .lock_ttl(ms("CM_LOCK_TTL_MS", 10_000))
         .lock_wait(ms("CM_LOCK_WAIT_MS", 10_000));
     // The `mtiered` backend only for the Memcached tests (a configured backend is one that

@@ -531,14 +531,16 @@ where
                 if s.generation != generation {
                     return false; // invalidated while read: the next call reads it again
                 }
-                // An entry whose change was announced since this read began is the
-                // business of that announcement's own read (it may be gone, or newer).
+                // An entry that an announcement's own read applied since this read began
+                // (newer, or gone) is left as that read left it; one whose announced read
+                // is still under way is stored, and that read applies over it when it lands.
                 let items = entries
                     .into_iter()
-                    .filter(|e| s.touched.get(&e.id).is_none_or(|&t| t <= seq))
+                    .filter(|e| s.applied.get(&e.id).is_none_or(|&t| t <= seq))
                     .map(|e| self.item(e, stamp))
                     .collect();
                 let (evicted, grew) = s.extend(items, self.semantic.max_entries, clock::now());
+                s.applied.clear();
                 s.loaded = true;
                 drop(s);
                 if evicted > 0 {
@@ -624,6 +626,9 @@ where
                 }
                 None => (0, -(s.remove_where(|i| i.id == n) as i64)),
             };
+            if !s.loaded {
+                s.applied.insert(n, mine); // a read of the whole scope may be under way
+            }
             drop(s);
             if evicted > 0 {
                 this.stats.add(Counter::Evictions, evicted);

@@ -77,6 +77,9 @@ pub(crate) struct Scope<V> {
     /// latest announcement: a read of the entry (or of the whole scope) begun before it is
     /// not applied over it.
     pub touched: HashMap<u64, u64>,
+    /// While the scope is not loaded: the entries such a read applied, and its `seq`: a read
+    /// of the whole scope begun before it does not put back what it replaced or removed.
+    pub applied: HashMap<u64, u64>,
 }
 
 impl<V> Default for Scope<V> {
@@ -105,6 +108,7 @@ impl<V> Scope<V> {
             load: Default::default(),
             seq: 0,
             touched: HashMap::new(),
+            applied: HashMap::new(),
         }
     }
 
@@ -123,6 +127,7 @@ impl<V> Scope<V> {
         let n = self.items.len();
         self.items.clear();
         self.touched.clear();
+        self.applied.clear();
         self.graph = None;
         self.next = None;
         n
