@@ -39,6 +39,13 @@ impl Stopwatch {
     }
 }
 
+/// Wall-clock time in Unix milliseconds (deadlines stored in shared tiers).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, crate::io::millis)
+}
+
 /// `d` in nanoseconds, saturating.
 #[inline]
 pub(crate) fn nanos(d: Duration) -> u64 {

@@ -4,7 +4,7 @@
 //! [`Tier`]'s; nothing here knows which store it is.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use std::time::Instant;
 
@@ -96,12 +96,6 @@ pub(crate) struct Remote<V> {
     pub fn_tag: String,
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, crate::io::millis)
-}
-
 impl<V: CacheValue> Remote<V> {
     pub fn new(tier: Arc<dyn Tier>, codec: ValueCodec<V>, local_tier: bool, name: &str) -> Self {
         let which = tier.config().codec;
@@ -130,10 +124,7 @@ impl<V: CacheValue> Remote<V> {
     /// Counts a failed tier operation: a backend error, or (breaker open, not tried) a
     /// skipped one, so an outage does not count an error per call.
     fn count<R: 'static, S: Kind<R, Value = V>>(&self, engine: &Engine<R, S>, e: &TierError) {
-        engine.stats.incr(match e {
-            TierError::Open => Counter::BackendSkipped,
-            _ => Counter::BackendErrors,
-        });
+        engine.stats.incr(e.counter());
     }
 
     fn error(&self, e: TierError) -> Error {
@@ -207,7 +198,7 @@ impl<V: CacheValue> Remote<V> {
         if meta.tag_versions != tag_versions {
             return Verdict::Miss; // a tag was invalidated after the value was stored
         }
-        let now_ms = unix_ms();
+        let now_ms = clock::unix_ms();
         let policy = &engine.policy;
         if now_ms >= meta.hard_ms {
             // Past the hard TTL; kept in L2 only for fail-safe.
@@ -621,7 +612,7 @@ impl<V: CacheValue> Remote<V> {
             tracing::warn!(function = %engine.stats.name(), key, "cachemacro: a load took longer than generation_retention; its result is not written to the shared tier (an invalidation during it could not be ruled out)");
             return Outcome::Superseded;
         }
-        let now_ms = unix_ms();
+        let now_ms = clock::unix_ms();
         let meta = Meta {
             created_ms: now_ms,
             soft_ms: soft.map(|s| now_ms.saturating_add(crate::io::millis(s))),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use super::embed::{EmbedError, Embedder};
 use super::index::{Item, Scope};
-use super::shared::{self, Shared, Stored, Ticket};
+use super::shared::{Shared, Stored, Ticket};
 use crate::bypass::Bypass;
 use crate::clock;
 use crate::codec::ValueCodec;
@@ -490,10 +490,7 @@ where
     }
 
     fn shared_failed(&self, what: &str, e: &crate::tier::TierError) {
-        self.stats.incr(match e {
-            crate::tier::TierError::Open => Counter::BackendSkipped,
-            _ => Counter::BackendErrors,
-        });
+        self.stats.incr(e.counter());
         tracing::debug!(function = %self.stats.name(), error = %e, "cachemacro: semantic scope: could not {what}");
     }
 
@@ -560,7 +557,7 @@ where
     /// this process's invalidations since `stamp`, taken before the read).
     fn item(&self, s: Stored<S::Value>, stamp: u64) -> Item<S::Value> {
         let now = clock::now();
-        let left = s.hard_ms.saturating_sub(shared::unix_ms());
+        let left = s.hard_ms.saturating_sub(clock::unix_ms());
         Item {
             id: s.id,
             prompt: s.prompt,

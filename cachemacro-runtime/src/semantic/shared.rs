@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::codec::{self, Meta, Reject, ValueCodec};
 use crate::coherence::Message;
@@ -57,12 +57,6 @@ pub(crate) struct Shared<V> {
     fingerprint: u64,
     /// The tag every entry of the function carries in the tier (`<fn>_clear` bumps it).
     pub fn_tag: String,
-}
-
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, crate::io::millis)
 }
 
 fn hex(id: u64) -> String {
@@ -144,7 +138,7 @@ impl<V: Clone + Send + Sync + 'static> Shared<V> {
         tags: &[String],
         ticket: &Ticket,
     ) -> Result<Vec<u8>, String> {
-        let now = unix_ms();
+        let now = crate::clock::unix_ms();
         let all = self.shared_tags(tags);
         let meta = Meta {
             created_ms: now,
@@ -269,7 +263,7 @@ impl<V: Clone + Send + Sync + 'static> Shared<V> {
         &self,
         raw: impl Iterator<Item = &'b [u8]>,
     ) -> Result<(Vec<Stored<V>>, u64), TierError> {
-        let now = unix_ms();
+        let now = crate::clock::unix_ms();
         let mut garbage = 0;
         let mut decoded = Vec::new();
         for bytes in raw {

@@ -46,6 +46,27 @@ pub(crate) enum TierError {
     Failed(String),
 }
 
+impl TierError {
+    /// What a failed operation counts as: a backend error, or (breaker open, not tried) a
+    /// skipped one, so an outage does not count an error per call.
+    pub fn counter(&self) -> crate::stats::Counter {
+        match self {
+            TierError::Open => crate::stats::Counter::BackendSkipped,
+            _ => crate::stats::Counter::BackendErrors,
+        }
+    }
+}
+
+/// The answer of a tier that holds no semantic scopes (the `scope_*` defaults).
+#[cfg(feature = "semantic")]
+fn no_scopes<'a, T: 'a>() -> TierFuture<'a, T> {
+    Box::pin(async {
+        Err(TierError::Failed(
+            "this tier holds no semantic scopes".into(),
+        ))
+    })
+}
+
 impl std::fmt::Display for TierError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -191,21 +212,13 @@ pub(crate) trait Tier: Send + Sync + 'static {
     #[cfg(feature = "semantic")]
     fn scope_entries<'a>(&'a self, key: &'a str) -> TierFuture<'a, Vec<(String, Vec<u8>)>> {
         let _ = key;
-        Box::pin(async {
-            Err(TierError::Failed(
-                "this tier holds no semantic scopes".into(),
-            ))
-        })
+        no_scopes()
     }
     /// One entry of the scope at `key`.
     #[cfg(feature = "semantic")]
     fn scope_entry<'a>(&'a self, key: &'a str, id: &'a str) -> TierFuture<'a, Option<Vec<u8>>> {
         let _ = (key, id);
-        Box::pin(async {
-            Err(TierError::Failed(
-                "this tier holds no semantic scopes".into(),
-            ))
-        })
+        no_scopes()
     }
     /// Stores entry `id` of the scope at `key` for `ttl`, unless the key's generation moved
     /// past `generation`; past `max` entries, those that expire first go.
@@ -220,21 +233,13 @@ pub(crate) trait Tier: Send + Sync + 'static {
         generation: u64,
     ) -> TierFuture<'a, Written> {
         let _ = (key, id, bytes, ttl, max, generation);
-        Box::pin(async {
-            Err(TierError::Failed(
-                "this tier holds no semantic scopes".into(),
-            ))
-        })
+        no_scopes()
     }
     /// Removes entry `id` of the scope at `key`.
     #[cfg(feature = "semantic")]
     fn scope_remove<'a>(&'a self, key: &'a str, id: &'a str) -> TierFuture<'a, ()> {
         let _ = (key, id);
-        Box::pin(async {
-            Err(TierError::Failed(
-                "this tier holds no semantic scopes".into(),
-            ))
-        })
+        no_scopes()
     }
 }
 

@@ -192,16 +192,7 @@ impl RedisTier {
         ttl: Duration,
         generation: u64,
     ) -> Result<Written, TierError> {
-        if bytes.len() > self.cfg.max_value_bytes {
-            if !self.warned_size.swap(true, Relaxed) {
-                tracing::warn!(
-                    backend = %self.name,
-                    key,
-                    bytes = bytes.len(),
-                    limit = self.cfg.max_value_bytes,
-                    "cachemacro: value over max_value_bytes is not written to Redis"
-                );
-            }
+        if self.too_large(key, bytes.len()) {
             return Ok(Written::TooLarge);
         }
         let vk = self.value_key(key);
@@ -222,6 +213,21 @@ impl RedisTier {
             })
         })
         .await
+    }
+
+    /// Whether `len` bytes are over `max_value_bytes` (not written: said once, at `warn`).
+    pub(super) fn too_large(&self, key: &str, len: usize) -> bool {
+        let over = len > self.cfg.max_value_bytes;
+        if over && !self.warned_size.swap(true, Relaxed) {
+            tracing::warn!(
+                backend = %self.name,
+                key,
+                bytes = len,
+                limit = self.cfg.max_value_bytes,
+                "cachemacro: value over max_value_bytes is not written to Redis"
+            );
+        }
+        over
     }
 
     /// Moves the key's generation on (loads in flight anywhere will not write) and, with

@@ -72,7 +72,7 @@ impl RedisTier {
         max: usize,
         generation: u64,
     ) -> Result<Written, TierError> {
-        if bytes.len() > self.cfg.max_value_bytes {
+        if self.too_large(key, bytes.len()) {
             return Ok(Written::TooLarge);
         }
         let hk = self.value_key(key);
