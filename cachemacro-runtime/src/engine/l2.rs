@@ -659,11 +659,9 @@ impl<V: CacheValue> Remote<V> {
     /// Deletes the key in L2, moves its generation on, and tells other processes to drop
     /// their L1 copy.
     pub async fn invalidate(&self, key: &str) -> Result<(), Error> {
-        let done = match self.tier.bump(key, true).await {
-            Ok(_) => self.tier.publish(Message::Key(key)).await,
-            Err(e) => Err(e),
-        };
-        self.or_keep(key, done)
+        outbox::send(&self.tier, Missed::Key(key.to_owned()))
+            .await
+            .map_err(|e| self.error(e))
     }
 
     /// Tells other processes to drop their L1 copy of `key`.

@@ -512,26 +512,17 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         let tag = remote.fn_tag.as_str();
         let backplane = remote.tier.backplane();
         backplane.flush_function(tag); // same-name functions of this process
-        let done = match remote.tier.bump_tag(tag).await {
-            Ok(_) => {
-                remote
-                    .tier
-                    .publish(crate::coherence::Message::Tag(tag))
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        let done = crate::tier::outbox::send(
+            &remote.tier,
+            crate::tier::outbox::Missed::Tag(tag.to_owned()),
+        )
+        .await;
         // Again after the shared tier: a read of it that started before the bump cannot
         // put an old value back.
         self.clear_local();
         backplane.flush_function(tag);
         done.map_err(|e| {
             self.stats.incr(Counter::BackendErrors);
-            let outbox = crate::tier::outbox::of(remote.tier.name());
-            outbox.keep(
-                &remote.tier,
-                crate::tier::outbox::Missed::Tag(tag.to_owned()),
-            );
             self.backend_error(format!(
                 "clear: {e}; it will be replayed when the backend answers"
             ))

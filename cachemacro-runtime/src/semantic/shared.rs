@@ -297,14 +297,9 @@ impl<V: Clone + Send + Sync + 'static> Shared<V> {
     /// anywhere are refused), its entries go, and every process drops its index of it. A
     /// failure is kept and replayed when the tier answers (the caller gets the error).
     pub async fn invalidate(&self, scope: &str) -> Result<(), Error> {
-        let done = match self.tier.bump(scope, true).await {
-            Ok(_) => self.tier.publish(Message::Key(scope)).await,
-            Err(e) => Err(e),
-        };
-        done.map_err(|e| {
-            outbox::of(self.tier.name()).keep(&self.tier, Missed::Key(scope.to_owned()));
-            self.error(e)
-        })
+        outbox::send(&self.tier, Missed::Key(scope.to_owned()))
+            .await
+            .map_err(|e| self.error(e))
     }
 
     /// Keeps an invalidation of `scope` for the tier's outbox, replayed when it answers.
@@ -314,14 +309,8 @@ impl<V: Clone + Send + Sync + 'static> Shared<V> {
 
     /// Invalidates every scope of the function everywhere (one version bump of its tag).
     pub async fn clear(&self) -> Result<(), Error> {
-        let tag = self.fn_tag.as_str();
-        let done = match self.tier.bump_tag(tag).await {
-            Ok(_) => self.tier.publish(Message::Tag(tag)).await,
-            Err(e) => Err(e),
-        };
-        done.map_err(|e| {
-            outbox::of(self.tier.name()).keep(&self.tier, Missed::Tag(tag.to_owned()));
-            self.error(e)
-        })
+        outbox::send(&self.tier, Missed::Tag(self.fn_tag.clone()))
+            .await
+            .map_err(|e| self.error(e))
     }
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use super::Tier;
+use super::{Tier, TierError};
 use crate::coherence::Message;
 
 /// How often a waiting outbox checks whether its tier answers again.
@@ -30,6 +30,38 @@ pub(crate) enum Missed {
     Key(String),
     /// A tag: bump its version, tell the backplane.
     Tag(String),
+}
+
+impl Missed {
+    /// What the backplane is told.
+    fn message(&self) -> Message<'_> {
+        match self {
+            Missed::Key(key) => Message::Key(key),
+            Missed::Tag(tag) => Message::Tag(tag),
+        }
+    }
+
+    /// The tier's part: the key's generation bumped and its value deleted, or the tag's
+    /// version bumped.
+    async fn bump(&self, tier: &Arc<dyn Tier>) -> Result<(), TierError> {
+        match self {
+            Missed::Key(key) => tier.bump(key, true).await.map(drop),
+            Missed::Tag(tag) => tier.bump_tag(tag).await.map(drop),
+        }
+    }
+}
+
+/// Does `missed` now (the tier's part, then the backplane told); if the tier fails, keeps
+/// it to replay when the tier answers again, and returns the error.
+pub(crate) async fn send(tier: &Arc<dyn Tier>, missed: Missed) -> Result<(), TierError> {
+    let done = match missed.bump(tier).await {
+        Ok(()) => tier.publish(missed.message()).await,
+        Err(e) => Err(e),
+    };
+    if done.is_err() {
+        of(tier.name()).keep(tier, missed);
+    }
+    done
 }
 
 #[derive(Default)]
@@ -131,14 +163,8 @@ impl Outbox {
                     }
                     continue;
                 };
-                let message = match &missed {
-                    Missed::Key(key) => Message::Key(key),
-                    Missed::Tag(tag) => Message::Tag(tag),
-                };
-                let bumped = match &missed {
-                    Missed::Key(key) => tier.bump(key, true).await,
-                    Missed::Tag(tag) => tier.bump_tag(tag).await,
-                };
+                let message = missed.message();
+                let bumped = missed.bump(&tier).await;
                 // This process too: its L1 may have been refilled, with the value just
                 // removed, between the tier's return and this replay (its own messages
                 // are ignored when they come back).
