@@ -672,7 +672,7 @@ where
     /// and the prompt stored with the source's answer.
     #[allow(clippy::too_many_arguments)]
     async fn verify<M, Fut>(
-        &self,
+        self: &Arc<Self>,
         scope_key: &str,
         scope: &RwLock<Scope<S::Value>>,
         generation: u64,
@@ -730,8 +730,7 @@ where
         // Not left half done by a cancelled caller; if it cannot be done, the whole scope
         // is invalidated when the tier answers again (the outbox).
         if let (Some(shared), false) = (self.shared.clone(), removed.is_empty()) {
-            let key = scope_key.to_owned();
-            let siblings = self.follower.get().cloned();
+            let (this, key) = (self.clone(), scope_key.to_owned());
             Detach::on_cache_threads(async move {
                 for id in removed {
                     if let Err(e) = shared.remove(&key, id).await {
@@ -739,13 +738,7 @@ where
                         shared.invalidate_later(&key);
                         return;
                     }
-                    if let Some(me) = &siblings {
-                        let me = Arc::as_ptr(me) as *const ();
-                        shared
-                            .tier
-                            .backplane()
-                            .entry_changed_except(&key, &format!("{id:016x}"), me);
-                    }
+                    this.tell_siblings(&key, id);
                 }
             })
             .await;
@@ -1029,17 +1022,13 @@ where
             let Some(shared) = &this.shared else {
                 return Ok(());
             };
-            let me = this
-                .follower
-                .get()
-                .map_or(0, |f| Arc::as_ptr(f) as *const () as usize); // an address (Send)
             let backplane = shared.tier.backplane();
-            backplane.drop_key_except(&scope, me as *const ()); // same-name functions here
+            backplane.drop_key_except(&scope, this.me()); // same-name functions here
             let done = shared.invalidate(&scope).await;
             // Again after the tier: an entry read from it before the invalidation (by a
             // load of the scope here) is not kept.
             this.empty_scope(&scope);
-            backplane.drop_key_except(&scope, me as *const ());
+            backplane.drop_key_except(&scope, this.me());
             done.inspect_err(|_| this.stats.incr(Counter::BackendErrors))
         })
         .await
@@ -1064,13 +1053,19 @@ where
     /// This process's functions of the same name (sharing the scopes) hear of a stored or
     /// removed entry as other processes do (their own messages are not for them).
     fn tell_siblings(&self, key: &str, id: u64) {
-        if let (Some(shared), Some(me)) = (&self.shared, self.follower.get()) {
-            let me = Arc::as_ptr(me) as *const ();
+        if let Some(shared) = &self.shared {
             shared
                 .tier
                 .backplane()
-                .entry_changed_except(key, &format!("{id:016x}"), me);
+                .entry_changed_except(key, &format!("{id:016x}"), self.me());
         }
+    }
+
+    /// This engine as the backplane knows it (what `*_except` leaves out).
+    fn me(&self) -> *const () {
+        self.follower
+            .get()
+            .map_or(std::ptr::null(), |f| Arc::as_ptr(f) as *const ())
     }
 
     /// Empties one scope and moves its generation (a load of it in flight does not store);
