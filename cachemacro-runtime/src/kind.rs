@@ -116,6 +116,7 @@ pub struct Hooks<V, E> {
     pub(crate) sizer: Option<fn(&V) -> usize>,
     /// The tags rendered from a value (`tags = ["org:<result.org_id>"]`).
     pub(crate) result_tags: Option<fn(&V) -> Vec<String>>,
+    pub(crate) packer: Option<crate::key::Packer>,
 }
 
 impl<V, E> Hooks<V, E> {
@@ -127,12 +128,20 @@ impl<V, E> Hooks<V, E> {
             timed_out: None,
             sizer: None,
             result_tags: None,
+            packer: None,
         }
     }
 
     /// How to render the tags that name the value (`<result…>` placeholders).
     pub fn with_result_tags(mut self, render: fn(&V) -> Vec<String>) -> Self {
         self.result_tags = Some(render);
+        self
+    }
+
+    /// The function's keys hold only integers: L1 is keyed by them packed, and `packer`
+    /// turns a rendered key into that form (see [`crate::key::Probe::Packed`]).
+    pub fn with_packer(mut self, packer: crate::key::Packer) -> Self {
+        self.packer = Some(packer);
         self
     }
 

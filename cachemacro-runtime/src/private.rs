@@ -7,9 +7,10 @@
 #[cfg(feature = "remote")]
 pub use crate::codec::codec_of;
 pub use crate::codec::ValueCodec;
-pub use crate::engine::{Call, Engine, EngineCell};
+pub use crate::engine::{Call, Engine, EngineCell, Past};
 pub use crate::key::{
-    escape_set, Arg, DirectKind, DisplayKind, Key, KeyBuilder, RenderDirect, Rendered,
+    escape_set, pack, Arg, DirectKind, DisplayKind, Key, KeyBuilder, KeyInt, KeyParse, Probe,
+    RenderDirect, Rendered,
 };
 pub use crate::kind::{
     CacheValue, ErrorSharing, Hooks, Kind, OptionKind, RemoteValue, ResultKind, ValueKind,
@@ -18,7 +19,7 @@ pub use crate::policy::{Backend, Policy, Site, Stampede};
 pub use crate::stats::Stats;
 pub use crate::SourceTimeout;
 
-pub use core::future::Future;
+pub use core::future::{ready, Future};
 pub use core::marker::PhantomData;
 pub use core::option::Option::{self, None, Some};
 pub use core::result::Result::{self, Err, Ok};

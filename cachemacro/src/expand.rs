@@ -126,6 +126,109 @@ impl Rendering {
     }
 }
 
+/// The bits of a primitive integer type written as its bare name, or `None`.
+fn int_width(ty: &Type) -> Option<u32> {
+    let Type::Path(tp) = ty else { return None };
+    if tp.qself.is_some() || tp.path.leading_colon.is_some() || tp.path.segments.len() != 1 {
+        return None;
+    }
+    let seg = &tp.path.segments[0];
+    if !seg.arguments.is_none() {
+        return None;
+    }
+    Some(match seg.ident.to_string().as_str() {
+        "u8" | "i8" => 8,
+        "u16" | "i16" => 16,
+        "u32" | "i32" => 32,
+        "u64" | "i64" | "usize" | "isize" => 64,
+        "u128" | "i128" => 128,
+        _ => return None,
+    })
+}
+
+/// A key made of integer parameters only can be looked up in L1 without being rendered:
+/// the integers packed into 128 bits ([`Packing`]). That needs every placeholder to be a
+/// plain parameter of a primitive integer type, 128 bits in all, and each followed by the
+/// key's end or by text that does not start with a digit (so the rendered key reads back
+/// exactly). `None` for any other key, which L1 keys by its rendered bytes.
+fn packable(m: &Model, parts: &[Part]) -> Option<Vec<(Ident, Type, u32)>> {
+    let mut types = std::collections::HashMap::new();
+    for arg in &m.func.sig.inputs {
+        if let FnArg::Typed(pt) = arg {
+            if let syn::Pat::Ident(pi) = &*pt.pat {
+                if pi.by_ref.is_none() && pi.subpat.is_none() {
+                    types.insert(pi.ident.to_string(), (pi.ident.clone(), (*pt.ty).clone()));
+                }
+            }
+        }
+    }
+    let mut ints = Vec::new();
+    let mut bits = 0;
+    for (i, part) in parts.iter().enumerate() {
+        let Part::Place(path) = part else { continue };
+        if path.len() != 1 {
+            return None;
+        }
+        let (name, ty) = types.get(&path[0])?;
+        let width = int_width(ty)?;
+        match parts.get(i + 1) {
+            Some(Part::Place(_)) => return None,
+            Some(Part::Lit(s)) if s.starts_with(|c: char| c.is_ascii_digit()) => return None,
+            _ => {}
+        }
+        bits += width;
+        ints.push((name.clone(), ty.clone(), width));
+    }
+    (bits <= 128).then_some(ints)
+}
+
+/// The L1 key of a packed function: the expression that packs the call's integers, and a
+/// function (`__cachemacro_pack`) that turns a rendered key back into it, or says it is
+/// none of this function's keys.
+struct Packing {
+    pack: TokenStream,
+    unpack: TokenStream,
+}
+
+impl Packing {
+    fn new(
+        p: &TokenStream,
+        parts: &[Part],
+        ints: &[(Ident, Type, u32)],
+        prefix: Option<TokenStream>,
+        escape: &[u8],
+    ) -> Self {
+        let mut off = 0u32;
+        let shifted = ints.iter().map(|(name, _, width)| {
+            let at = off;
+            off += width;
+            quote!((#p::KeyInt::bits(#name) << #at))
+        });
+        let pack = quote!(#p::pack(0u128 #(| #shifted)*));
+        let mut next = ints.iter();
+        let reads = parts.iter().map(|part| match part {
+            Part::Lit(s) => quote!(__p.lit(#s)?;),
+            Part::Place(_) => {
+                let (name, ty, _) = next.next().expect("one int per placeholder");
+                quote!(let #name: #ty = __p.int()?;)
+            }
+        });
+        let prefix = prefix.map(|e| quote!(__p.lit(#e)?;));
+        let esc = LitByteStr::new(escape, Span::call_site());
+        let unpack = quote! {
+            #[allow(clippy::identity_op)]
+            fn __cachemacro_pack(__s: &str) -> #p::Option<[u64; 2]> {
+                let mut __p = #p::KeyParse::new(__s, { const SET: u128 = #p::escape_set(#esc); SET });
+                #prefix
+                #(#reads)*
+                __p.end()?;
+                #p::Some(#pack)
+            }
+        };
+        Self { pack, unpack }
+    }
+}
+
 /// The root `render_result_tags` gives `result` placeholders (a name no parameter can have,
 /// so a parameter called `result` keeps its meaning in the other templates).
 const RESULT_ROOT: &str = "result ";
@@ -284,6 +387,24 @@ pub fn expand(m: &Model) -> TokenStream {
         }
     };
     let key = key_rendering.expr();
+    // Packed only where a call's first stage is `get` or `get_detached` (`refresh_every`
+    // schedules keys by their rendered form at every call).
+    let packing = if m.refresh_every.is_none() {
+        let parts = m.key_parts();
+        packable(m, &parts).map(|ints| {
+            let prefix = m
+                .key
+                .is_none()
+                .then(|| quote!(::core::concat!(::core::module_path!(), "::", #fn_name)));
+            let escape = m
+                .key
+                .as_ref()
+                .map_or(DEFAULT_KEY_ESCAPE.to_vec(), |t| t.escape_set());
+            Packing::new(&p, &parts, &ints, prefix, &escape)
+        })
+    } else {
+        None
+    };
     let tags = if m.tags.is_empty() {
         quote!(#p::Vec::new())
     } else {
@@ -432,6 +553,10 @@ pub fn expand(m: &Model) -> TokenStream {
             })
         }
     };
+    let with_packer = match &packing {
+        Some(Packing { unpack, .. }) => quote!(.with_packer({ #unpack __cachemacro_pack })),
+        None => quote!(),
+    };
     let hooks = quote_spanned! {ret_span=>
         || {
             #[allow(unused_imports)]
@@ -443,6 +568,7 @@ pub fn expand(m: &Model) -> TokenStream {
             .with_sizer((&#pr::SizeProbe::<<#kind_r as #pr::Kind<#ret>>::Value>::new()).sizer())
             #result_tags
             #timed_out
+            #with_packer
         }
     };
     if let Some(sem) = &m.semantic {
@@ -464,6 +590,26 @@ pub fn expand(m: &Model) -> TokenStream {
     }
     let engine = quote_spanned!(ret_span=> __CACHEMACRO.get(#hooks));
     let key_stmts = &key_rendering.stmts;
+    let first = match &packing {
+        // An L1 hit renders nothing; the key is rendered only past L1.
+        Some(Packing { pack, .. }) => {
+            let past = format_ident!("{}_past", get.to_string());
+            quote!({
+                let __e = #engine;
+                match __e.first(#p::Probe::Packed(#pack)) {
+                    #p::Ok(__v) => #p::Call::Ready(#p::ready(__v)),
+                    #p::Err(__past) => {
+                        #key_stmts
+                        __e.#past(__past, #p::Key::from(__k.finish()), #make)
+                    }
+                }
+            })
+        }
+        None => quote!({
+            #key_stmts
+            #engine.#get(__k.rendered(), #make)
+        }),
+    };
     let main = quote! {
         #(#attrs)*
         #vis #sig {
@@ -471,10 +617,7 @@ pub fn expand(m: &Model) -> TokenStream {
             #(#checks)*
             // The key is rendered on the stack and read there (it does not live in the
             // call's future); tags and the source are built only if the call gets past L1.
-            let __cachemacro_call = {
-                #key_stmts
-                #engine.#get(__k.rendered(), #make)
-            };
+            let __cachemacro_call = #first;
             __cachemacro_call.await
         }
     };

@@ -136,3 +136,63 @@ fn receiver_errors_name_the_receiver_as_written() {
     assert!(out.contains("did you mean `<self.tenant>`?"), "{out}");
     assert_eq!(out.matches("compile_error").count(), 1, "{out}");
 }
+
+/// Whether the expansion keys L1 by the packed integers (it then reads keys back).
+fn packs(attr: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> bool {
+    let out = crate::entry(attr, item).to_string();
+    out.contains("KeyParse")
+}
+
+#[test]
+fn only_keys_of_integer_parameters_that_read_back_exactly_are_packed() {
+    let f = |sig: proc_macro2::TokenStream| quote!(async fn f #sig -> u64 { 0 });
+    assert!(packs(quote!(ttl = 5, key = "u:<id>"), f(quote!((id: u64)))));
+    assert!(
+        packs(quote!(ttl = 5), f(quote!((a: u64, b: i64)))),
+        "default key"
+    );
+    assert!(
+        !packs(
+            quote!(ttl = 5, key = "x<a>y<b>"),
+            f(quote!((a: i8, b: u128)))
+        ),
+        "136 bits"
+    );
+    assert!(
+        packs(quote!(ttl = 5, key = "c"), f(quote!(()))),
+        "no placeholder"
+    );
+    assert!(packs(quote!(ttl = 5, key = "<a>"), f(quote!((mut a: u32)))));
+    assert!(
+        !packs(quote!(ttl = 5, key = "<a><b>"), f(quote!((a: u8, b: u8)))),
+        "adjacent"
+    );
+    assert!(
+        !packs(quote!(ttl = 5, key = "v<a>1"), f(quote!((a: u8)))),
+        "a digit follows"
+    );
+    assert!(!packs(
+        quote!(ttl = 5, key = "u:<a>"),
+        f(quote!((a: String)))
+    ));
+    assert!(!packs(quote!(ttl = 5, key = "u:<a>"), f(quote!((a: &u64)))));
+    assert!(!packs(
+        quote!(ttl = 5, key = "u:<a>"),
+        f(quote!((a: std::primitive::u64)))
+    ));
+    assert!(!packs(
+        quote!(ttl = 5, key = "u:<a.0>"),
+        f(quote!((a: (u64,))))
+    ));
+    assert!(
+        !packs(quote!(ttl = 5), f(quote!((a: u64, b: u64, c: u64)))),
+        "192 bits"
+    );
+    assert!(
+        !packs(
+            quote!(ttl = 5, key = "u:<a>", refresh_every = 60),
+            f(quote!((a: u64)))
+        ),
+        "refresh_every schedules rendered keys"
+    );
+}

@@ -26,7 +26,7 @@ use crate::clock;
 use crate::entry::Entry;
 use crate::flight::{Leader, Via};
 use crate::io::Detach;
-use crate::key::{Key, Rendered};
+use crate::key::{Key, Probe, Rendered};
 use crate::kind::Kind;
 use crate::stats::Counter;
 
@@ -93,7 +93,30 @@ pub(super) trait Flavour<R: 'static, S: Kind<R>> {
     async fn load(self, engine: &Arc<Engine<R, S>>, l: Load<S::Value>) -> R;
 }
 
+/// Where a call stands after its L1 look-up missed (see [`Engine::first`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Past {
+    bypass: Option<crate::Bypass>,
+    started: Option<Instant>,
+}
+
 impl<R: 'static, S: Kind<R>> Engine<R, S> {
+    /// A call's first stage, run where the call is made: an L1 hit that needs nothing else
+    /// is the answer; anything else goes on with [`Engine::get_past`] or
+    /// [`Engine::get_detached_past`] and the rendered key. Used by functions whose key is
+    /// packed ([`crate::key::Probe::Packed`]), so a hit renders nothing.
+    #[inline]
+    pub fn first(&self, probe: Probe<'_>) -> Result<R, Past> {
+        let bypass = crate::bypass::current();
+        let started = self.stats.sample();
+        if bypass.is_none() {
+            if let Some(v) = self.fresh_hit(probe, started) {
+                return Ok(S::join(v));
+            }
+        }
+        Err(Past { bypass, started })
+    }
+
     /// Cache-aside for a source whose future borrows the caller's arguments. `make` builds
     /// the call's tags and its source future, only if the call gets past L1.
     #[inline]
@@ -106,15 +129,25 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         M: FnOnce() -> (Vec<String>, Fut) + 'a,
         Fut: Future<Output = R> + 'a,
     {
-        let bypass = crate::bypass::current();
-        let started = self.stats.sample();
-        let mut looked = None;
-        if bypass.is_none() {
-            if let Some(v) = self.fresh_hit(key.as_bytes(), started) {
-                return Call::Ready(std::future::ready(S::join(v)));
-            }
+        match self.first(Probe::Bytes(key.as_bytes())) {
+            Ok(r) => Call::Ready(std::future::ready(r)),
+            Err(past) => self.get_past(past, Key::from(key.as_str()), make),
         }
-        let key = Key::from(key.as_str());
+    }
+
+    /// [`Engine::get`] after [`Engine::first`].
+    #[inline]
+    pub fn get_past<'a, M, Fut>(
+        self: &'a Arc<Self>,
+        Past { bypass, started }: Past,
+        key: Key,
+        make: M,
+    ) -> Call<R, impl Future<Output = R> + 'a>
+    where
+        M: FnOnce() -> (Vec<String>, Fut) + 'a,
+        Fut: Future<Output = R> + 'a,
+    {
+        let mut looked = None;
         if bypass.is_none() {
             looked = self.local_read().map(|l1| self.lookup(l1, &key, started));
         }
@@ -158,14 +191,26 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         R: Send,
         S::Error: Send,
     {
-        let bypass = crate::bypass::current();
-        let started = self.stats.sample();
-        if bypass.is_none() {
-            if let Some(v) = self.fresh_hit(key.as_bytes(), started) {
-                return Call::Ready(std::future::ready(S::join(v)));
-            }
+        match self.first(Probe::Bytes(key.as_bytes())) {
+            Ok(r) => Call::Ready(std::future::ready(r)),
+            Err(past) => self.get_detached_past(past, Key::from(key.as_str()), make),
         }
-        let key = Key::from(key.as_str());
+    }
+
+    /// [`Engine::get_detached`] after [`Engine::first`].
+    #[inline]
+    pub fn get_detached_past<M, Fut>(
+        self: &Arc<Self>,
+        Past { bypass, started }: Past,
+        key: Key,
+        make: M,
+    ) -> Call<R, impl Future<Output = R> + Send + 'static>
+    where
+        M: FnOnce() -> (Vec<String>, Fut) + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: Send,
+        S::Error: Send,
+    {
         let looked = match bypass {
             None => self.local_read().map(|l1| self.lookup(l1, &key, started)),
             Some(_) => None,

@@ -28,7 +28,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use call::Call;
+pub use call::{Call, Past};
 pub use cell::EngineCell;
 
 use crate::clock;
@@ -92,7 +92,8 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
         };
         let remote = Self::remote(&policy, codec);
         let local = remote.as_ref().is_none_or(|r| r.local_tier);
-        let l1 = local.then(|| MemoryStore::new(policy.capacity(), on_evict, hooks.sizer));
+        let l1 =
+            local.then(|| MemoryStore::new(policy.capacity(), on_evict, hooks.sizer, hooks.packer));
         Self {
             l1,
             remote,

@@ -13,6 +13,7 @@ use super::Engine;
 use crate::clock;
 use crate::entry::{Entry, Freshness};
 use crate::flight::{Landed, Leader, Role, Via};
+use crate::key::Probe;
 use crate::kind::Kind;
 use crate::policy::Stampede;
 use crate::served::Outcome;
@@ -89,9 +90,17 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
     /// The hit path's common case, kept small: a fresh L1 value that needs nothing else
     /// (not stale, not XFetch-due). `None`: anything else, for [`Engine::lookup`].
     #[inline]
-    pub(super) fn fresh_hit(&self, key: &[u8], started: Option<Instant>) -> Option<S::Value> {
+    pub(super) fn fresh_hit(&self, key: Probe<'_>, started: Option<Instant>) -> Option<S::Value> {
         let (l1, floor) = self.local_read()?;
-        let entry = l1.get_bytes(key)?;
+        let hot = started.is_some() && self.stats.tracks_hot_keys();
+        let text = match key {
+            Probe::Bytes(b) => Some(b),
+            // A packed key is not rendered here: a call that must say its key (a sampled
+            // hit with `hot_keys`, an observer) takes the slow path, which renders it.
+            Probe::Packed(_) if hot || crate::served::watching() => return None,
+            Probe::Packed(_) => None,
+        };
+        let entry = l1.get_probe(key)?;
         let now = clock::now();
         if entry.freshness(now) != Freshness::Fresh
             || (self.policy.stampede == Stampede::Xfetch && entry.xfetch_due(now, self.policy.beta))
@@ -102,14 +111,16 @@ impl<R: 'static, S: Kind<R>> Engine<R, S> {
             return None;
         }
         self.stats.hit(false, started);
-        if started.is_some() && self.stats.tracks_hot_keys() {
-            self.stats
-                .hot_hit(std::str::from_utf8(key).unwrap_or_default());
-        }
-        if crate::served::watching() {
-            // Inside the check: the key's UTF-8 validation is not paid outside any scope.
-            let key = std::str::from_utf8(key).unwrap_or_default();
-            self.note(key, Outcome::Hit, Some(&entry));
+        if let Some(key) = text {
+            if hot {
+                self.stats
+                    .hot_hit(std::str::from_utf8(key).unwrap_or_default());
+            }
+            if crate::served::watching() {
+                // Inside the check: the key's UTF-8 validation is not paid outside any scope.
+                let key = std::str::from_utf8(key).unwrap_or_default();
+                self.note(key, Outcome::Hit, Some(&entry));
+            }
         }
         Some(entry.value)
     }

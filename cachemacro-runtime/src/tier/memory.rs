@@ -19,35 +19,63 @@ use quick_cache::sync::Cache;
 use quick_cache::{Equivalent, Lifecycle, UnitWeighter};
 
 use crate::entry::Entry;
-use crate::key::Key;
+use crate::key::{Key, Packer, Probe};
 
-/// A key as L1 stores it. It hashes and compares as its bytes, so a look-up needs only the
-/// bytes a call rendered on its stack (no `String`, no UTF-8 check).
+/// A key as L1 stores it: its rendered bytes, or (a function whose key holds only integer
+/// arguments) those integers packed ([`crate::key::Probe::Packed`]). It hashes as its bytes or its
+/// two words, so a look-up needs only what a call wrote on its stack ([`Probe`]: no
+/// `String`, no UTF-8 check). One store holds keys of one kind only: its function's.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Stored(Key);
+pub(crate) enum Stored {
+    Text(Key),
+    Packed([u64; 2]),
+}
+
+impl Stored {
+    fn probe(&self) -> Probe<'_> {
+        match self {
+            Stored::Text(k) => Probe::Bytes(k.as_bytes()),
+            Stored::Packed(p) => Probe::Packed(*p),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Stored::Text(k) => k.len(),
+            Stored::Packed(_) => 16,
+        }
+    }
+}
 
 impl Hash for Stored {
     #[inline]
     fn hash<H: Hasher>(&self, h: &mut H) {
-        // The bytes alone, no length prefix: a key is the only thing hashed.
-        h.write(self.0.as_bytes());
+        self.probe().hash(h)
     }
 }
-
-/// The bytes of a key, looking for its [`Stored`] form.
-pub(crate) struct Probe<'a>(pub &'a [u8]);
 
 impl Hash for Probe<'_> {
     #[inline]
     fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write(self.0); // as `Stored` hashes
+        match self {
+            // The bytes alone, no length prefix: a key is the only thing hashed.
+            Probe::Bytes(b) => h.write(b),
+            Probe::Packed([a, b]) => {
+                h.write_u64(*a);
+                h.write_u64(*b);
+            }
+        }
     }
 }
 
 impl Equivalent<Stored> for Probe<'_> {
     #[inline]
     fn equivalent(&self, stored: &Stored) -> bool {
-        self.0 == stored.0.as_bytes()
+        match (self, stored) {
+            (Probe::Packed(p), Stored::Packed(s)) => p == s,
+            (Probe::Bytes(b), Stored::Text(s)) => *b == s.as_bytes(),
+            _ => false,
+        }
     }
 }
 
@@ -73,7 +101,7 @@ impl<V> Copy for Collect<V> {}
 impl<V> Collect<V> {
     fn bytes(&self, key: &Stored, entry: &Entry<V>) -> i64 {
         self.0.map_or(0, |size| {
-            i64::try_from(key.0.len() + size(&entry.value)).unwrap_or(i64::MAX)
+            i64::try_from(key.len() + size(&entry.value)).unwrap_or(i64::MAX)
         })
     }
 }
@@ -94,20 +122,38 @@ pub(crate) struct MemoryStore<V> {
     cache: Inner<V>,
     on_evict: OnEvict,
     collect: Collect<V>,
+    /// Set for a function whose keys are packed: how a rendered key becomes its packed form.
+    packer: Option<Packer>,
     /// Bytes of the keys and values held (values as `CacheSize` counts them), when the
     /// value type can say; a gauge (momentarily off by the inserts in progress).
     bytes: AtomicI64,
 }
 
 impl<V: Clone + Send + Sync + 'static> MemoryStore<V> {
-    pub fn new(capacity: u64, on_evict: OnEvict, sizer: Option<Sizer<V>>) -> Self {
+    pub fn new(
+        capacity: u64,
+        on_evict: OnEvict,
+        sizer: Option<Sizer<V>>,
+        packer: Option<Packer>,
+    ) -> Self {
         let items = usize::try_from(capacity).unwrap_or(usize::MAX).min(1 << 24);
         let collect = Collect(sizer);
         Self {
             cache: Cache::with(items, capacity, UnitWeighter, Default::default(), collect),
             on_evict,
             collect,
+            packer,
             bytes: AtomicI64::new(0),
+        }
+    }
+
+    /// How `key` is looked for: `None` if this store cannot hold it (a packed store, and a
+    /// string its function could not have rendered).
+    #[inline]
+    fn at<'k>(&self, key: &'k str) -> Option<Probe<'k>> {
+        match self.packer {
+            None => Some(Probe::Bytes(key.as_bytes())),
+            Some(pack) => pack(key).map(Probe::Packed),
         }
     }
 
@@ -131,18 +177,34 @@ impl<V: Clone + Send + Sync + 'static> MemoryStore<V> {
     /// A copy of the entry under `key` (its value cloned).
     #[inline]
     pub fn get(&self, key: &str) -> Option<Entry<V>> {
-        self.get_bytes(key.as_bytes())
+        self.get_probe(self.at(key)?)
     }
 
-    /// [`MemoryStore::get`] by the key's bytes.
+    /// [`MemoryStore::get`] by what a call wrote on its stack (its kind is the store's).
     #[inline]
-    pub fn get_bytes(&self, key: &[u8]) -> Option<Entry<V>> {
-        self.cache.get(&Probe(key))
+    pub fn get_probe(&self, key: Probe<'_>) -> Option<Entry<V>> {
+        debug_assert_eq!(
+            matches!(key, Probe::Packed(_)),
+            self.packer.is_some(),
+            "a probe of the store's own kind"
+        );
+        self.cache.get(&key)
     }
 
     pub fn insert(&self, key: Key, entry: Entry<V>) {
+        let key = match self.packer {
+            None => Stored::Text(key),
+            Some(pack) => match pack(&key) {
+                Some(packed) => Stored::Packed(packed),
+                None => {
+                    // Never for a key of this function's own template (tested for every
+                    // integer type at its extremes); kept out of L1 rather than mis-filed.
+                    debug_assert!(false, "a packed function's key {key:?} does not pack");
+                    return;
+                }
+            },
+        };
         let mut evicted = Vec::new();
-        let key = Stored(key);
         let added = self.collect.bytes(&key, &entry);
         self.cache
             .insert_with_lifecycle(key.clone(), entry, &mut evicted);
@@ -157,8 +219,10 @@ impl<V: Clone + Send + Sync + 'static> MemoryStore<V> {
 
     /// Removes `key`; whether it was there.
     pub fn remove(&self, key: &str) -> bool {
-        self.removed(self.cache.remove(&Probe(key.as_bytes())))
-            .is_some()
+        let Some(at) = self.at(key) else {
+            return false;
+        };
+        self.removed(self.cache.remove(&at)).is_some()
     }
 
     /// Removes `key` only while it still holds `entry` (not a newer one; entries are told
@@ -169,10 +233,9 @@ impl<V: Clone + Send + Sync + 'static> MemoryStore<V> {
 
     /// Removes `key` only while its entry has this hard deadline.
     pub fn remove_hard(&self, key: &str, hard: u64) {
-        self.removed(
-            self.cache
-                .remove_if(&Probe(key.as_bytes()), |e| e.hard == hard),
-        );
+        if let Some(at) = self.at(key) {
+            self.removed(self.cache.remove_if(&at, |e| e.hard == hard));
+        }
     }
 
     pub fn clear(&self) {
@@ -196,6 +259,35 @@ mod tests {
     }
 
     #[test]
+    fn a_packed_key_costs_no_more_than_a_rendered_one() {
+        assert_eq!(std::mem::size_of::<Stored>(), std::mem::size_of::<Key>());
+    }
+
+    #[test]
+    fn a_packed_store_finds_entries_by_their_rendered_keys() {
+        fn pack(key: &str) -> Option<[u64; 2]> {
+            let n: u64 = key.strip_prefix("n:")?.parse().ok()?;
+            Some([n, 0])
+        }
+        let store = MemoryStore::new(100, Arc::new(|| {}), None, Some(pack));
+        store.insert("n:5".into(), entry(5));
+        assert_eq!(
+            store.get_probe(Probe::Packed([5, 0])).map(|e| e.value),
+            Some(5)
+        );
+        assert_eq!(store.get("n:5").map(|e| e.value), Some(5));
+        assert!(store.get("n:6").is_none());
+        assert!(
+            !store.remove("other:5"),
+            "a key this function cannot render"
+        );
+        store.remove_hard("n:5", 0);
+        assert!(store.get("n:5").is_some(), "another entry's deadline");
+        assert!(store.remove("n:5"));
+        assert!(store.get_probe(Probe::Packed([5, 0])).is_none());
+    }
+
+    #[test]
     fn replacing_is_not_evicting() {
         let evicted = Arc::new(AtomicU64::new(0));
         let e = evicted.clone();
@@ -204,6 +296,7 @@ mod tests {
             Arc::new(move || {
                 e.fetch_add(1, Ordering::SeqCst);
             }),
+            None,
             None,
         );
         store.insert("a".into(), entry(1));
@@ -226,7 +319,7 @@ mod tests {
         fn size(v: &String) -> usize {
             v.len()
         }
-        let store: MemoryStore<String> = MemoryStore::new(100, Arc::new(|| {}), Some(size));
+        let store: MemoryStore<String> = MemoryStore::new(100, Arc::new(|| {}), Some(size), None);
         let e = |v: &str| {
             Entry::new(
                 v.to_owned(),

@@ -26,25 +26,7 @@ async fn get_user(id: u64) -> Result<User, DbError> {
         >(),
     );
     let __cachemacro_call = {
-        #[allow(unused_imports)]
-        use ::cachemacro_runtime::__private_v0_1_0::{DirectKind as _, DisplayKind as _};
-        let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
-            13usize,
-            {
-                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
-                    b"%:",
-                );
-                SET
-            },
-        );
-        __k.lit("user:");
-        {
-            let __v = &id;
-            (&::cachemacro_runtime::__private_v0_1_0::Arg(__v))
-                .kind()
-                .render(&mut __k, __v);
-        }
-        __CACHEMACRO
+        let __e = __CACHEMACRO
             .get(|| {
                 #[allow(unused_imports)]
                 use ::cachemacro_runtime::__private_v0_1_0::{
@@ -73,27 +55,94 @@ async fn get_user(id: u64) -> Result<User, DbError> {
                         >::new())
                             .sizer(),
                     )
-            })
-            .get_detached(
-                __k.rendered(),
-                move || (
-                    ::cachemacro_runtime::__private_v0_1_0::Vec::new(),
-                    async move {
-                        #[allow(
-                            unreachable_code,
-                            clippy::diverging_sub_expression,
-                            clippy::empty_loop,
-                            clippy::let_unit_value,
-                            clippy::needless_return
-                        )]
-                        if false {
-                            let __cachemacro_fake_return: Result<User, DbError> = loop {};
-                            return __cachemacro_fake_return;
+                    .with_packer({
+                        #[allow(clippy::identity_op)]
+                        fn __cachemacro_pack(
+                            __s: &str,
+                        ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
+                            let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                                __s,
+                                {
+                                    const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                                        b"%:",
+                                    );
+                                    SET
+                                },
+                            );
+                            __p.lit("user:")?;
+                            let id: u64 = __p.int()?;
+                            __p.end()?;
+                            ::cachemacro_runtime::__private_v0_1_0::Some(
+                                ::cachemacro_runtime::__private_v0_1_0::pack(
+                                    0u128
+                                        | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
+                                            << 0u32),
+                                ),
+                            )
                         }
-                        db.fetch_user(id).await
-                    },
+                        __cachemacro_pack
+                    })
+            });
+        match __e
+            .first(
+                ::cachemacro_runtime::__private_v0_1_0::Probe::Packed(
+                    ::cachemacro_runtime::__private_v0_1_0::pack(
+                        0u128
+                            | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
+                                << 0u32),
+                    ),
                 ),
             )
+        {
+            ::cachemacro_runtime::__private_v0_1_0::Ok(__v) => {
+                ::cachemacro_runtime::__private_v0_1_0::Call::Ready(
+                    ::cachemacro_runtime::__private_v0_1_0::ready(__v),
+                )
+            }
+            ::cachemacro_runtime::__private_v0_1_0::Err(__past) => {
+                #[allow(unused_imports)]
+                use ::cachemacro_runtime::__private_v0_1_0::{
+                    DirectKind as _, DisplayKind as _,
+                };
+                let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
+                    13usize,
+                    {
+                        const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                            b"%:",
+                        );
+                        SET
+                    },
+                );
+                __k.lit("user:");
+                {
+                    let __v = &id;
+                    (&::cachemacro_runtime::__private_v0_1_0::Arg(__v))
+                        .kind()
+                        .render(&mut __k, __v);
+                }
+                __e.get_detached_past(
+                    __past,
+                    ::cachemacro_runtime::__private_v0_1_0::Key::from(__k.finish()),
+                    move || (
+                        ::cachemacro_runtime::__private_v0_1_0::Vec::new(),
+                        async move {
+                            #[allow(
+                                unreachable_code,
+                                clippy::diverging_sub_expression,
+                                clippy::empty_loop,
+                                clippy::let_unit_value,
+                                clippy::needless_return
+                            )]
+                            if false {
+                                let __cachemacro_fake_return: Result<User, DbError> = loop {};
+                                return __cachemacro_fake_return;
+                            }
+                            db.fetch_user(id).await
+                        },
+                    ),
+                )
+            }
+        }
     };
     __cachemacro_call.await
 }
@@ -178,6 +227,33 @@ async fn get_user_invalidate(
                     >::new())
                         .sizer(),
                 )
+                .with_packer({
+                    #[allow(clippy::identity_op)]
+                    fn __cachemacro_pack(
+                        __s: &str,
+                    ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
+                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __s,
+                            {
+                                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                                    b"%:",
+                                );
+                                SET
+                            },
+                        );
+                        __p.lit("user:")?;
+                        let id: u64 = __p.int()?;
+                        __p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                            ::cachemacro_runtime::__private_v0_1_0::pack(
+                                0u128
+                                    | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
+                                        << 0u32),
+                            ),
+                        )
+                    }
+                    __cachemacro_pack
+                })
         })
         .invalidate(::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key))
         .await
@@ -262,6 +338,33 @@ async fn get_user_refresh(id: u64) -> Result<User, DbError> {
                     >::new())
                         .sizer(),
                 )
+                .with_packer({
+                    #[allow(clippy::identity_op)]
+                    fn __cachemacro_pack(
+                        __s: &str,
+                    ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
+                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __s,
+                            {
+                                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                                    b"%:",
+                                );
+                                SET
+                            },
+                        );
+                        __p.lit("user:")?;
+                        let id: u64 = __p.int()?;
+                        __p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                            ::cachemacro_runtime::__private_v0_1_0::pack(
+                                0u128
+                                    | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
+                                        << 0u32),
+                            ),
+                        )
+                    }
+                    __cachemacro_pack
+                })
         })
         .refresh(
             ::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key),
@@ -368,6 +471,33 @@ async fn get_user_put(
                     >::new())
                         .sizer(),
                 )
+                .with_packer({
+                    #[allow(clippy::identity_op)]
+                    fn __cachemacro_pack(
+                        __s: &str,
+                    ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
+                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __s,
+                            {
+                                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                                    b"%:",
+                                );
+                                SET
+                            },
+                        );
+                        __p.lit("user:")?;
+                        let id: u64 = __p.int()?;
+                        __p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                            ::cachemacro_runtime::__private_v0_1_0::pack(
+                                0u128
+                                    | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
+                                        << 0u32),
+                            ),
+                        )
+                    }
+                    __cachemacro_pack
+                })
         })
         .put(
             ::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key),
@@ -433,6 +563,33 @@ fn get_user_stats() -> ::cachemacro_runtime::Stats {
                     >::new())
                         .sizer(),
                 )
+                .with_packer({
+                    #[allow(clippy::identity_op)]
+                    fn __cachemacro_pack(
+                        __s: &str,
+                    ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
+                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __s,
+                            {
+                                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                                    b"%:",
+                                );
+                                SET
+                            },
+                        );
+                        __p.lit("user:")?;
+                        let id: u64 = __p.int()?;
+                        __p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                            ::cachemacro_runtime::__private_v0_1_0::pack(
+                                0u128
+                                    | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
+                                        << 0u32),
+                            ),
+                        )
+                    }
+                    __cachemacro_pack
+                })
         })
         .stats()
 }
@@ -496,6 +653,33 @@ async fn get_user_clear() -> ::cachemacro_runtime::__private_v0_1_0::Result<
                     >::new())
                         .sizer(),
                 )
+                .with_packer({
+                    #[allow(clippy::identity_op)]
+                    fn __cachemacro_pack(
+                        __s: &str,
+                    ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
+                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __s,
+                            {
+                                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                                    b"%:",
+                                );
+                                SET
+                            },
+                        );
+                        __p.lit("user:")?;
+                        let id: u64 = __p.int()?;
+                        __p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                            ::cachemacro_runtime::__private_v0_1_0::pack(
+                                0u128
+                                    | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
+                                        << 0u32),
+                            ),
+                        )
+                    }
+                    __cachemacro_pack
+                })
         })
         .clear()
         .await
@@ -610,6 +794,33 @@ async fn get_user_many(
                     >::new())
                         .sizer(),
                 )
+                .with_packer({
+                    #[allow(clippy::identity_op)]
+                    fn __cachemacro_pack(
+                        __s: &str,
+                    ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
+                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __s,
+                            {
+                                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                                    b"%:",
+                                );
+                                SET
+                            },
+                        );
+                        __p.lit("user:")?;
+                        let id: u64 = __p.int()?;
+                        __p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                            ::cachemacro_runtime::__private_v0_1_0::pack(
+                                0u128
+                                    | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
+                                        << 0u32),
+                            ),
+                        )
+                    }
+                    __cachemacro_pack
+                })
         })
         .get_many(
             __cachemacro_items,

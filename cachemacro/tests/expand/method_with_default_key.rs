@@ -15,26 +15,7 @@ pub async fn find(&self, id: u64, trace: &str) -> Option<Row> {
         ),
     );
     let __cachemacro_call = {
-        #[allow(unused_imports)]
-        use ::cachemacro_runtime::__private_v0_1_0::{DirectKind as _, DisplayKind as _};
-        let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
-            57usize,
-            {
-                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
-                    b"%:",
-                );
-                SET
-            },
-        );
-        __k.lit(::core::concat!(::core::module_path!(), "::", "find"));
-        __k.lit(":");
-        {
-            let __v = &id;
-            (&::cachemacro_runtime::__private_v0_1_0::Arg(__v))
-                .kind()
-                .render(&mut __k, __v);
-        }
-        __CACHEMACRO
+        let __e = __CACHEMACRO
             .get(|| {
                 #[allow(unused_imports)]
                 use ::cachemacro_runtime::__private_v0_1_0::{
@@ -63,27 +44,98 @@ pub async fn find(&self, id: u64, trace: &str) -> Option<Row> {
                         >::new())
                             .sizer(),
                     )
-            })
-            .get(
-                __k.rendered(),
-                move || (
-                    ::cachemacro_runtime::__private_v0_1_0::Vec::new(),
-                    async move {
-                        #[allow(
-                            unreachable_code,
-                            clippy::diverging_sub_expression,
-                            clippy::empty_loop,
-                            clippy::let_unit_value,
-                            clippy::needless_return
-                        )]
-                        if false {
-                            let __cachemacro_fake_return: Option<Row> = loop {};
-                            return __cachemacro_fake_return;
+                    .with_packer({
+                        #[allow(clippy::identity_op)]
+                        fn __cachemacro_pack(
+                            __s: &str,
+                        ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
+                            let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                                __s,
+                                {
+                                    const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                                        b"%:",
+                                    );
+                                    SET
+                                },
+                            );
+                            __p.lit(
+                                ::core::concat!(::core::module_path!(), "::", "find"),
+                            )?;
+                            __p.lit(":")?;
+                            let id: u64 = __p.int()?;
+                            __p.end()?;
+                            ::cachemacro_runtime::__private_v0_1_0::Some(
+                                ::cachemacro_runtime::__private_v0_1_0::pack(
+                                    0u128
+                                        | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
+                                            << 0u32),
+                                ),
+                            )
                         }
-                        self.db.find(id).await
-                    },
+                        __cachemacro_pack
+                    })
+            });
+        match __e
+            .first(
+                ::cachemacro_runtime::__private_v0_1_0::Probe::Packed(
+                    ::cachemacro_runtime::__private_v0_1_0::pack(
+                        0u128
+                            | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
+                                << 0u32),
+                    ),
                 ),
             )
+        {
+            ::cachemacro_runtime::__private_v0_1_0::Ok(__v) => {
+                ::cachemacro_runtime::__private_v0_1_0::Call::Ready(
+                    ::cachemacro_runtime::__private_v0_1_0::ready(__v),
+                )
+            }
+            ::cachemacro_runtime::__private_v0_1_0::Err(__past) => {
+                #[allow(unused_imports)]
+                use ::cachemacro_runtime::__private_v0_1_0::{
+                    DirectKind as _, DisplayKind as _,
+                };
+                let mut __k = ::cachemacro_runtime::__private_v0_1_0::KeyBuilder::new(
+                    57usize,
+                    {
+                        const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                            b"%:",
+                        );
+                        SET
+                    },
+                );
+                __k.lit(::core::concat!(::core::module_path!(), "::", "find"));
+                __k.lit(":");
+                {
+                    let __v = &id;
+                    (&::cachemacro_runtime::__private_v0_1_0::Arg(__v))
+                        .kind()
+                        .render(&mut __k, __v);
+                }
+                __e.get_past(
+                    __past,
+                    ::cachemacro_runtime::__private_v0_1_0::Key::from(__k.finish()),
+                    move || (
+                        ::cachemacro_runtime::__private_v0_1_0::Vec::new(),
+                        async move {
+                            #[allow(
+                                unreachable_code,
+                                clippy::diverging_sub_expression,
+                                clippy::empty_loop,
+                                clippy::let_unit_value,
+                                clippy::needless_return
+                            )]
+                            if false {
+                                let __cachemacro_fake_return: Option<Row> = loop {};
+                                return __cachemacro_fake_return;
+                            }
+                            self.db.find(id).await
+                        },
+                    ),
+                )
+            }
+        }
     };
     __cachemacro_call.await
 }
@@ -160,6 +212,34 @@ pub async fn find_invalidate(
                     >::new())
                         .sizer(),
                 )
+                .with_packer({
+                    #[allow(clippy::identity_op)]
+                    fn __cachemacro_pack(
+                        __s: &str,
+                    ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
+                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __s,
+                            {
+                                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                                    b"%:",
+                                );
+                                SET
+                            },
+                        );
+                        __p.lit(::core::concat!(::core::module_path!(), "::", "find"))?;
+                        __p.lit(":")?;
+                        let id: u64 = __p.int()?;
+                        __p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                            ::cachemacro_runtime::__private_v0_1_0::pack(
+                                0u128
+                                    | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
+                                        << 0u32),
+                            ),
+                        )
+                    }
+                    __cachemacro_pack
+                })
         })
         .invalidate(::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key))
         .await
@@ -234,6 +314,34 @@ pub async fn find_refresh(&self, id: u64, trace: &str) -> Option<Row> {
                     >::new())
                         .sizer(),
                 )
+                .with_packer({
+                    #[allow(clippy::identity_op)]
+                    fn __cachemacro_pack(
+                        __s: &str,
+                    ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
+                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __s,
+                            {
+                                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                                    b"%:",
+                                );
+                                SET
+                            },
+                        );
+                        __p.lit(::core::concat!(::core::module_path!(), "::", "find"))?;
+                        __p.lit(":")?;
+                        let id: u64 = __p.int()?;
+                        __p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                            ::cachemacro_runtime::__private_v0_1_0::pack(
+                                0u128
+                                    | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
+                                        << 0u32),
+                            ),
+                        )
+                    }
+                    __cachemacro_pack
+                })
         })
         .refresh(
             ::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key),
@@ -332,6 +440,34 @@ pub async fn find_put(
                     >::new())
                         .sizer(),
                 )
+                .with_packer({
+                    #[allow(clippy::identity_op)]
+                    fn __cachemacro_pack(
+                        __s: &str,
+                    ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
+                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __s,
+                            {
+                                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                                    b"%:",
+                                );
+                                SET
+                            },
+                        );
+                        __p.lit(::core::concat!(::core::module_path!(), "::", "find"))?;
+                        __p.lit(":")?;
+                        let id: u64 = __p.int()?;
+                        __p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                            ::cachemacro_runtime::__private_v0_1_0::pack(
+                                0u128
+                                    | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
+                                        << 0u32),
+                            ),
+                        )
+                    }
+                    __cachemacro_pack
+                })
         })
         .put(
             ::cachemacro_runtime::__private_v0_1_0::Key::from(__cachemacro_key),
@@ -386,6 +522,34 @@ pub fn find_stats() -> ::cachemacro_runtime::Stats {
                     >::new())
                         .sizer(),
                 )
+                .with_packer({
+                    #[allow(clippy::identity_op)]
+                    fn __cachemacro_pack(
+                        __s: &str,
+                    ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
+                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __s,
+                            {
+                                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                                    b"%:",
+                                );
+                                SET
+                            },
+                        );
+                        __p.lit(::core::concat!(::core::module_path!(), "::", "find"))?;
+                        __p.lit(":")?;
+                        let id: u64 = __p.int()?;
+                        __p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                            ::cachemacro_runtime::__private_v0_1_0::pack(
+                                0u128
+                                    | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
+                                        << 0u32),
+                            ),
+                        )
+                    }
+                    __cachemacro_pack
+                })
         })
         .stats()
 }
@@ -438,6 +602,34 @@ pub async fn find_clear() -> ::cachemacro_runtime::__private_v0_1_0::Result<
                     >::new())
                         .sizer(),
                 )
+                .with_packer({
+                    #[allow(clippy::identity_op)]
+                    fn __cachemacro_pack(
+                        __s: &str,
+                    ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
+                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __s,
+                            {
+                                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                                    b"%:",
+                                );
+                                SET
+                            },
+                        );
+                        __p.lit(::core::concat!(::core::module_path!(), "::", "find"))?;
+                        __p.lit(":")?;
+                        let id: u64 = __p.int()?;
+                        __p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                            ::cachemacro_runtime::__private_v0_1_0::pack(
+                                0u128
+                                    | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
+                                        << 0u32),
+                            ),
+                        )
+                    }
+                    __cachemacro_pack
+                })
         })
         .clear()
         .await
@@ -544,6 +736,34 @@ pub async fn find_many(
                     >::new())
                         .sizer(),
                 )
+                .with_packer({
+                    #[allow(clippy::identity_op)]
+                    fn __cachemacro_pack(
+                        __s: &str,
+                    ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
+                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __s,
+                            {
+                                const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
+                                    b"%:",
+                                );
+                                SET
+                            },
+                        );
+                        __p.lit(::core::concat!(::core::module_path!(), "::", "find"))?;
+                        __p.lit(":")?;
+                        let id: u64 = __p.int()?;
+                        __p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                            ::cachemacro_runtime::__private_v0_1_0::pack(
+                                0u128
+                                    | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
+                                        << 0u32),
+                            ),
+                        )
+                    }
+                    __cachemacro_pack
+                })
         })
         .get_many(__cachemacro_items, |__e, __k, __m| __e.get(__k, __m), |_, _, _| {})
         .await
