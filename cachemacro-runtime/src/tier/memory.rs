@@ -32,6 +32,7 @@ pub(crate) enum Stored {
 }
 
 impl Stored {
+    #[inline(always)]
     fn probe(&self) -> Probe<'_> {
         match self {
             Stored::Text(k) => Probe::Bytes(k.as_bytes()),
@@ -48,28 +49,26 @@ impl Stored {
 }
 
 impl Hash for Stored {
-    #[inline]
+    #[inline(always)]
     fn hash<H: Hasher>(&self, h: &mut H) {
         self.probe().hash(h)
     }
 }
 
 impl Hash for Probe<'_> {
-    #[inline]
+    #[inline(always)]
     fn hash<H: Hasher>(&self, h: &mut H) {
         match self {
             // The bytes alone, no length prefix: a key is the only thing hashed.
             Probe::Bytes(b) => h.write(b),
-            Probe::Packed([a, b]) => {
-                h.write_u64(*a);
-                h.write_u64(*b);
-            }
+            // One word: the hasher mixes it; keys that meet here differ by equality.
+            Probe::Packed([a, b]) => h.write_u64(a ^ b.rotate_left(29)),
         }
     }
 }
 
 impl Equivalent<Stored> for Probe<'_> {
-    #[inline]
+    #[inline(always)]
     fn equivalent(&self, stored: &Stored) -> bool {
         match (self, stored) {
             (Probe::Packed(p), Stored::Packed(s)) => p == s,
