@@ -1,5 +1,6 @@
 //! The in-process tier (L1): a bounded, sharded S3-FIFO cache (quick_cache) of entries,
-//! stored inline under their rendered keys.
+//! stored inline under their rendered keys, or, for a function whose key holds only
+//! integers, under those integers packed (a hit then renders nothing).
 //!
 //! Why quick_cache and not moka: a hit must cost well under the `cached` crate's (see
 //! docs/BENCHMARKS.md), and moka's bare `get` alone costs more than that budget on the
