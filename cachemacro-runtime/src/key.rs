@@ -427,7 +427,7 @@ key_int! {
     i128 => u128, true; isize => u64, true;
 }
 
-/// Reads a rendered key back, part by part (what [`Packer`]s are made of). It accepts
+/// Reads a rendered key back, part by part (what a function's packer is made of). It accepts
 /// exactly what [`KeyBuilder`] writes for integers with the same escape set (digits without
 /// leading zeros, a minus sign as that set writes it, never before zero), so a key that
 /// reads back renders to itself: the macro packs only templates where each placeholder is
