@@ -43,6 +43,51 @@ async fn hot(id: u32) -> u32 {
     id
 }
 
+static MANY_CALLS: AtomicU64 = AtomicU64::new(0);
+
+#[cached(ttl = 600, key = "m:<id>")]
+async fn many_of(id: u64) -> u64 {
+    MANY_CALLS.fetch_add(1, SeqCst);
+    id * 10
+}
+
+// Review finding: a type alias named like a primitive must not be packed at the width its
+// name says (`u32` here is 64 bits wide).
+#[allow(non_camel_case_types)]
+mod ids {
+    pub type u32 = u64;
+}
+
+static ALIAS_CALLS: AtomicU64 = AtomicU64::new(0);
+
+#[cached(ttl = 600, key = "q:<a>:<b>")]
+async fn aliased(a: ids::u32, b: ids::u32) -> (u64, u64) {
+    ALIAS_CALLS.fetch_add(1, SeqCst);
+    (a, b)
+}
+
+#[allow(non_camel_case_types, unused_imports)]
+mod alias_in_scope {
+    use super::*;
+    use ids::u32;
+
+    #[cached(ttl = 600, key = "q:<a>:<b>")]
+    pub async fn aliased_bare(a: u32, b: u32) -> (u64, u64) {
+        (a, b)
+    }
+}
+
+static TWICE_CALLS: AtomicU64 = AtomicU64::new(0);
+
+// Review finding: a placeholder used twice must neither warn (`deny` here) nor let a string
+// with two different values read back as one of the function's keys.
+#[deny(unused_variables, warnings)]
+#[cached(ttl = 600, key = "d:<id>:<id>")]
+async fn twice(id: u64) -> u64 {
+    TWICE_CALLS.fetch_add(1, SeqCst);
+    id
+}
+
 /// Runs `f` in a task spawned on a multi-thread runtime.
 async fn spawned<F: std::future::Future + Send + 'static>(f: F) -> F::Output
 where
@@ -159,4 +204,40 @@ async fn hot_keys_still_name_packed_keys() {
     let top: Vec<_> = stats.hot_keys.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(top.first(), Some(&"hot:7"), "{top:?}");
     assert_eq!(stats.hits, 5_498);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_calls_of_a_packed_function_hit_l1() {
+    // Review finding: `_many` probed a packed L1 with rendered bytes (a debug assertion
+    // failed; in release every item missed the fast path).
+    assert_eq!(spawned(many_of_many([1u64, 2, 3])).await, vec![10, 20, 30]);
+    assert_eq!(MANY_CALLS.load(SeqCst), 3);
+    assert_eq!(spawned(many_of_many([1u64, 2, 3])).await, vec![10, 20, 30]);
+    assert_eq!(spawned(many_of(2)).await, 20);
+    assert_eq!(MANY_CALLS.load(SeqCst), 3, "every later call a hit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alias_packs_at_its_real_width() {
+    assert_eq!(spawned(aliased(1 << 32, 0)).await, (1 << 32, 0));
+    assert_eq!(spawned(aliased(0, 1)).await, (0, 1));
+    assert_eq!(spawned(aliased(1 << 32, 0)).await, (1 << 32, 0));
+    assert_eq!(ALIAS_CALLS.load(SeqCst), 2);
+    assert_eq!(
+        spawned(alias_in_scope::aliased_bare(1 << 32, 0)).await,
+        (1 << 32, 0)
+    );
+    assert_eq!(spawned(alias_in_scope::aliased_bare(0, 1)).await, (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placeholder_used_twice_is_one_key() {
+    assert_eq!(spawned(twice(1)).await, 1);
+    assert_eq!(spawned(twice(2)).await, 2);
+    assert_eq!(spawned(twice(1)).await, 1);
+    assert_eq!(TWICE_CALLS.load(SeqCst), 2);
+    twice_invalidate(2).await.unwrap();
+    assert_eq!(spawned(twice(2)).await, 2);
+    assert_eq!(spawned(twice(1)).await, 1);
+    assert_eq!(TWICE_CALLS.load(SeqCst), 3, "only (2) was dropped");
 }

@@ -392,6 +392,8 @@ pub const fn pack(bits: u128) -> [u64; 2] {
 /// An integer type a key may be packed from: its bits, zero-extended (a signed value as its
 /// two's complement of its own width), and how it reads back from a rendered key.
 pub trait KeyInt: Sized {
+    /// Its width in bits (what the packing reserves for it).
+    const BITS: u32;
     /// Its bits, zero-extended to 128.
     fn bits(self) -> u128;
     /// Reads one value rendered by [`RenderDirect`] at the front of `p`.
@@ -401,6 +403,8 @@ pub trait KeyInt: Sized {
 macro_rules! key_int {
     ($($t:ty => $u:ty, $signed:expr);* $(;)?) => {$(
         impl KeyInt for $t {
+            const BITS: u32 = <$u>::BITS;
+
             #[inline(always)]
             fn bits(self) -> u128 {
                 self as $u as u128

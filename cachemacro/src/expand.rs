@@ -148,10 +148,13 @@ fn int_width(ty: &Type) -> Option<u32> {
 
 /// A key made of integer parameters only can be looked up in L1 without being rendered:
 /// the integers packed into 128 bits ([`Packing`]). That needs every placeholder to be a
-/// plain parameter of a primitive integer type, 128 bits in all, and each followed by the
-/// key's end or by text that does not start with a digit (so the rendered key reads back
-/// exactly). `None` for any other key, which L1 keys by its rendered bytes.
-fn packable(m: &Model, parts: &[Part]) -> Option<Vec<(Ident, Type, u32)>> {
+/// plain parameter of a primitive integer type, 128 bits in all (a parameter named twice
+/// counts once), and each followed by the key's end or by text that does not start with a
+/// digit (so the rendered key reads back exactly). `None` for any other key, which L1 keys
+/// by its rendered bytes. The widths by name only decide whether to pack; the packing itself
+/// uses the types' own widths (`KeyInt::BITS`), so an alias named like a primitive cannot
+/// make two argument lists share a key.
+fn packable(m: &Model, parts: &[Part]) -> Option<Vec<(Ident, Type)>> {
     let mut types = std::collections::HashMap::new();
     for arg in &m.func.sig.inputs {
         if let FnArg::Typed(pt) = arg {
@@ -162,7 +165,7 @@ fn packable(m: &Model, parts: &[Part]) -> Option<Vec<(Ident, Type, u32)>> {
             }
         }
     }
-    let mut ints = Vec::new();
+    let mut ints: Vec<(Ident, Type)> = Vec::new();
     let mut bits = 0;
     for (i, part) in parts.iter().enumerate() {
         let Part::Place(path) = part else { continue };
@@ -176,8 +179,10 @@ fn packable(m: &Model, parts: &[Part]) -> Option<Vec<(Ident, Type, u32)>> {
             Some(Part::Lit(s)) if s.starts_with(|c: char| c.is_ascii_digit()) => return None,
             _ => {}
         }
-        bits += width;
-        ints.push((name.clone(), ty.clone(), width));
+        if ints.iter().all(|(n, _)| n != name) {
+            bits += width;
+            ints.push((name.clone(), ty.clone()));
+        }
     }
     (bits <= 128).then_some(ints)
 }
@@ -194,34 +199,57 @@ impl Packing {
     fn new(
         p: &TokenStream,
         parts: &[Part],
-        ints: &[(Ident, Type, u32)],
+        ints: &[(Ident, Type)],
         prefix: Option<TokenStream>,
         escape: &[u8],
     ) -> Self {
-        let mut off = 0u32;
-        let shifted = ints.iter().map(|(name, _, width)| {
-            let at = off;
-            off += width;
-            quote!((#p::KeyInt::bits(#name) << #at))
+        let width = |ty: &Type| quote!(<#ty as #p::KeyInt>::BITS);
+        let mut at = quote!(0u32);
+        let mut shifted = Vec::new();
+        for (name, ty) in ints {
+            shifted.push(quote!((#p::KeyInt::bits(#name) << (#at))));
+            let w = width(ty);
+            at = quote!(#at + #w);
+        }
+        let pack = quote!({
+            const _: () = ::core::assert!(
+                #at <= 128,
+                "the key's integers are wider than 128 bits: a type alias named like a primitive integer type?"
+            );
+            #p::pack(0u128 #(| #shifted)*)
         });
-        let pack = quote!(#p::pack(0u128 #(| #shifted)*));
-        let mut next = ints.iter();
-        let reads = parts.iter().map(|part| match part {
-            Part::Lit(s) => quote!(__p.lit(#s)?;),
-            Part::Place(_) => {
-                let (name, ty, _) = next.next().expect("one int per placeholder");
-                quote!(let #name: #ty = __p.int()?;)
-            }
-        });
-        let prefix = prefix.map(|e| quote!(__p.lit(#e)?;));
+        let mut read = Vec::<&Ident>::new();
+        let reads: Vec<TokenStream> = parts
+            .iter()
+            .map(|part| match part {
+                Part::Lit(s) => quote!(__cachemacro_p.lit(#s)?;),
+                Part::Place(path) => {
+                    let (name, ty) = ints
+                        .iter()
+                        .find(|(n, _)| *n == path[0])
+                        .expect("every placeholder is a packed parameter");
+                    if read.contains(&name) {
+                        // Named again: the same value, or this is none of the keys.
+                        quote!(if __cachemacro_p.int::<#ty>()? != #name { return #p::None; })
+                    } else {
+                        read.push(name);
+                        quote!(let #name: #ty = __cachemacro_p.int()?;)
+                    }
+                }
+            })
+            .collect();
+        let prefix = prefix.map(|e| quote!(__cachemacro_p.lit(#e)?;));
         let esc = LitByteStr::new(escape, Span::call_site());
         let unpack = quote! {
             #[allow(clippy::identity_op)]
-            fn __cachemacro_pack(__s: &str) -> #p::Option<[u64; 2]> {
-                let mut __p = #p::KeyParse::new(__s, { const SET: u128 = #p::escape_set(#esc); SET });
+            fn __cachemacro_pack(__cachemacro_s: &str) -> #p::Option<[u64; 2]> {
+                let mut __cachemacro_p = #p::KeyParse::new(
+                    __cachemacro_s,
+                    { const SET: u128 = #p::escape_set(#esc); SET },
+                );
                 #prefix
                 #(#reads)*
-                __p.end()?;
+                __cachemacro_p.end()?;
                 #p::Some(#pack)
             }
         };
@@ -595,12 +623,12 @@ pub fn expand(m: &Model) -> TokenStream {
         Some(Packing { pack, .. }) => {
             let past = format_ident!("{}_past", get.to_string());
             quote!({
-                let __e = #engine;
-                match __e.first(#p::Probe::Packed(#pack)) {
-                    #p::Ok(__v) => #p::Call::Ready(#p::ready(__v)),
-                    #p::Err(__past) => {
+                let __cachemacro_e = #engine;
+                match __cachemacro_e.first(#p::Probe::Packed(#pack)) {
+                    #p::Ok(__cachemacro_v) => #p::Call::Ready(#p::ready(__cachemacro_v)),
+                    #p::Err(__cachemacro_past) => {
                         #key_stmts
-                        __e.#past(__past, #p::Key::from(__k.finish()), #make)
+                        __cachemacro_e.#past(__cachemacro_past, #p::Key::from(__k.finish()), #make)
                     }
                 }
             })

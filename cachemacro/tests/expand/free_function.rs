@@ -26,7 +26,7 @@ async fn get_user(id: u64) -> Result<User, DbError> {
         >(),
     );
     let __cachemacro_call = {
-        let __e = __CACHEMACRO
+        let __cachemacro_e = __CACHEMACRO
             .get(|| {
                 #[allow(unused_imports)]
                 use ::cachemacro_runtime::__private_v0_1_0::{
@@ -58,10 +58,10 @@ async fn get_user(id: u64) -> Result<User, DbError> {
                     .with_packer({
                         #[allow(clippy::identity_op)]
                         fn __cachemacro_pack(
-                            __s: &str,
+                            __cachemacro_s: &str,
                         ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
-                            let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
-                                __s,
+                            let mut __cachemacro_p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                                __cachemacro_s,
                                 {
                                     const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
                                         b"%:",
@@ -69,37 +69,48 @@ async fn get_user(id: u64) -> Result<User, DbError> {
                                     SET
                                 },
                             );
-                            __p.lit("user:")?;
-                            let id: u64 = __p.int()?;
-                            __p.end()?;
-                            ::cachemacro_runtime::__private_v0_1_0::Some(
+                            __cachemacro_p.lit("user:")?;
+                            let id: u64 = __cachemacro_p.int()?;
+                            __cachemacro_p.end()?;
+                            ::cachemacro_runtime::__private_v0_1_0::Some({
+                                const _: () = ::core::assert!(
+                                    0u32 + < u64 as
+                                    ::cachemacro_runtime::__private_v0_1_0::KeyInt > ::BITS <=
+                                    128,
+                                    "the key's integers are wider than 128 bits: a type alias named like a primitive integer type?"
+                                );
                                 ::cachemacro_runtime::__private_v0_1_0::pack(
                                     0u128
                                         | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
-                                            << 0u32),
-                                ),
-                            )
+                                            << (0u32)),
+                                )
+                            })
                         }
                         __cachemacro_pack
                     })
             });
-        match __e
+        match __cachemacro_e
             .first(
-                ::cachemacro_runtime::__private_v0_1_0::Probe::Packed(
+                ::cachemacro_runtime::__private_v0_1_0::Probe::Packed({
+                    const _: () = ::core::assert!(
+                        0u32 + < u64 as ::cachemacro_runtime::__private_v0_1_0::KeyInt >
+                        ::BITS <= 128,
+                        "the key's integers are wider than 128 bits: a type alias named like a primitive integer type?"
+                    );
                     ::cachemacro_runtime::__private_v0_1_0::pack(
                         0u128
                             | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
-                                << 0u32),
-                    ),
-                ),
+                                << (0u32)),
+                    )
+                }),
             )
         {
-            ::cachemacro_runtime::__private_v0_1_0::Ok(__v) => {
+            ::cachemacro_runtime::__private_v0_1_0::Ok(__cachemacro_v) => {
                 ::cachemacro_runtime::__private_v0_1_0::Call::Ready(
-                    ::cachemacro_runtime::__private_v0_1_0::ready(__v),
+                    ::cachemacro_runtime::__private_v0_1_0::ready(__cachemacro_v),
                 )
             }
-            ::cachemacro_runtime::__private_v0_1_0::Err(__past) => {
+            ::cachemacro_runtime::__private_v0_1_0::Err(__cachemacro_past) => {
                 #[allow(unused_imports)]
                 use ::cachemacro_runtime::__private_v0_1_0::{
                     DirectKind as _, DisplayKind as _,
@@ -120,27 +131,28 @@ async fn get_user(id: u64) -> Result<User, DbError> {
                         .kind()
                         .render(&mut __k, __v);
                 }
-                __e.get_detached_past(
-                    __past,
-                    ::cachemacro_runtime::__private_v0_1_0::Key::from(__k.finish()),
-                    move || (
-                        ::cachemacro_runtime::__private_v0_1_0::Vec::new(),
-                        async move {
-                            #[allow(
-                                unreachable_code,
-                                clippy::diverging_sub_expression,
-                                clippy::empty_loop,
-                                clippy::let_unit_value,
-                                clippy::needless_return
-                            )]
-                            if false {
-                                let __cachemacro_fake_return: Result<User, DbError> = loop {};
-                                return __cachemacro_fake_return;
-                            }
-                            db.fetch_user(id).await
-                        },
-                    ),
-                )
+                __cachemacro_e
+                    .get_detached_past(
+                        __cachemacro_past,
+                        ::cachemacro_runtime::__private_v0_1_0::Key::from(__k.finish()),
+                        move || (
+                            ::cachemacro_runtime::__private_v0_1_0::Vec::new(),
+                            async move {
+                                #[allow(
+                                    unreachable_code,
+                                    clippy::diverging_sub_expression,
+                                    clippy::empty_loop,
+                                    clippy::let_unit_value,
+                                    clippy::needless_return
+                                )]
+                                if false {
+                                    let __cachemacro_fake_return: Result<User, DbError> = loop {};
+                                    return __cachemacro_fake_return;
+                                }
+                                db.fetch_user(id).await
+                            },
+                        ),
+                    )
             }
         }
     };
@@ -230,10 +242,10 @@ async fn get_user_invalidate(
                 .with_packer({
                     #[allow(clippy::identity_op)]
                     fn __cachemacro_pack(
-                        __s: &str,
+                        __cachemacro_s: &str,
                     ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
-                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
-                            __s,
+                        let mut __cachemacro_p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __cachemacro_s,
                             {
                                 const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
                                     b"%:",
@@ -241,16 +253,22 @@ async fn get_user_invalidate(
                                 SET
                             },
                         );
-                        __p.lit("user:")?;
-                        let id: u64 = __p.int()?;
-                        __p.end()?;
-                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                        __cachemacro_p.lit("user:")?;
+                        let id: u64 = __cachemacro_p.int()?;
+                        __cachemacro_p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some({
+                            const _: () = ::core::assert!(
+                                0u32 + < u64 as
+                                ::cachemacro_runtime::__private_v0_1_0::KeyInt > ::BITS <=
+                                128,
+                                "the key's integers are wider than 128 bits: a type alias named like a primitive integer type?"
+                            );
                             ::cachemacro_runtime::__private_v0_1_0::pack(
                                 0u128
                                     | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
-                                        << 0u32),
-                            ),
-                        )
+                                        << (0u32)),
+                            )
+                        })
                     }
                     __cachemacro_pack
                 })
@@ -341,10 +359,10 @@ async fn get_user_refresh(id: u64) -> Result<User, DbError> {
                 .with_packer({
                     #[allow(clippy::identity_op)]
                     fn __cachemacro_pack(
-                        __s: &str,
+                        __cachemacro_s: &str,
                     ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
-                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
-                            __s,
+                        let mut __cachemacro_p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __cachemacro_s,
                             {
                                 const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
                                     b"%:",
@@ -352,16 +370,22 @@ async fn get_user_refresh(id: u64) -> Result<User, DbError> {
                                 SET
                             },
                         );
-                        __p.lit("user:")?;
-                        let id: u64 = __p.int()?;
-                        __p.end()?;
-                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                        __cachemacro_p.lit("user:")?;
+                        let id: u64 = __cachemacro_p.int()?;
+                        __cachemacro_p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some({
+                            const _: () = ::core::assert!(
+                                0u32 + < u64 as
+                                ::cachemacro_runtime::__private_v0_1_0::KeyInt > ::BITS <=
+                                128,
+                                "the key's integers are wider than 128 bits: a type alias named like a primitive integer type?"
+                            );
                             ::cachemacro_runtime::__private_v0_1_0::pack(
                                 0u128
                                     | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
-                                        << 0u32),
-                            ),
-                        )
+                                        << (0u32)),
+                            )
+                        })
                     }
                     __cachemacro_pack
                 })
@@ -474,10 +498,10 @@ async fn get_user_put(
                 .with_packer({
                     #[allow(clippy::identity_op)]
                     fn __cachemacro_pack(
-                        __s: &str,
+                        __cachemacro_s: &str,
                     ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
-                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
-                            __s,
+                        let mut __cachemacro_p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __cachemacro_s,
                             {
                                 const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
                                     b"%:",
@@ -485,16 +509,22 @@ async fn get_user_put(
                                 SET
                             },
                         );
-                        __p.lit("user:")?;
-                        let id: u64 = __p.int()?;
-                        __p.end()?;
-                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                        __cachemacro_p.lit("user:")?;
+                        let id: u64 = __cachemacro_p.int()?;
+                        __cachemacro_p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some({
+                            const _: () = ::core::assert!(
+                                0u32 + < u64 as
+                                ::cachemacro_runtime::__private_v0_1_0::KeyInt > ::BITS <=
+                                128,
+                                "the key's integers are wider than 128 bits: a type alias named like a primitive integer type?"
+                            );
                             ::cachemacro_runtime::__private_v0_1_0::pack(
                                 0u128
                                     | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
-                                        << 0u32),
-                            ),
-                        )
+                                        << (0u32)),
+                            )
+                        })
                     }
                     __cachemacro_pack
                 })
@@ -566,10 +596,10 @@ fn get_user_stats() -> ::cachemacro_runtime::Stats {
                 .with_packer({
                     #[allow(clippy::identity_op)]
                     fn __cachemacro_pack(
-                        __s: &str,
+                        __cachemacro_s: &str,
                     ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
-                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
-                            __s,
+                        let mut __cachemacro_p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __cachemacro_s,
                             {
                                 const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
                                     b"%:",
@@ -577,16 +607,22 @@ fn get_user_stats() -> ::cachemacro_runtime::Stats {
                                 SET
                             },
                         );
-                        __p.lit("user:")?;
-                        let id: u64 = __p.int()?;
-                        __p.end()?;
-                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                        __cachemacro_p.lit("user:")?;
+                        let id: u64 = __cachemacro_p.int()?;
+                        __cachemacro_p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some({
+                            const _: () = ::core::assert!(
+                                0u32 + < u64 as
+                                ::cachemacro_runtime::__private_v0_1_0::KeyInt > ::BITS <=
+                                128,
+                                "the key's integers are wider than 128 bits: a type alias named like a primitive integer type?"
+                            );
                             ::cachemacro_runtime::__private_v0_1_0::pack(
                                 0u128
                                     | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
-                                        << 0u32),
-                            ),
-                        )
+                                        << (0u32)),
+                            )
+                        })
                     }
                     __cachemacro_pack
                 })
@@ -656,10 +692,10 @@ async fn get_user_clear() -> ::cachemacro_runtime::__private_v0_1_0::Result<
                 .with_packer({
                     #[allow(clippy::identity_op)]
                     fn __cachemacro_pack(
-                        __s: &str,
+                        __cachemacro_s: &str,
                     ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
-                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
-                            __s,
+                        let mut __cachemacro_p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __cachemacro_s,
                             {
                                 const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
                                     b"%:",
@@ -667,16 +703,22 @@ async fn get_user_clear() -> ::cachemacro_runtime::__private_v0_1_0::Result<
                                 SET
                             },
                         );
-                        __p.lit("user:")?;
-                        let id: u64 = __p.int()?;
-                        __p.end()?;
-                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                        __cachemacro_p.lit("user:")?;
+                        let id: u64 = __cachemacro_p.int()?;
+                        __cachemacro_p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some({
+                            const _: () = ::core::assert!(
+                                0u32 + < u64 as
+                                ::cachemacro_runtime::__private_v0_1_0::KeyInt > ::BITS <=
+                                128,
+                                "the key's integers are wider than 128 bits: a type alias named like a primitive integer type?"
+                            );
                             ::cachemacro_runtime::__private_v0_1_0::pack(
                                 0u128
                                     | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
-                                        << 0u32),
-                            ),
-                        )
+                                        << (0u32)),
+                            )
+                        })
                     }
                     __cachemacro_pack
                 })
@@ -797,10 +839,10 @@ async fn get_user_many(
                 .with_packer({
                     #[allow(clippy::identity_op)]
                     fn __cachemacro_pack(
-                        __s: &str,
+                        __cachemacro_s: &str,
                     ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
-                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
-                            __s,
+                        let mut __cachemacro_p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __cachemacro_s,
                             {
                                 const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
                                     b"%:",
@@ -808,16 +850,22 @@ async fn get_user_many(
                                 SET
                             },
                         );
-                        __p.lit("user:")?;
-                        let id: u64 = __p.int()?;
-                        __p.end()?;
-                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                        __cachemacro_p.lit("user:")?;
+                        let id: u64 = __cachemacro_p.int()?;
+                        __cachemacro_p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some({
+                            const _: () = ::core::assert!(
+                                0u32 + < u64 as
+                                ::cachemacro_runtime::__private_v0_1_0::KeyInt > ::BITS <=
+                                128,
+                                "the key's integers are wider than 128 bits: a type alias named like a primitive integer type?"
+                            );
                             ::cachemacro_runtime::__private_v0_1_0::pack(
                                 0u128
                                     | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
-                                        << 0u32),
-                            ),
-                        )
+                                        << (0u32)),
+                            )
+                        })
                     }
                     __cachemacro_pack
                 })

@@ -15,7 +15,7 @@ pub async fn find(&self, id: u64, trace: &str) -> Option<Row> {
         ),
     );
     let __cachemacro_call = {
-        let __e = __CACHEMACRO
+        let __cachemacro_e = __CACHEMACRO
             .get(|| {
                 #[allow(unused_imports)]
                 use ::cachemacro_runtime::__private_v0_1_0::{
@@ -47,10 +47,10 @@ pub async fn find(&self, id: u64, trace: &str) -> Option<Row> {
                     .with_packer({
                         #[allow(clippy::identity_op)]
                         fn __cachemacro_pack(
-                            __s: &str,
+                            __cachemacro_s: &str,
                         ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
-                            let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
-                                __s,
+                            let mut __cachemacro_p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                                __cachemacro_s,
                                 {
                                     const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
                                         b"%:",
@@ -58,40 +58,52 @@ pub async fn find(&self, id: u64, trace: &str) -> Option<Row> {
                                     SET
                                 },
                             );
-                            __p.lit(
-                                ::core::concat!(::core::module_path!(), "::", "find"),
-                            )?;
-                            __p.lit(":")?;
-                            let id: u64 = __p.int()?;
-                            __p.end()?;
-                            ::cachemacro_runtime::__private_v0_1_0::Some(
+                            __cachemacro_p
+                                .lit(
+                                    ::core::concat!(::core::module_path!(), "::", "find"),
+                                )?;
+                            __cachemacro_p.lit(":")?;
+                            let id: u64 = __cachemacro_p.int()?;
+                            __cachemacro_p.end()?;
+                            ::cachemacro_runtime::__private_v0_1_0::Some({
+                                const _: () = ::core::assert!(
+                                    0u32 + < u64 as
+                                    ::cachemacro_runtime::__private_v0_1_0::KeyInt > ::BITS <=
+                                    128,
+                                    "the key's integers are wider than 128 bits: a type alias named like a primitive integer type?"
+                                );
                                 ::cachemacro_runtime::__private_v0_1_0::pack(
                                     0u128
                                         | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
-                                            << 0u32),
-                                ),
-                            )
+                                            << (0u32)),
+                                )
+                            })
                         }
                         __cachemacro_pack
                     })
             });
-        match __e
+        match __cachemacro_e
             .first(
-                ::cachemacro_runtime::__private_v0_1_0::Probe::Packed(
+                ::cachemacro_runtime::__private_v0_1_0::Probe::Packed({
+                    const _: () = ::core::assert!(
+                        0u32 + < u64 as ::cachemacro_runtime::__private_v0_1_0::KeyInt >
+                        ::BITS <= 128,
+                        "the key's integers are wider than 128 bits: a type alias named like a primitive integer type?"
+                    );
                     ::cachemacro_runtime::__private_v0_1_0::pack(
                         0u128
                             | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
-                                << 0u32),
-                    ),
-                ),
+                                << (0u32)),
+                    )
+                }),
             )
         {
-            ::cachemacro_runtime::__private_v0_1_0::Ok(__v) => {
+            ::cachemacro_runtime::__private_v0_1_0::Ok(__cachemacro_v) => {
                 ::cachemacro_runtime::__private_v0_1_0::Call::Ready(
-                    ::cachemacro_runtime::__private_v0_1_0::ready(__v),
+                    ::cachemacro_runtime::__private_v0_1_0::ready(__cachemacro_v),
                 )
             }
-            ::cachemacro_runtime::__private_v0_1_0::Err(__past) => {
+            ::cachemacro_runtime::__private_v0_1_0::Err(__cachemacro_past) => {
                 #[allow(unused_imports)]
                 use ::cachemacro_runtime::__private_v0_1_0::{
                     DirectKind as _, DisplayKind as _,
@@ -113,27 +125,28 @@ pub async fn find(&self, id: u64, trace: &str) -> Option<Row> {
                         .kind()
                         .render(&mut __k, __v);
                 }
-                __e.get_past(
-                    __past,
-                    ::cachemacro_runtime::__private_v0_1_0::Key::from(__k.finish()),
-                    move || (
-                        ::cachemacro_runtime::__private_v0_1_0::Vec::new(),
-                        async move {
-                            #[allow(
-                                unreachable_code,
-                                clippy::diverging_sub_expression,
-                                clippy::empty_loop,
-                                clippy::let_unit_value,
-                                clippy::needless_return
-                            )]
-                            if false {
-                                let __cachemacro_fake_return: Option<Row> = loop {};
-                                return __cachemacro_fake_return;
-                            }
-                            self.db.find(id).await
-                        },
-                    ),
-                )
+                __cachemacro_e
+                    .get_past(
+                        __cachemacro_past,
+                        ::cachemacro_runtime::__private_v0_1_0::Key::from(__k.finish()),
+                        move || (
+                            ::cachemacro_runtime::__private_v0_1_0::Vec::new(),
+                            async move {
+                                #[allow(
+                                    unreachable_code,
+                                    clippy::diverging_sub_expression,
+                                    clippy::empty_loop,
+                                    clippy::let_unit_value,
+                                    clippy::needless_return
+                                )]
+                                if false {
+                                    let __cachemacro_fake_return: Option<Row> = loop {};
+                                    return __cachemacro_fake_return;
+                                }
+                                self.db.find(id).await
+                            },
+                        ),
+                    )
             }
         }
     };
@@ -215,10 +228,10 @@ pub async fn find_invalidate(
                 .with_packer({
                     #[allow(clippy::identity_op)]
                     fn __cachemacro_pack(
-                        __s: &str,
+                        __cachemacro_s: &str,
                     ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
-                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
-                            __s,
+                        let mut __cachemacro_p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __cachemacro_s,
                             {
                                 const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
                                     b"%:",
@@ -226,17 +239,24 @@ pub async fn find_invalidate(
                                 SET
                             },
                         );
-                        __p.lit(::core::concat!(::core::module_path!(), "::", "find"))?;
-                        __p.lit(":")?;
-                        let id: u64 = __p.int()?;
-                        __p.end()?;
-                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                        __cachemacro_p
+                            .lit(::core::concat!(::core::module_path!(), "::", "find"))?;
+                        __cachemacro_p.lit(":")?;
+                        let id: u64 = __cachemacro_p.int()?;
+                        __cachemacro_p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some({
+                            const _: () = ::core::assert!(
+                                0u32 + < u64 as
+                                ::cachemacro_runtime::__private_v0_1_0::KeyInt > ::BITS <=
+                                128,
+                                "the key's integers are wider than 128 bits: a type alias named like a primitive integer type?"
+                            );
                             ::cachemacro_runtime::__private_v0_1_0::pack(
                                 0u128
                                     | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
-                                        << 0u32),
-                            ),
-                        )
+                                        << (0u32)),
+                            )
+                        })
                     }
                     __cachemacro_pack
                 })
@@ -317,10 +337,10 @@ pub async fn find_refresh(&self, id: u64, trace: &str) -> Option<Row> {
                 .with_packer({
                     #[allow(clippy::identity_op)]
                     fn __cachemacro_pack(
-                        __s: &str,
+                        __cachemacro_s: &str,
                     ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
-                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
-                            __s,
+                        let mut __cachemacro_p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __cachemacro_s,
                             {
                                 const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
                                     b"%:",
@@ -328,17 +348,24 @@ pub async fn find_refresh(&self, id: u64, trace: &str) -> Option<Row> {
                                 SET
                             },
                         );
-                        __p.lit(::core::concat!(::core::module_path!(), "::", "find"))?;
-                        __p.lit(":")?;
-                        let id: u64 = __p.int()?;
-                        __p.end()?;
-                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                        __cachemacro_p
+                            .lit(::core::concat!(::core::module_path!(), "::", "find"))?;
+                        __cachemacro_p.lit(":")?;
+                        let id: u64 = __cachemacro_p.int()?;
+                        __cachemacro_p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some({
+                            const _: () = ::core::assert!(
+                                0u32 + < u64 as
+                                ::cachemacro_runtime::__private_v0_1_0::KeyInt > ::BITS <=
+                                128,
+                                "the key's integers are wider than 128 bits: a type alias named like a primitive integer type?"
+                            );
                             ::cachemacro_runtime::__private_v0_1_0::pack(
                                 0u128
                                     | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
-                                        << 0u32),
-                            ),
-                        )
+                                        << (0u32)),
+                            )
+                        })
                     }
                     __cachemacro_pack
                 })
@@ -443,10 +470,10 @@ pub async fn find_put(
                 .with_packer({
                     #[allow(clippy::identity_op)]
                     fn __cachemacro_pack(
-                        __s: &str,
+                        __cachemacro_s: &str,
                     ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
-                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
-                            __s,
+                        let mut __cachemacro_p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __cachemacro_s,
                             {
                                 const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
                                     b"%:",
@@ -454,17 +481,24 @@ pub async fn find_put(
                                 SET
                             },
                         );
-                        __p.lit(::core::concat!(::core::module_path!(), "::", "find"))?;
-                        __p.lit(":")?;
-                        let id: u64 = __p.int()?;
-                        __p.end()?;
-                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                        __cachemacro_p
+                            .lit(::core::concat!(::core::module_path!(), "::", "find"))?;
+                        __cachemacro_p.lit(":")?;
+                        let id: u64 = __cachemacro_p.int()?;
+                        __cachemacro_p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some({
+                            const _: () = ::core::assert!(
+                                0u32 + < u64 as
+                                ::cachemacro_runtime::__private_v0_1_0::KeyInt > ::BITS <=
+                                128,
+                                "the key's integers are wider than 128 bits: a type alias named like a primitive integer type?"
+                            );
                             ::cachemacro_runtime::__private_v0_1_0::pack(
                                 0u128
                                     | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
-                                        << 0u32),
-                            ),
-                        )
+                                        << (0u32)),
+                            )
+                        })
                     }
                     __cachemacro_pack
                 })
@@ -525,10 +559,10 @@ pub fn find_stats() -> ::cachemacro_runtime::Stats {
                 .with_packer({
                     #[allow(clippy::identity_op)]
                     fn __cachemacro_pack(
-                        __s: &str,
+                        __cachemacro_s: &str,
                     ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
-                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
-                            __s,
+                        let mut __cachemacro_p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __cachemacro_s,
                             {
                                 const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
                                     b"%:",
@@ -536,17 +570,24 @@ pub fn find_stats() -> ::cachemacro_runtime::Stats {
                                 SET
                             },
                         );
-                        __p.lit(::core::concat!(::core::module_path!(), "::", "find"))?;
-                        __p.lit(":")?;
-                        let id: u64 = __p.int()?;
-                        __p.end()?;
-                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                        __cachemacro_p
+                            .lit(::core::concat!(::core::module_path!(), "::", "find"))?;
+                        __cachemacro_p.lit(":")?;
+                        let id: u64 = __cachemacro_p.int()?;
+                        __cachemacro_p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some({
+                            const _: () = ::core::assert!(
+                                0u32 + < u64 as
+                                ::cachemacro_runtime::__private_v0_1_0::KeyInt > ::BITS <=
+                                128,
+                                "the key's integers are wider than 128 bits: a type alias named like a primitive integer type?"
+                            );
                             ::cachemacro_runtime::__private_v0_1_0::pack(
                                 0u128
                                     | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
-                                        << 0u32),
-                            ),
-                        )
+                                        << (0u32)),
+                            )
+                        })
                     }
                     __cachemacro_pack
                 })
@@ -605,10 +646,10 @@ pub async fn find_clear() -> ::cachemacro_runtime::__private_v0_1_0::Result<
                 .with_packer({
                     #[allow(clippy::identity_op)]
                     fn __cachemacro_pack(
-                        __s: &str,
+                        __cachemacro_s: &str,
                     ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
-                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
-                            __s,
+                        let mut __cachemacro_p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __cachemacro_s,
                             {
                                 const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
                                     b"%:",
@@ -616,17 +657,24 @@ pub async fn find_clear() -> ::cachemacro_runtime::__private_v0_1_0::Result<
                                 SET
                             },
                         );
-                        __p.lit(::core::concat!(::core::module_path!(), "::", "find"))?;
-                        __p.lit(":")?;
-                        let id: u64 = __p.int()?;
-                        __p.end()?;
-                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                        __cachemacro_p
+                            .lit(::core::concat!(::core::module_path!(), "::", "find"))?;
+                        __cachemacro_p.lit(":")?;
+                        let id: u64 = __cachemacro_p.int()?;
+                        __cachemacro_p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some({
+                            const _: () = ::core::assert!(
+                                0u32 + < u64 as
+                                ::cachemacro_runtime::__private_v0_1_0::KeyInt > ::BITS <=
+                                128,
+                                "the key's integers are wider than 128 bits: a type alias named like a primitive integer type?"
+                            );
                             ::cachemacro_runtime::__private_v0_1_0::pack(
                                 0u128
                                     | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
-                                        << 0u32),
-                            ),
-                        )
+                                        << (0u32)),
+                            )
+                        })
                     }
                     __cachemacro_pack
                 })
@@ -739,10 +787,10 @@ pub async fn find_many(
                 .with_packer({
                     #[allow(clippy::identity_op)]
                     fn __cachemacro_pack(
-                        __s: &str,
+                        __cachemacro_s: &str,
                     ) -> ::cachemacro_runtime::__private_v0_1_0::Option<[u64; 2]> {
-                        let mut __p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
-                            __s,
+                        let mut __cachemacro_p = ::cachemacro_runtime::__private_v0_1_0::KeyParse::new(
+                            __cachemacro_s,
                             {
                                 const SET: u128 = ::cachemacro_runtime::__private_v0_1_0::escape_set(
                                     b"%:",
@@ -750,17 +798,24 @@ pub async fn find_many(
                                 SET
                             },
                         );
-                        __p.lit(::core::concat!(::core::module_path!(), "::", "find"))?;
-                        __p.lit(":")?;
-                        let id: u64 = __p.int()?;
-                        __p.end()?;
-                        ::cachemacro_runtime::__private_v0_1_0::Some(
+                        __cachemacro_p
+                            .lit(::core::concat!(::core::module_path!(), "::", "find"))?;
+                        __cachemacro_p.lit(":")?;
+                        let id: u64 = __cachemacro_p.int()?;
+                        __cachemacro_p.end()?;
+                        ::cachemacro_runtime::__private_v0_1_0::Some({
+                            const _: () = ::core::assert!(
+                                0u32 + < u64 as
+                                ::cachemacro_runtime::__private_v0_1_0::KeyInt > ::BITS <=
+                                128,
+                                "the key's integers are wider than 128 bits: a type alias named like a primitive integer type?"
+                            );
                             ::cachemacro_runtime::__private_v0_1_0::pack(
                                 0u128
                                     | (::cachemacro_runtime::__private_v0_1_0::KeyInt::bits(id)
-                                        << 0u32),
-                            ),
-                        )
+                                        << (0u32)),
+                            )
+                        })
                     }
                     __cachemacro_pack
                 })
