@@ -62,7 +62,13 @@ async fn events_published_on_a_channel_invalidate_the_right_keys() {
     server.cli(&["publish", "events", "user.notanumber.updated"]); // handler error: parse
     server.cli(&["publish", "events", "invoice.3.paid"]); // no route
     server.cli(&["publish", "events", "broken.1"]);
-    until_real("all five events processed", || listener.counts().0 == 5).await;
+    // Received is counted when a message arrives, applied and failed when its handler is
+    // done (a task of its own): wait for the handlers, not only for the messages.
+    until_real("all five events handled", || {
+        let (received, applied, failed) = listener.counts();
+        received == 5 && applied + failed == 4
+    })
+    .await;
     let (received, applied, failed) = listener.counts();
     assert_eq!((received, applied, failed), (5, 2, 2));
 
