@@ -186,6 +186,27 @@ fn print(title: &str, rows: &[Row]) {
                 .collect::<Vec<_>>()
         );
     }
+    // Each round times every row one after another, so a ratio within a round is steadier
+    // than a ratio of bests when the machine's load shifts between rounds.
+    let per_round = |a: usize, b: usize| {
+        let mut r: Vec<f64> = rows[a]
+            .all
+            .iter()
+            .zip(&rows[b].all)
+            .map(|(x, y)| (x / y * 100.0).round() / 100.0)
+            .collect();
+        let shown = r.clone();
+        r.sort_by(f64::total_cmp);
+        (r[r.len() / 2], shown)
+    };
+    for (label, a, b) in [
+        ("memory / raw get", 0, 5),
+        ("memory / cached", 0, 2),
+        ("tiered / memory", 1, 0),
+    ] {
+        let (median, all) = per_round(a, b);
+        println!("  per round, {label}: median {median:.2} {all:?}");
+    }
 }
 
 fn memory_per_entry(which: &str) {
