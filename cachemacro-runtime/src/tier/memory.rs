@@ -195,17 +195,15 @@ impl<V: Clone + Send + Sync + 'static> MemoryStore<V> {
     }
 
     pub fn insert(&self, key: Key, entry: Entry<V>) {
-        let key = match self.packer {
-            None => Stored::Text(key),
-            Some(pack) => match pack(&key) {
-                Some(packed) => Stored::Packed(packed),
-                None => {
-                    // Never for a key of this function's own template (tested for every
-                    // integer type at its extremes); kept out of L1 rather than mis-filed.
-                    debug_assert!(false, "a packed function's key {key:?} does not pack");
-                    return;
-                }
-            },
+        let key = match self.at(&key) {
+            Some(Probe::Packed(packed)) => Stored::Packed(packed),
+            Some(Probe::Bytes(_)) => Stored::Text(key),
+            None => {
+                // Never for a key of this function's own template (tested for every
+                // integer type at its extremes); kept out of L1 rather than mis-filed.
+                debug_assert!(false, "a packed function's key {key:?} does not pack");
+                return;
+            }
         };
         let mut evicted = Vec::new();
         let added = self.collect.bytes(&key, &entry);
@@ -278,11 +276,13 @@ mod tests {
         }
     }
 
+    /// The packer of a template `n:<n>` with `n: u64`, for the tests.
+    fn pack(key: &str) -> Option<[u64; 2]> {
+        Some([key.strip_prefix("n:")?.parse().ok()?, 0])
+    }
+
     #[test]
     fn a_packed_store_answers_a_probe_by_rendered_bytes_too() {
-        fn pack(key: &str) -> Option<[u64; 2]> {
-            Some([key.strip_prefix("n:")?.parse().ok()?, 0])
-        }
         let store = MemoryStore::new(100, Arc::new(|| {}), None, Some(pack));
         store.insert("n:5".into(), entry(5));
         assert_eq!(
@@ -302,10 +302,6 @@ mod tests {
 
     #[test]
     fn a_packed_store_finds_entries_by_their_rendered_keys() {
-        fn pack(key: &str) -> Option<[u64; 2]> {
-            let n: u64 = key.strip_prefix("n:")?.parse().ok()?;
-            Some([n, 0])
-        }
         let store = MemoryStore::new(100, Arc::new(|| {}), None, Some(pack));
         store.insert("n:5".into(), entry(5));
         assert_eq!(
