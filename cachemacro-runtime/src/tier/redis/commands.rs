@@ -206,11 +206,7 @@ impl RedisTier {
                 .arg(ms(ttl))
                 .invoke_async(&mut c)
                 .await?;
-            Ok(if written == 1 {
-                Written::Yes
-            } else {
-                Written::GenerationMoved
-            })
+            Ok(written_by(written))
         })
         .await
     }
@@ -275,5 +271,15 @@ impl RedisTier {
                 .map(drop)
         })
         .await
+    }
+}
+
+/// What a generation-checked write script returned: 1 when it wrote, else the generation
+/// had moved (`WRITE_IF_GENERATION`, and the semantic scopes' `PUT`).
+pub(super) fn written_by(script: i64) -> Written {
+    if script == 1 {
+        Written::Yes
+    } else {
+        Written::GenerationMoved
     }
 }

@@ -91,11 +91,7 @@ impl RedisTier {
                 .arg(max.max(1))
                 .invoke_async(&mut c)
                 .await?;
-            Ok(if written == 1 {
-                Written::Yes
-            } else {
-                Written::GenerationMoved
-            })
+            Ok(super::commands::written_by(written))
         })
         .await
     }
